@@ -1,0 +1,185 @@
+"""Small pieces shared by the widgets: layer pickers, error display, running generators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+
+import napari
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils import progress as napari_progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
+
+from ..errors import UNetError
+from ..progress import Progress
+
+
+def report_error(exc: BaseException) -> None:
+    """A user's mistake as a one-line notification; anything else with its type, never a dialog."""
+    if isinstance(exc, UNetError):
+        show_error(str(exc))
+    else:
+        show_error(f"napari-unet: {type(exc).__name__}: {exc}")
+
+
+class LayerCombo(QComboBox):
+    """A combo box listing the viewer's layers of some types, kept up to date."""
+
+    def __init__(self, viewer: napari.Viewer, layer_types: tuple, allow_none: bool = False, parent=None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.layer_types = layer_types
+        self.allow_none = allow_none
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.changed):
+            ev.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, event=None) -> None:
+        current = self.currentText()
+        self.blockSignals(True)
+        self.clear()
+        if self.allow_none:
+            self.addItem("(none)")
+        for layer in self.viewer.layers:
+            if isinstance(layer, self.layer_types):
+                self.addItem(layer.name)
+                layer.events.name.disconnect(self.refresh)
+                layer.events.name.connect(self.refresh)
+        index = self.findText(current)
+        if index < 0 and not self.allow_none:
+            # Prefer the selected layer when the previous choice is gone.
+            active = self.viewer.layers.selection.active
+            index = self.findText(active.name) if active is not None and isinstance(active, self.layer_types) else 0
+        self.setCurrentIndex(max(index, 0))
+        self.blockSignals(False)
+        if self.currentText() != current:
+            self.currentIndexChanged.emit(self.currentIndex())
+
+    def layer(self):
+        name = self.currentText()
+        if not name or name == "(none)" or name not in self.viewer.layers:
+            return None
+        return self.viewer.layers[name]
+
+    def set_layer(self, layer) -> None:
+        self.refresh()
+        index = self.findText(layer.name)
+        if index >= 0:
+            self.setCurrentIndex(index)
+
+
+class TaskBar(QWidget):
+    """A progress bar with a Cancel/Stop button, driving a core generator in a thread worker."""
+
+    def __init__(self, stop_text: str = "Cancel", parent=None) -> None:
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        self.bar.setFormat("idle")
+        self.bar.setTextVisible(True)
+        self.stop_button = QPushButton(stop_text)
+        self.stop_button.setEnabled(False)
+        layout.addWidget(self.bar, 1)
+        layout.addWidget(self.stop_button)
+        self.worker: GeneratorWorker | None = None
+        self._pbar: napari_progress | None = None
+        self._on_stop: Callable[[], None] | None = None
+        self.stop_button.clicked.connect(self.request_stop)
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    def run(
+        self,
+        make_generator: Callable[[], Generator[Progress, None, object]],
+        on_event: Callable[[Progress], None] | None = None,
+        on_done: Callable[[object], None] | None = None,
+        on_stop: Callable[[], None] | None = None,
+        description: str = "working",
+    ) -> GeneratorWorker:
+        """Start ``make_generator()`` in a thread; events and the result come back in the GUI thread.
+
+        ``on_stop`` is what the button does (default: abort the worker at its
+        next yield, discarding the result).
+        """
+        if self.worker is not None:
+            raise UNetError("a task is already running; wait for it or stop it first")
+
+        def drive():
+            return (yield from make_generator())
+
+        worker = create_worker(drive, _start_thread=False)
+        self.worker = worker
+        self._on_stop = on_stop
+        self._pbar = napari_progress(total=0, desc=f"U-Net: {description}")
+        self.bar.setRange(0, 0)
+        self.bar.setFormat(description)
+        self.stop_button.setEnabled(True)
+
+        def yielded(event: Progress) -> None:
+            if event.total:
+                self.bar.setRange(0, int(event.total))
+                self.bar.setValue(int(event.step))
+                self.bar.setFormat(f"{description}: {event.step}/{event.total}")
+                if self._pbar is not None:
+                    self._pbar.total = int(event.total)
+                    self._pbar.n = int(event.step)
+                    self._pbar.refresh()
+            if on_event is not None:
+                on_event(event)
+
+        def returned(value) -> None:
+            if on_done is not None:
+                on_done(value)
+
+        def finished() -> None:
+            self.worker = None
+            self.stop_button.setEnabled(False)
+            self.bar.setRange(0, 1)
+            self.bar.setValue(1 if self.bar.format() != "stopped" else 0)
+            if self.bar.format() != "stopped":
+                self.bar.setFormat("done")
+            if self._pbar is not None:
+                self._pbar.close()
+                self._pbar = None
+
+        def errored(exc: BaseException) -> None:
+            self.bar.setFormat("failed")
+            report_error(exc)
+
+        worker.yielded.connect(yielded)
+        worker.returned.connect(returned)
+        worker.errored.connect(errored)
+        worker.finished.connect(finished)
+        worker.start()
+        return worker
+
+    def request_stop(self) -> None:
+        if self.worker is None:
+            return
+        if self._on_stop is not None:
+            self._on_stop()
+            self.bar.setFormat("stopping after this step...")
+        else:
+            self.worker.quit()
+            self.bar.setFormat("stopped")
+            show_info("U-Net: cancelled")
+        self.stop_button.setEnabled(False)
+
+
+def labeled(text: str, widget: QWidget) -> QWidget:
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    label = QLabel(text)
+    label.setMinimumWidth(90)
+    layout.addWidget(label)
+    layout.addWidget(widget, 1)
+    return row

@@ -1,0 +1,199 @@
+"""Annotate widget: make or correct a Labels layer for training.
+
+* New annotation: an empty Labels layer matched to an image (shape, scale).
+* From prediction: copy the segmentation into a new annotation layer to correct.
+* Merge / split / fill: edits napari's brush and eraser do not offer.
+* Annotated region: a Shapes layer; only pixels inside it count in training
+  (partial annotation of a crop of a big image).
+"""
+
+from __future__ import annotations
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+
+from ..annotation import fill_label_holes, merge_labels, split_label
+from ..errors import UNetError
+from ._common import LayerCombo, labeled, report_error
+from .segment_widget import image_axes
+
+ANNOTATION_SUFFIX = " annotation"
+REGION_SUFFIX = " annotated region"
+
+
+def annotation_shape(image_layer) -> tuple[int, ...]:
+    data = image_layer.data[0] if image_layer.multiscale else image_layer.data
+    return tuple(s for s, a in zip(data.shape, image_axes(image_layer)) if a != "C")
+
+
+def region_mask(shapes_layer, shape_yx: tuple[int, int]) -> np.ndarray:
+    """Union of a Shapes layer's shapes as a boolean (Y, X) mask."""
+    if shapes_layer is None or len(shapes_layer.data) == 0:
+        return np.ones(shape_yx, dtype=bool)
+    masks = shapes_layer.to_masks(mask_shape=shape_yx)
+    return np.asarray(masks).reshape(-1, *shape_yx).any(axis=0)
+
+
+class AnnotateWidget(QWidget):
+    def __init__(self, napari_viewer: napari.Viewer, parent=None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        layout = QVBoxLayout(self)
+
+        self.image_combo = LayerCombo(napari_viewer, (napari.layers.Image,))
+        layout.addWidget(labeled("image", self.image_combo))
+        self.new_button = QPushButton("New empty annotation layer")
+        layout.addWidget(self.new_button)
+        self.prediction_combo = LayerCombo(napari_viewer, (napari.layers.Labels,))
+        layout.addWidget(labeled("prediction", self.prediction_combo))
+        self.from_prediction_button = QPushButton("Start annotation from prediction")
+        layout.addWidget(self.from_prediction_button)
+        self.region_button = QPushButton("Mark annotated region (draw shapes)")
+        self.region_button.setToolTip(
+            "Only pixels inside the shapes count in training; leave it out when the whole image is annotated"
+        )
+        layout.addWidget(self.region_button)
+
+        layout.addWidget(QLabel("<b>Edit labels</b>"))
+        self.labels_combo = LayerCombo(napari_viewer, (napari.layers.Labels,))
+        layout.addWidget(labeled("labels", self.labels_combo))
+        self.merge_edit = QLineEdit()
+        self.merge_edit.setPlaceholderText("ids, e.g. 3, 7 (empty: selected label + the one under the cursor)")
+        self.merge_button = QPushButton("Merge")
+        layout.addWidget(labeled("merge", self.merge_edit))
+        layout.addWidget(self.merge_button)
+        self.split_button = QPushButton("Split at points")
+        self.split_button.setToolTip("Place points on one object in the 'split points' layer, then click")
+        layout.addWidget(self.split_button)
+        self.fill_button = QPushButton("Fill holes of selected label")
+        layout.addWidget(self.fill_button)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        layout.addWidget(self.info)
+        layout.addStretch(1)
+
+        self.new_button.clicked.connect(self.new_annotation)
+        self.from_prediction_button.clicked.connect(self.annotation_from_prediction)
+        self.region_button.clicked.connect(self.add_region_layer)
+        self.merge_button.clicked.connect(self.merge)
+        self.split_button.clicked.connect(self.split)
+        self.fill_button.clicked.connect(self.fill_holes)
+
+    def _image(self):
+        layer = self.image_combo.layer()
+        if layer is None:
+            raise UNetError("add or open an image layer first")
+        return layer
+
+    def _add_annotation(self, data: np.ndarray, image) -> napari.layers.Labels:
+        name = image.name + ANNOTATION_SUFFIX
+        n = 2
+        while name in self.viewer.layers:
+            name = f"{image.name}{ANNOTATION_SUFFIX} {n}"
+            n += 1
+        ndim = data.ndim
+        layer = self.viewer.add_labels(
+            data, name=name, scale=image.scale[:ndim], translate=image.translate[:ndim]
+        )
+        layer.mode = "paint"
+        layer.brush_size = 6
+        layer.selected_label = int(data.max()) + 1
+        self.labels_combo.set_layer(layer)
+        return layer
+
+    def new_annotation(self):
+        try:
+            image = self._image()
+            layer = self._add_annotation(np.zeros(annotation_shape(image), dtype=np.uint32), image)
+        except UNetError as exc:
+            report_error(exc)
+            return None
+        self.info.setText("paint one label per cell; press M for a new label id")
+        return layer
+
+    def annotation_from_prediction(self):
+        try:
+            image = self._image()
+            prediction = self.prediction_combo.layer()
+            if prediction is None:
+                raise UNetError("segment the image first (Segment widget) or choose a labels layer")
+            if prediction.data.shape != annotation_shape(image):
+                raise UNetError(
+                    f"the prediction {prediction.data.shape} does not match the image {annotation_shape(image)}"
+                )
+            layer = self._add_annotation(np.array(prediction.data, dtype=np.uint32, copy=True), image)
+        except UNetError as exc:
+            report_error(exc)
+            return None
+        self.info.setText("correct the prediction: paint, erase, merge or split; then train")
+        return layer
+
+    def add_region_layer(self):
+        try:
+            image = self._image()
+        except UNetError as exc:
+            report_error(exc)
+            return None
+        name = image.name + REGION_SUFFIX
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+        else:
+            layer = self.viewer.add_shapes(
+                name=name, face_color="transparent", edge_color="yellow", edge_width=3,
+                scale=image.scale[-2:] if not image.rgb else image.scale[-3:-1],
+            )
+        layer.mode = "add_rectangle"
+        self.info.setText("draw rectangles or polygons around the part you annotated")
+        return layer
+
+    # editing ----------------------------------------------------------------
+    def _labels(self):
+        layer = self.labels_combo.layer()
+        if layer is None:
+            raise UNetError("choose a labels layer to edit")
+        return layer
+
+    def _edit(self, layer, new_data: np.ndarray) -> None:
+        # Keep napari's undo history working by going through the layer's data setter.
+        layer.data = new_data
+        layer.refresh()
+
+    def merge(self) -> None:
+        try:
+            layer = self._labels()
+            text = self.merge_edit.text().replace(";", ",").strip()
+            if text:
+                ids = [int(t) for t in text.replace(" ", ",").split(",") if t.strip()]
+            else:
+                ids = [int(layer.selected_label), int(layer.get_value(self.viewer.cursor.position) or 0)]
+            self._edit(layer, merge_labels(layer.data, ids))
+            self.info.setText(f"merged {ids[1:]} into {ids[0]}")
+        except ValueError:
+            report_error(UNetError("label ids must be whole numbers separated by commas"))
+        except UNetError as exc:
+            report_error(exc)
+
+    def split(self) -> None:
+        try:
+            layer = self._labels()
+            name = "split points"
+            if name not in self.viewer.layers or len(self.viewer.layers[name].data) < 2:
+                if name not in self.viewer.layers:
+                    points = self.viewer.add_points(name=name, size=8, face_color="red", ndim=layer.ndim)
+                    points.mode = "add"
+                raise UNetError("place two or more points on the object in the 'split points' layer, then click again")
+            points = self.viewer.layers[name]
+            coords = [layer.world_to_data(points.data_to_world(p)) for p in points.data]
+            self._edit(layer, split_label(layer.data, coords))
+            points.data = np.zeros((0, layer.ndim))
+            self.info.setText(f"split into {len(coords)} objects")
+        except UNetError as exc:
+            report_error(exc)
+
+    def fill_holes(self) -> None:
+        try:
+            layer = self._labels()
+            self._edit(layer, fill_label_holes(layer.data, int(layer.selected_label)))
+        except UNetError as exc:
+            report_error(exc)

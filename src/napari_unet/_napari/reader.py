@@ -1,0 +1,37 @@
+"""Open ``.safetensors`` model files from File > Open or drag and drop.
+
+The model becomes selectable in the Segment and Train widgets; no layer is
+added. A file that is not a napari-unet model is left to other readers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def get_reader(path):
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not str(path).endswith(".safetensors"):
+        return None
+    from ..errors import UNetError
+    from ..modelfile import read_model_config
+
+    try:
+        read_model_config(path)
+    except UNetError:
+        return None
+    return read_model
+
+
+def read_model(path):
+    from napari.utils.notifications import show_info
+
+    from .models import registry
+
+    path = path[0] if isinstance(path, list) else path
+    name = registry().add_file(path)
+    show_info(f"model {name!r} is ready in the U-Net Segment and Train widgets")
+    return [(None,)]

@@ -1,0 +1,376 @@
+"""Segment widget: image layer in, Labels layer out, with live threshold tuning.
+
+The class probabilities of the last run are cached, so moving a
+post-processing slider only re-runs the watershed (in a thread), never the
+network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import napari
+import numpy as np
+import torch
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible, QLabeledDoubleSlider, QLabeledSlider
+
+from ..errors import UNetError
+from ..instances import InstanceParams
+from ..progress import Progress
+from ..segmentation import iter_segment, labels_from_probabilities
+from ..settings import load_settings, update_settings
+from ._common import LayerCombo, TaskBar, labeled, report_error
+from .models import registry
+
+SCOPES = ("whole image", "current plane", "field of view")
+
+
+@dataclass
+class Target:
+    """Where a run's result goes in the output layer: a plane index and a Y/X window."""
+
+    plane: tuple[int, ...]  # index into the leading (stack) axes; () for the whole stack
+    window: tuple[slice, slice]
+
+
+def image_axes(layer) -> str:
+    """Axes of an image layer's data: leading stack axes (Z, or T and Z), then Y, X (and C if RGB)."""
+    nd = layer.data[0].ndim if layer.multiscale else layer.data.ndim
+    lead = nd - (3 if layer.rgb else 2)
+    if lead not in (0, 1, 2):
+        raise UNetError(f"images with {nd} dimensions are not supported; use at most T, Z, Y, X (and RGB)")
+    return ("", "Z", "TZ")[lead] + ("YXC" if layer.rgb else "YX")
+
+
+def visible_window(layer, shape_yx: tuple[int, int]) -> tuple[slice, slice]:
+    """The Y/X part of the image currently on screen (whole image when unknown)."""
+    corners = np.asarray(layer.corner_pixels)
+    if corners.size == 0:
+        return slice(0, shape_yx[0]), slice(0, shape_yx[1])
+    (y0, x0), (y1, x1) = corners[0, -2:], corners[1, -2:]
+    if layer.rgb:
+        (y0, x0), (y1, x1) = corners[0, -3:-1], corners[1, -3:-1]
+    y0, x0 = max(int(y0), 0), max(int(x0), 0)
+    y1, x1 = min(int(y1) + 1, shape_yx[0]), min(int(x1) + 1, shape_yx[1])
+    if y1 - y0 < 2 or x1 - x0 < 2:
+        return slice(0, shape_yx[0]), slice(0, shape_yx[1])
+    return slice(y0, y1), slice(x0, x1)
+
+
+class SegmentWidget(QWidget):
+    def __init__(self, napari_viewer: napari.Viewer, parent=None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.settings = load_settings()
+        self._cache: dict | None = None
+        layout = QVBoxLayout(self)
+
+        self.image_combo = LayerCombo(napari_viewer, (napari.layers.Image,))
+        layout.addWidget(labeled("image", self.image_combo))
+
+        self.model_combo = QComboBox()
+        self.open_model_button = QPushButton("Open…")
+        self.open_model_button.setToolTip("Open a .safetensors model file")
+        row = QWidget()
+        row_layout = QHBoxLayout(row)
+        row_layout.setContentsMargins(0, 0, 0, 0)
+        row_layout.addWidget(self.model_combo, 1)
+        row_layout.addWidget(self.open_model_button)
+        layout.addWidget(labeled("model", row))
+
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+        layout.addWidget(labeled("device", self.device_combo))
+
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(0, 8192)
+        self.tile_spin.setSingleStep(64)
+        self.tile_spin.setSpecialValueText("auto")
+        self.tile_spin.setToolTip("output pixels per tile and axis; 'auto' picks from a memory budget")
+        layout.addWidget(labeled("tile size", self.tile_spin))
+
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems(SCOPES)
+        layout.addWidget(labeled("segment", self.scope_combo))
+
+        self.probabilities_check = QCheckBox("also show probability maps")
+        layout.addWidget(self.probabilities_check)
+
+        self.advanced = QCollapsible("Post-processing")
+        adv = QWidget()
+        adv_layout = QVBoxLayout(adv)
+        self.foreground_slider = QLabeledDoubleSlider()
+        self.foreground_slider.setRange(0.05, 0.95)
+        self.seed_slider = QLabeledDoubleSlider()
+        self.seed_slider.setRange(0.05, 0.95)
+        self.seed_h_slider = QLabeledDoubleSlider()
+        self.seed_h_slider.setRange(0.0, 10.0)
+        self.min_size_slider = QLabeledSlider()
+        self.min_size_slider.setRange(0, 500)
+        adv_layout.addWidget(labeled("foreground", self.foreground_slider))
+        adv_layout.addWidget(labeled("seed (3-class)", self.seed_slider))
+        adv_layout.addWidget(labeled("seed h (2-class)", self.seed_h_slider))
+        adv_layout.addWidget(labeled("min size", self.min_size_slider))
+        self.reset_params_button = QPushButton("Model defaults")
+        adv_layout.addWidget(self.reset_params_button)
+        self.advanced.addWidget(adv)
+        layout.addWidget(self.advanced)
+
+        self.run_button = QPushButton("Segment")
+        layout.addWidget(self.run_button)
+        self.task = TaskBar("Cancel")
+        layout.addWidget(self.task)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self._relabel_timer = QTimer(self)
+        self._relabel_timer.setSingleShot(True)
+        self._relabel_timer.setInterval(150)
+        self._relabel_timer.timeout.connect(self.relabel)
+        self._pending_relabel = False
+
+        registry().changed.connect(self.refresh_models)
+        self.refresh_models()
+        self._restore_settings()
+        self.model_combo.currentTextChanged.connect(self._model_changed)
+        self.open_model_button.clicked.connect(self.open_model_dialog)
+        self.run_button.clicked.connect(self.run)
+        self.reset_params_button.clicked.connect(self.reset_params)
+        for slider in (self.foreground_slider, self.seed_slider, self.seed_h_slider, self.min_size_slider):
+            slider.valueChanged.connect(self._params_changed)
+        for w, key in ((self.device_combo, "device"), (self.scope_combo, "scope")):
+            w.currentTextChanged.connect(lambda text, key=key: update_settings(**{key: text}))
+        self.tile_spin.valueChanged.connect(lambda v: update_settings(tile_size=int(v)))
+
+    # models ---------------------------------------------------------------
+    def refresh_models(self) -> None:
+        current = self.model_combo.currentText()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItems(registry().names())
+        index = self.model_combo.findText(current)
+        self.model_combo.setCurrentIndex(max(index, 0))
+        self.model_combo.blockSignals(False)
+
+    def open_model_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open model", "", "Model files (*.safetensors)")
+        if path:
+            self.add_model_file(path)
+
+    def add_model_file(self, path: str) -> None:
+        try:
+            name = registry().add_file(path)
+        except UNetError as exc:
+            report_error(exc)
+            return
+        self.model_combo.setCurrentText(name)
+
+    def current_model(self):
+        name = self.model_combo.currentText()
+        if not name:
+            raise UNetError("no model available: open a model file or train one")
+        return registry().get(name)
+
+    def _model_changed(self, name: str) -> None:
+        update_settings(model=name)
+        self._cache = None
+        self.reset_params()
+
+    def _restore_settings(self) -> None:
+        s = self.settings
+        if s.get("model") in registry().names():
+            self.model_combo.setCurrentText(s["model"])
+        if s.get("device") in [self.device_combo.itemText(i) for i in range(self.device_combo.count())]:
+            self.device_combo.setCurrentText(s["device"])
+        if s.get("scope") in SCOPES:
+            self.scope_combo.setCurrentText(s["scope"])
+        self.tile_spin.setValue(int(s.get("tile_size", 0) or 0))
+        self.reset_params()
+
+    # post-processing parameters -----------------------------------------------
+    def reset_params(self) -> None:
+        try:
+            params = self.current_model().postprocessing
+        except (UNetError, KeyError):
+            params = InstanceParams()
+        self.set_params(params)
+
+    def set_params(self, params: InstanceParams) -> None:
+        sliders = (self.foreground_slider, self.seed_slider, self.seed_h_slider, self.min_size_slider)
+        for s in sliders:
+            s.blockSignals(True)
+        self.foreground_slider.setValue(params.foreground_threshold)
+        self.seed_slider.setValue(params.seed_threshold)
+        self.seed_h_slider.setValue(params.seed_h)
+        self.min_size_slider.setValue(int(params.min_size))
+        for s in sliders:
+            s.blockSignals(False)
+        self._params_changed()
+
+    def params(self) -> InstanceParams:
+        return InstanceParams(
+            foreground_threshold=round(float(self.foreground_slider.value()), 3),
+            seed_threshold=round(float(self.seed_slider.value()), 3),
+            seed_h=round(float(self.seed_h_slider.value()), 3),
+            min_size=int(self.min_size_slider.value()),
+        )
+
+    def _params_changed(self, *_) -> None:
+        if self._cache is not None:
+            self._relabel_timer.start()
+
+    # running ----------------------------------------------------------------
+    def _plan(self, layer) -> tuple[object, str, Target]:
+        """The array to segment, its axes, and where the result goes."""
+        data = layer.data[0] if layer.multiscale else layer.data
+        axes = image_axes(layer)
+        n_lead = sum(a not in "YXC" for a in axes)
+        shape_yx = (data.shape[axes.index("Y")], data.shape[axes.index("X")])
+        scope = self.scope_combo.currentText()
+        whole = (slice(None), slice(None))
+        if scope == "whole image" or (scope == "current plane" and n_lead == 0):
+            return data, axes, Target((), whole)
+        # The layer's dims are the last ones of the viewer's.
+        first = self.viewer.dims.ndim - len(axes)
+        plane = tuple(int(self.viewer.dims.current_step[first + i]) for i in range(n_lead))
+        window = visible_window(layer, shape_yx) if scope == "field of view" else whole
+        sub_axes = axes[n_lead:]
+        index = [slice(None)] * len(sub_axes)
+        index[sub_axes.index("Y")], index[sub_axes.index("X")] = window
+        return np.asarray(data[plane][tuple(index)]), sub_axes, Target(plane, window)
+
+    def run(self) -> None:
+        layer = self.image_combo.layer()
+        if layer is None:
+            report_error(UNetError("add or open an image layer first"))
+            return
+        if self.task.busy:
+            report_error(UNetError("segmentation is already running"))
+            return
+        try:
+            model = self.current_model()
+            data, axes, target = self._plan(layer)
+        except UNetError as exc:
+            report_error(exc)
+            return
+        device = self.device_combo.currentText()
+        tile = self.tile_spin.value() or None
+        params = self.params()
+        self.status.setText("segmenting…")
+        self.run_button.setEnabled(False)
+
+        def make():
+            return iter_segment(
+                data, model, axes=axes, device=device, tile_size=tile, params=params,
+                return_probabilities=True,
+            )
+
+        def done(result) -> None:
+            labels, probs = result
+            self._cache = {"layer": layer, "model": model, "probs": probs, "target": target}
+            self._write_labels(layer, labels, target)
+            if self.probabilities_check.isChecked():
+                self._show_probabilities(layer, model, probs, target)
+            self.status.setText(f"{int(labels.max())} objects")
+
+        def on_event(event: Progress) -> None:
+            if event.stage == "segment" and event.total and event.total > 1:
+                self.status.setText(f"plane {event.step}/{event.total}")
+
+        worker = self.task.run(make, on_event, done, description="segment")
+        worker.finished.connect(lambda: self.run_button.setEnabled(True))
+
+    def relabel(self) -> None:
+        """Re-run only the post-processing on the cached probabilities."""
+        if self._cache is None:
+            return
+        if self.task.busy:
+            self._relabel_timer.start()  # try again once the current run is done
+            return
+        cache = self._cache
+        params = self.params()
+
+        def make():
+            yield Progress("relabel", 0, 1)
+            return labels_from_probabilities(cache["probs"], cache["model"], params)
+
+        def done(labels) -> None:
+            self._write_labels(cache["layer"], labels, cache["target"])
+            self.status.setText(f"{int(labels.max())} objects")
+
+        self.task.run(make, None, done, description="relabel")
+
+    # output layers -----------------------------------------------------------
+    def _output_shape(self, image_layer) -> tuple[int, ...]:
+        data = image_layer.data[0] if image_layer.multiscale else image_layer.data
+        axes = image_axes(image_layer)
+        return tuple(s for s, a in zip(data.shape, axes) if a != "C")
+
+    def labels_layer(self, image_layer, create: bool = True):
+        name = f"{image_layer.name} labels"
+        shape = self._output_shape(image_layer)
+        if name in self.viewer.layers:
+            existing = self.viewer.layers[name]
+            if isinstance(existing, napari.layers.Labels) and existing.data.shape == shape:
+                return existing
+        if not create:
+            return None
+        layer = self.viewer.add_labels(
+            np.zeros(shape, dtype=np.uint32), name=name, scale=image_layer.scale[: len(shape)]
+            if not image_layer.rgb else image_layer.scale, translate=image_layer.translate[: len(shape)]
+            if not image_layer.rgb else image_layer.translate,
+        )
+        return layer
+
+    def _write_labels(self, image_layer, labels: np.ndarray, target: Target) -> None:
+        out = self.labels_layer(image_layer)
+        data = out.data
+        if not target.plane and target.window == (slice(None), slice(None)):
+            if data.dtype != labels.dtype or data.shape != labels.shape:
+                out.data = labels.astype(np.uint32)
+            else:
+                data[...] = labels
+                out.refresh()
+        else:
+            region = data[target.plane + (Ellipsis,)][target.window] if target.plane else data[target.window]
+            region[...] = 0
+            # New ids continue after those already in the layer, so nothing merges by accident.
+            shifted = labels.astype(np.uint32)
+            shifted[shifted > 0] += np.uint32(data.max())
+            region[...] = shifted
+            out.refresh()
+        out.visible = True
+
+    def _show_probabilities(self, image_layer, model, probs: np.ndarray, target: Target) -> None:
+        for k, cls in enumerate(model.classes):
+            if cls == "background":
+                continue
+            name = f"{image_layer.name} {cls} probability"
+            shape = self._output_shape(image_layer)
+            if name in self.viewer.layers and self.viewer.layers[name].data.shape == shape:
+                layer = self.viewer.layers[name]
+            else:
+                layer = self.viewer.add_image(
+                    np.zeros(shape, dtype=np.float32), name=name, colormap="magma", blending="additive",
+                    contrast_limits=(0, 1), visible=True,
+                )
+            data = layer.data
+            if target.plane:
+                data[target.plane + (Ellipsis,)][target.window] = probs[k]
+            else:
+                data[(Ellipsis,) + target.window] = probs[k]
+            layer.refresh()

@@ -1,0 +1,401 @@
+"""Command-line interface: ``napari-unet segment | train | evaluate | tune | info | demo``.
+
+A thin shell over the library: it parses arguments, drives the same
+generators the napari widgets use with a terminal progress bar, and turns a
+user's mistake (:class:`UNetError`) into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .errors import UNetError
+
+
+def _progress_bar(total: int | None, desc: str, disable: bool = False):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, disable=disable, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------
+# segment
+# --------------------------------------------------------------------------
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .batch import BatchOptions, iter_segment_files
+
+    options = BatchOptions(
+        model=args.model,
+        tile_size=args.tile,
+        device=args.device,
+        axes=args.axes,
+        overwrite=args.overwrite,
+        allow_input_folder=args.allow_input_folder,
+        block_size=args.block_size,
+        precision=args.precision,
+        save_probabilities=args.probabilities,
+        overlay=args.overlay,
+    )
+    gen = iter_segment_files(args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler)
+    bar = None
+    try:
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as done:
+                report = done.value
+                break
+            if bar is None:
+                bar = _progress_bar(ev.total, "segment", args.quiet)
+            bar.n = ev.step
+            bar.set_postfix_str(Path(ev.info.get("file", "")).name[-30:], refresh=False)
+            bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+    print(report.summary(), file=sys.stderr)
+    if args.json:
+        from .io import write_json
+
+        write_json(args.json, report.to_dict())
+    return 1 if report.failed else 0
+
+
+# --------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .augment import NO_AUGMENTATION, AugmentConfig
+    from .data import load_training_folder
+    from .modelfile import load_model, save_model
+    from .normalize import Normalization
+    from .training import TrainConfig, train
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise UNetError(f"--out must end in .safetensors, got {out.name}")
+    if out.exists() and not args.overwrite:
+        raise UNetError(f"{out} exists; choose another name or pass --overwrite")
+    if (args.val_images is None) != (args.val_masks is None):
+        raise UNetError("give both --val-images and --val-masks, or neither")
+    init = None if args.start_from == "scratch" else load_model(args.start_from)
+    in_channels = init.in_channels if init is not None else args.channels
+    norm = init.normalization if init is not None else Normalization()
+    train_set = load_training_folder(args.images, args.masks, in_channels, norm)
+    val_set = (
+        load_training_folder(args.val_images, args.val_masks, in_channels, norm) if args.val_images else []
+    )
+    config = TrainConfig(
+        epochs=args.epochs,
+        minutes=args.minutes,
+        patches_per_epoch=args.patches_per_epoch,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        seed=args.seed,
+        workers=args.loader_workers,
+        device=args.device,
+        augment=NO_AUGMENTATION if args.no_augment else AugmentConfig(),
+    )
+    architecture = dict(depth=args.depth, base_channels=args.base_channels, in_channels=in_channels,
+                        scheme=args.scheme, name=out.stem)
+    description = {"train_images": str(args.images), "train_masks": str(args.masks),
+                   "n_train": len(train_set), "val_images": str(args.val_images) if val_set else None,
+                   "n_val": len(val_set)}
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.stem + ".checkpoint.safetensors")
+    stop = threading.Event()
+
+    def on_interrupt(signum, frame):
+        # First Ctrl-C: finish after this step and save the best model; second: abort.
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step and saving the best model (Ctrl-C again to abort)", file=sys.stderr)
+
+    gen = train(
+        train_set, val_set, init=init, architecture=architecture, config=config, stop=stop,
+        checkpoint=checkpoint, resume=args.resume, data_description=description,
+    )
+    bar = _progress_bar(None, "train", args.quiet)
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as done:
+                model = done.value
+                break
+            if ev.stage == "train":
+                bar.total = ev.total
+                bar.n = ev.step
+                bar.set_postfix(epoch=ev.info["epoch"], loss=f"{ev.info['loss']:.4f}", refresh=False)
+                bar.refresh()
+            elif ev.stage == "validate":
+                bar.write(
+                    f"epoch {ev.info['epoch']}: AP@0.5 {ev.info['ap50']:.3f}  AP@0.7 {ev.info['ap70']:.3f}"
+                    + ("  (best)" if ev.info.get("best") else "")
+                )
+            elif ev.stage == "tune" and ev.total:
+                bar.write(f"post-processing tuned on validation: mean AP {ev.info['mean_ap']:.3f}")
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        bar.close()
+    model.name = out.stem
+    save_model(model, out)
+    summary = model.training
+    print(
+        f"saved {out} ({summary['steps']} steps in {summary['time_s']:.0f}s, stopped by {summary['stopped_by']})",
+        file=sys.stderr,
+    )
+    if summary.get("validation"):
+        print(json.dumps(summary["validation"]), file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------
+
+
+def pair_predictions(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
+    """Pair ``<stem>_labels.tif`` or ``<stem>.tif`` predictions with ``<stem>.tif`` ground truth."""
+    from .data import IMAGE_SUFFIXES
+
+    for d, what in ((pred_dir, "--pred"), (gt_dir, "--gt")):
+        if not d.is_dir():
+            raise UNetError(f"{what} folder {d} does not exist")
+
+    def stems(d: Path, strip: bool) -> dict[str, Path]:
+        out = {}
+        for p in sorted(d.iterdir()):
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            stem = p.stem
+            if strip and stem.endswith("_labels"):
+                stem = stem[: -len("_labels")]
+            if stem in out:
+                raise UNetError(f"two predictions for {stem} in {d}: {out[stem].name} and {p.name}")
+            out[stem] = p
+        return out
+
+    preds, gts = stems(pred_dir, True), stems(gt_dir, False)
+    if not gts:
+        raise UNetError(f"no ground-truth images in {gt_dir}")
+    missing = sorted(set(gts) - set(preds))
+    extra = sorted(set(preds) - set(gts))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"no prediction for {len(missing)} ground-truth file(s): {', '.join(missing[:5])}")
+        if extra:
+            parts.append(f"no ground truth for {len(extra)} prediction(s): {', '.join(extra[:5])}")
+        raise UNetError("; ".join(parts))
+    return [(preds[s], gts[s]) for s in sorted(gts)]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .io import read_image, write_json
+    from .metrics import DSB_THRESHOLDS, matching_dataset
+
+    pairs = pair_predictions(Path(args.pred), Path(args.gt))
+    preds, gts = [], []
+    for p, g in pairs:
+        pred, gt = np.asarray(read_image(p).data), np.asarray(read_image(g).data)
+        if pred.shape != gt.shape:
+            raise UNetError(f"{p.name} has shape {pred.shape} but {g.name} has {gt.shape}")
+        preds.append(pred)
+        gts.append(gt)
+    thresholds = [float(t) for t in args.thresholds] if args.thresholds else list(DSB_THRESHOLDS)
+    result = matching_dataset(gts, preds, thresholds, per_image=args.per_image)
+    if args.per_image:
+        result["files"] = [p.name for p, _ in pairs]
+    print(f"{len(pairs)} image pairs; counts summed over images")
+    print(f"{'IoU':>5} {'TP':>6} {'FP':>6} {'FN':>6} {'prec':>6} {'recall':>6} {'F1':>6} {'AP':>6} {'PQ':>6} {'mIoU':>6}")
+    for t, c in result["thresholds"].items():
+        print(
+            f"{float(t):5.2f} {c['tp']:6d} {c['fp']:6d} {c['fn']:6d} {c['precision']:6.3f} {c['recall']:6.3f} "
+            f"{c['f1']:6.3f} {c['ap']:6.3f} {c['panoptic_quality']:6.3f} {c['mean_matched_iou']:6.3f}"
+        )
+    print(f"mean AP over {len(thresholds)} thresholds: {result['mean_ap']:.4f}")
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# tune, info, demo
+# --------------------------------------------------------------------------
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .data import load_training_folder
+    from .instances import tune_instance_params
+    from .modelfile import load_model, save_model
+    from .tiling import resolve_device
+    from .training import predict_dataset
+
+    model = load_model(args.model)
+    images = load_training_folder(args.images, args.masks, model.in_channels, model.normalization)
+    probs = predict_dataset(model.net, images, resolve_device(args.device))
+    params, summary = tune_instance_params(probs, [im.labels for im in images], start=model.postprocessing)
+    model.postprocessing = params
+    model.training = {**model.training, "postprocessing_tuning": summary}
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UNetError(f"{out} exists; choose another name or pass --overwrite")
+    save_model(model, out)
+    print(json.dumps({"postprocessing": params.to_dict(), **summary}, indent=2))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .modelfile import builtin_model_path, read_model_config
+
+    path = builtin_model_path(args.model) if not Path(args.model).suffix else Path(args.model)
+    if path is None:
+        raise UNetError(f"unknown model {args.model!r}")
+    print(json.dumps(read_model_config(path), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .io import overlay_png, write_png, write_tiff
+    from .metrics import matching_dataset
+    from .segmentation import segment
+    from .synthetic import synthetic_nuclei
+
+    out = Path(args.out)
+    image, truth = synthetic_nuclei((args.size, args.size), seed=args.seed)
+    t = time.perf_counter()
+    labels = segment(image, args.model)
+    seconds = time.perf_counter() - t
+    write_tiff(out / "nuclei.tif", image, axes="YX")
+    write_tiff(out / "nuclei_labels.tif", labels, axes="YX")
+    write_png(out / "nuclei_overlay.png", overlay_png(image, labels))
+    scores = matching_dataset([truth], [labels], (0.5, 0.7))["thresholds"]
+    print(
+        f"segmented a {args.size}x{args.size} synthetic nuclei image in {seconds:.2f}s: "
+        f"{int(labels.max())} nuclei (truth {int(truth.max())}), "
+        f"AP@0.5 {scores['0.5']['ap']:.3f}, AP@0.7 {scores['0.7']['ap']:.3f}\n"
+        f"wrote {out / 'nuclei_labels.tif'} and {out / 'nuclei_overlay.png'}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="napari-unet", description="U-Net segmentation of cells and nuclei.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('napari_unet').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("segment", help="segment images or folders; one <stem>_labels file per input")
+    p.add_argument("inputs", nargs="+", help="files, folders or globs (TIFF, OME-TIFF, PNG, zarr, OME-Zarr)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", default="default", help="'default' (alias 'nuclei') or a .safetensors file")
+    p.add_argument("--tile", type=int, default=None, help="output pixels per tile and axis (default: from memory)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    p.add_argument("--axes", default=None, help="axes of the inputs, e.g. YX, YXC, CYX, ZYX, TZYX (guessed)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=int, default=None, help="start a local dask cluster with N workers")
+    group.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
+    p.add_argument("--block-size", type=int, default=4096, help="images larger than this are done block by block")
+    p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists")
+    p.add_argument("--allow-input-folder", action="store_true", help="allow --out to be an input folder")
+    p.add_argument("--probabilities", action="store_true", help="also write class probabilities")
+    p.add_argument("--overlay", action="store_true", help="also write a PNG overlay per input (2D only)")
+    p.add_argument("--json", default=None, help="write the run summary here")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("train", help="train or fine-tune a model on image/mask folders")
+    p.add_argument("--images", required=True)
+    p.add_argument("--masks", required=True, help="instance label images, paired with images by file name")
+    p.add_argument("--val-images")
+    p.add_argument("--val-masks")
+    p.add_argument("--from", dest="start_from", default="default",
+                   help="'default', a .safetensors file, or 'scratch' (default: fine-tune the default model)")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
+    p.add_argument("--patches-per-epoch", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--patch-size", type=int, default=252)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--depth", type=int, default=3, help="(from scratch) U-Net depth")
+    p.add_argument("--base-channels", type=int, default=16, help="(from scratch) first-level channels")
+    p.add_argument("--channels", type=int, default=1, help="(from scratch) input channels")
+    p.add_argument("--scheme", default="3class", choices=["2class", "3class"], help="(from scratch) classes")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--loader-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file (default: beside --out)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score predicted labels against ground truth")
+    p.add_argument("--pred", required=True, help="folder of <stem>_labels.tif or <stem>.tif")
+    p.add_argument("--gt", required=True, help="folder of <stem>.tif ground-truth labels")
+    p.add_argument("--thresholds", nargs="*", default=None, help="IoU thresholds (default 0.5..0.95)")
+    p.add_argument("--per-image", action="store_true")
+    p.add_argument("--json", default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tune", help="tune a model's post-processing thresholds on annotated images")
+    p.add_argument("--model", default="default")
+    p.add_argument("--images", required=True)
+    p.add_argument("--masks", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("info", help="print a model's config")
+    p.add_argument("model", nargs="?", default="default")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="segment a built-in synthetic image; write labels and a PNG overlay")
+    p.add_argument("--out", default="demo_output")
+    p.add_argument("--model", default="default")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UNetError as exc:
+        print(f"napari-unet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("napari-unet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

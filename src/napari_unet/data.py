@@ -1,0 +1,214 @@
+"""Training data: image/mask pairs, and random valid-size patches with targets and weights.
+
+Images are normalized once, whole, when loaded. Each patch is cut around a
+random annotated pixel, deformed, and turned into a class target and a loss
+weight map over the network's *output* region; the input keeps the halo of
+real (or mirrored) context the valid convolutions need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .augment import AugmentConfig, augment_pair, crop_padded
+from .errors import UNetError
+from .normalize import Normalization, normalize, to_channels_first
+from .weights import class_targets, class_weights_from_counts, training_weights
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class TrainingImage:
+    """One annotated image: normalized (C, Y, X) float32, labels (Y, X), annotated region."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    valid: np.ndarray
+    name: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.labels.shape
+
+
+def make_training_image(
+    image: np.ndarray,
+    labels: np.ndarray,
+    in_channels: int,
+    normalization: Normalization = Normalization(),
+    valid: np.ndarray | None = None,
+    channel_axis: int | None = None,
+    name: str = "",
+) -> TrainingImage:
+    """Check and normalize one image/labels pair (raises UNetError with the name on problems)."""
+    what = f" ({name})" if name else ""
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    if channel_axis is None and image.ndim == 3 and image.shape[-1] in (3, 4):
+        channel_axis = -1
+    if labels.ndim != 2:
+        raise UNetError(f"the mask{what} must be a 2D label image, got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0):
+            labels = labels.astype(np.int64)
+        else:
+            raise UNetError(f"the mask{what} must hold integer instance ids, got {labels.dtype}")
+    chw = to_channels_first(image, channel_axis, in_channels)
+    if chw.shape[1:] != labels.shape:
+        raise UNetError(f"image{what} is {chw.shape[1:]} but its mask is {labels.shape}; they must match")
+    if valid is None:
+        valid = np.ones(labels.shape, dtype=bool)
+    elif valid.shape != labels.shape:
+        raise UNetError(f"the annotated region{what} is {valid.shape}, the mask {labels.shape}")
+    if not valid.any():
+        raise UNetError(f"the annotated region{what} is empty")
+    return TrainingImage(normalize(chw, normalization), labels.astype(np.int32), valid.astype(bool), name)
+
+
+def pair_by_stem(images_dir: str | Path, masks_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Pair image and mask files by file stem (``a.tif`` with ``a.tif`` or ``a_labels.tif``)."""
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    for d, what in ((images_dir, "images"), (masks_dir, "masks")):
+        if not d.is_dir():
+            raise UNetError(f"the {what} folder {d} does not exist")
+
+    def files(d: Path) -> dict[str, Path]:
+        found = {}
+        for p in sorted(d.iterdir()):
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+                stem = p.stem
+                for suffix in ("_labels", "_masks", "_mask"):
+                    if d is masks_dir and stem.endswith(suffix):
+                        stem = stem[: -len(suffix)]
+                found[stem] = p
+        return found
+
+    images, masks = files(images_dir), files(masks_dir)
+    if not images:
+        raise UNetError(f"no images (.tif, .png) found in {images_dir}")
+    missing = sorted(set(images) - set(masks))
+    extra = sorted(set(masks) - set(images))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"no mask for {len(missing)} image(s): {', '.join(missing[:5])}")
+        if extra:
+            parts.append(f"no image for {len(extra)} mask(s): {', '.join(extra[:5])}")
+        raise UNetError("; ".join(parts) + " (images and masks are paired by file name)")
+    return [(images[s], masks[s]) for s in sorted(images)]
+
+
+def load_training_folder(
+    images_dir: str | Path,
+    masks_dir: str | Path,
+    in_channels: int,
+    normalization: Normalization = Normalization(),
+    limit: int | None = None,
+) -> list[TrainingImage]:
+    """Read, check and normalize every image/mask pair of two folders."""
+    from .io import read_image
+
+    pairs = pair_by_stem(images_dir, masks_dir)
+    if limit is not None:
+        pairs = pairs[:limit]
+    out = []
+    for img_path, mask_path in pairs:
+        image = read_image(img_path).data
+        mask = read_image(mask_path).data
+        if not np.any(mask):
+            raise UNetError(
+                f"the mask {mask_path.name} is empty (no labelled cell); annotate it or remove the pair"
+            )
+        out.append(make_training_image(image, mask, in_channels, normalization, name=img_path.stem))
+    return out
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Random training patches: (image (C, P, P), target (O, O), weights (O, O)).
+
+    ``len`` is the number of patches per epoch; each item is drawn at random
+    (seeded by ``seed``, the epoch and the index, so runs are reproducible
+    with any number of loader workers).
+    """
+
+    def __init__(
+        self,
+        images: list[TrainingImage],
+        input_size: int,
+        halo: int,
+        scheme: str,
+        class_weights: np.ndarray,
+        patches_per_epoch: int,
+        augment: AugmentConfig | None,
+        w0: float = 10.0,
+        sigma: float = 5.0,
+        seed: int = 0,
+    ) -> None:
+        if not images:
+            raise UNetError("no training images")
+        self.images = images
+        self.input_size = input_size
+        self.output_size = input_size - 2 * halo
+        self.scheme = scheme
+        self.class_weights = class_weights
+        self.patches_per_epoch = patches_per_epoch
+        self.augment = augment
+        self.w0, self.sigma = w0, sigma
+        self.seed = seed
+        self.epoch = 0
+        # Larger images give more patches, as if each pixel were equally likely.
+        areas = np.array([im.valid.sum() for im in images], dtype=np.float64)
+        self.image_probability = np.sqrt(areas) / np.sqrt(areas).sum()
+        self._valid_points = [np.flatnonzero(im.valid) for im in images]
+
+    def __len__(self) -> int:
+        return self.patches_per_epoch
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        k = int(rng.choice(len(self.images), p=self.image_probability))
+        item = self.images[k]
+        flat = self._valid_points[k][rng.integers(len(self._valid_points[k]))]
+        cy, cx = np.unravel_index(flat, item.shape)
+        P = self.input_size
+        if self.augment is None:
+            y0, x0 = int(cy) - P // 2, int(cx) - P // 2
+            image = crop_padded(item.image, y0, x0, P, P, "reflect")
+            labels = crop_padded(item.labels, y0, x0, P, P, "constant")
+            valid = crop_padded(item.valid, y0, x0, P, P, "constant")
+        else:
+            center = (cy + rng.uniform(-0.5, 0.5), cx + rng.uniform(-0.5, 0.5))
+            image, labels, valid = augment_pair(
+                item.image, item.labels, item.valid, (P, P), center, rng, self.augment
+            )
+        target = class_targets(labels, self.scheme)
+        weights = training_weights(labels, target, self.class_weights, self.w0, self.sigma, valid)
+        h = (P - self.output_size) // 2
+        crop = (slice(h, h + self.output_size), slice(h, h + self.output_size))
+        return (
+            torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(target[crop])),
+            torch.from_numpy(np.ascontiguousarray(weights[crop], dtype=np.float32)),
+        )
+
+
+def dataset_class_weights(
+    images: list[TrainingImage], scheme: str, n_classes: int, balance: float = 0.5
+) -> np.ndarray:
+    """Class weights from the class frequencies of the whole training set.
+
+    ``balance`` 1 weights each class inversely to its frequency (the paper's
+    w_c); 0 weights all classes equally; the default 0.5 (square root) keeps
+    rare classes important without skewing the probabilities so far that the
+    post-processing thresholds lose their meaning.
+    """
+    counts = np.zeros(n_classes)
+    for im in images:
+        target = class_targets(im.labels, scheme)
+        counts += np.bincount(target[im.valid], minlength=n_classes)[:n_classes]
+    return class_weights_from_counts(counts, balance)

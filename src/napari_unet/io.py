@@ -1,0 +1,231 @@
+"""Reading images with their axes, and writing results atomically.
+
+TIFF / OME-TIFF, PNG/JPEG and zarr / OME-Zarr are read; big TIFF and zarr
+inputs can stay lazy (memory-mapped or chunked) for block-wise processing.
+Every write goes to a temporary name beside the target and is renamed into
+place, so a crash never leaves a half-written file, and inputs are never
+opened for writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UNetError
+
+AXES_LETTERS = set("TZCYX")
+TIFF_SUFFIXES = (".tif", ".tiff")
+PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+ZARR_SUFFIXES = (".zarr", ".ome.zarr")
+
+
+@dataclass
+class ImageData:
+    """An array (numpy, zarr or dask) and its axes, e.g. "YX", "YXC", "ZYX", "TCYX"."""
+
+    data: object
+    axes: str
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+
+def infer_axes(shape: tuple[int, ...], rgb: bool | None = None) -> str:
+    """Guess axes from a shape: trailing 3 or 4 is colour, leading dims are Z or T/Z.
+
+    Pass explicit axes (``--axes``) where the guess is wrong, e.g. "CYX".
+    """
+    ndim = len(shape)
+    if ndim < 2:
+        raise UNetError(f"an image needs at least 2 dimensions (Y, X); got shape {tuple(shape)}")
+    colour = shape[-1] in (3, 4) if rgb is None else rgb
+    if colour and ndim >= 3:
+        lead = {3: "", 4: "Z", 5: "TZ"}.get(ndim)
+        if lead is None:
+            raise UNetError(f"cannot guess the axes of a {ndim}D colour image; give them (e.g. TZYXC)")
+        return lead + "YXC"
+    lead = {2: "", 3: "Z", 4: "TZ"}.get(ndim)
+    if lead is None:
+        raise UNetError(f"cannot guess the axes of a {ndim}D image {tuple(shape)}; give them (e.g. TZCYX)")
+    return lead + "YX"
+
+
+def check_axes(axes: str, ndim: int) -> str:
+    axes = axes.upper()
+    if len(axes) != ndim or set(axes) - AXES_LETTERS or len(set(axes)) != len(axes) or not {"Y", "X"} <= set(axes):
+        raise UNetError(
+            f"axes {axes!r} do not fit an image with {ndim} dimensions; use each of T, Z, C, Y, X "
+            "at most once and include Y and X"
+        )
+    return axes
+
+
+def _ome_axes(tif) -> str | None:
+    series = tif.series[0]
+    axes = getattr(series, "axes", None)
+    if not axes:
+        return None
+    axes = axes.upper().replace("S", "C").replace("Q", "Z").replace("I", "Z")
+    return axes if set(axes) <= AXES_LETTERS and len(set(axes)) == len(axes) else None
+
+
+def _squeeze_singletons(data, axes: str) -> tuple[object, str]:
+    """Drop length-1 T, Z and C axes (a single plane stored as 1xYxX)."""
+    keep = [i for i, a in enumerate(axes) if a in "YX" or data.shape[i] != 1]
+    if len(keep) == len(axes):
+        return data, axes
+    index = tuple(slice(None) if i in keep else 0 for i in range(len(axes)))
+    return data[index], "".join(axes[i] for i in keep)
+
+
+def read_image(path: str | Path, axes: str | None = None, lazy: bool = False) -> ImageData:
+    """Read an image file (TIFF/OME-TIFF, PNG/JPEG, zarr/OME-Zarr) with its axes.
+
+    ``lazy`` keeps TIFF and zarr data on disk (a zarr array), for images
+    bigger than memory. Errors name the file and what went wrong.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UNetError(f"{path} does not exist")
+    name = path.name.lower()
+    try:
+        if is_zarr(path):
+            data, file_axes = _read_zarr(path)
+            if not lazy:
+                data = np.asarray(data)
+        elif name.endswith(TIFF_SUFFIXES):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                file_axes = _ome_axes(tif) if (tif.is_ome or tif.is_imagej) else None
+                if not lazy:
+                    data = tif.asarray()
+            if lazy:
+                import zarr
+
+                store = tifffile.imread(path, aszarr=True)
+                data = zarr.open(store, mode="r")
+                if hasattr(data, "keys") and not hasattr(data, "shape"):  # pyramid: take full resolution
+                    data = data["0"]
+        elif name.endswith(PLAIN_SUFFIXES):
+            import imageio.v3 as iio
+
+            data, file_axes = iio.imread(path), None
+        else:
+            raise UNetError(f"{path.name}: unsupported file type (use TIFF, PNG, JPEG or zarr)")
+    except UNetError:
+        raise
+    except Exception as exc:  # any reader failure is a problem with the user's file
+        raise UNetError(f"cannot read {path}: {exc}") from exc
+    if file_axes is not None and len(file_axes) != len(data.shape):
+        file_axes = None
+    chosen = check_axes(axes, len(data.shape)) if axes else file_axes or infer_axes(data.shape)
+    if not axes:
+        data, chosen = _squeeze_singletons(data, chosen)
+    return ImageData(data, chosen, path)
+
+
+def is_zarr(path: Path) -> bool:
+    markers = (".zattrs", ".zarray", ".zgroup", "zarr.json")
+    return path.name.lower().endswith(ZARR_SUFFIXES) or (
+        path.is_dir() and any((path / m).exists() for m in markers)
+    )
+
+
+def _read_zarr(path: Path):
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:
+        raise UNetError(f"cannot open {path} as zarr: {exc}") from exc
+    if hasattr(node, "shape"):
+        return node, None
+    # OME-Zarr (NGFF): the first multiscale dataset is full resolution.
+    attrs = dict(node.attrs)
+    ome = attrs.get("ome", attrs)
+    multiscales = ome.get("multiscales")
+    if not multiscales:
+        raise UNetError(f"{path} is a zarr group without an image array (no 'multiscales')")
+    ms = multiscales[0]
+    array = node[ms["datasets"][0]["path"]]
+    axes = None
+    if "axes" in ms:
+        axes = "".join((a["name"] if isinstance(a, dict) else a).upper() for a in ms["axes"])
+    return array, axes
+
+
+# --------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it into place on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_tiff(path: str | Path, array: np.ndarray, axes: str | None = None) -> Path:
+    """Write a (compressed) TIFF atomically; ``axes`` goes into the metadata."""
+    import tifffile
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(
+            tmp, np.asarray(array), compression="zlib", metadata={"axes": axes} if axes else None
+        )
+    return path
+
+
+def write_png(path: str | Path, rgb: np.ndarray) -> Path:
+    import imageio.v3 as iio
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, np.asarray(rgb, dtype=np.uint8), extension=".png")
+    return path
+
+
+def write_json(path: str | Path, obj) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def overlay_png(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """An RGB picture of a grey (or RGB) image with label outlines in colour."""
+    from skimage.segmentation import find_boundaries
+
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 3 and img.shape[-1] in (3, 4):
+        img = img[..., :3].mean(axis=-1)
+    lo, hi = np.percentile(img, [1, 99.8])
+    grey = np.clip((img - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    edges = find_boundaries(labels, mode="inner")
+    rng = np.random.default_rng(1)
+    palette = rng.integers(80, 256, size=(int(labels.max()) + 1, 3), dtype=np.uint8)
+    rgb[edges] = palette[labels[edges]]
+    return rgb

@@ -1,0 +1,390 @@
+"""Training and fine-tuning as a generator of progress events.
+
+``train(...)`` yields :class:`~napari_unet.progress.Progress` events (one per
+optimizer step, one per validation) and returns the best model. The CLI and
+the napari widget drive the same generator. Setting the ``stop`` event makes
+it finish after the current step and return the best model so far.
+
+Loss: the paper's pixelwise softmax cross-entropy weighted by the border
+weight map. Model selection: validation AP through the same instance
+post-processing users get.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import threading
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .augment import AugmentConfig
+from .data import PatchDataset, TrainingImage, dataset_class_weights
+from .errors import UNetError
+from .instances import InstanceParams, instances_from_probabilities, tune_instance_params
+from .io import atomic_path
+from .metrics import MatchCounts, match_counts
+from .model import UNet, halo, valid_input_size
+from .modelfile import SegmentationModel, load_model, new_model
+from .progress import Progress
+from .tiling import native_bfloat16, predict_tiled, prepare_model, resolve_device
+
+SELECTION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes a training run (recorded in the model file)."""
+
+    epochs: int = 100
+    minutes: float | None = None
+    patches_per_epoch: int = 256
+    batch_size: int = 8
+    patch_size: int = 256  # network input; rounded up to a valid size
+    optimizer: str = "adam"  # or "sgd" (momentum 0.99, as in the paper)
+    lr: float | None = None  # default: 1e-3 for Adam, 1e-2 for SGD
+    weight_decay: float = 1e-5
+    schedule: str = "cosine"  # or "constant"
+    warmup_steps: int = 20
+    w0: float = 10.0
+    sigma: float = 5.0
+    class_balance: float = 0.5  # exponent of the class-frequency weights (1 = the paper's)
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    seed: int = 0
+    workers: int = 0  # DataLoader worker processes
+    device: str = "auto"
+    precision: str = "auto"  # bfloat16 autocast where the hardware does it natively
+    validate_every: int = 1  # epochs
+    tune_postprocessing: bool = True
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["augment"] = None if self.augment is None else self.augment.to_dict()
+        return d
+
+
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sum of w(x) * CE(x) over pixels, divided by the number of pixels with w > 0."""
+    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    return (ce * weights).sum() / (weights > 0).sum().clamp_min(1)
+
+
+def learning_rate(base: float, progress: float, step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay over the run's progress (steps or time) to 2%."""
+    warm = min(1.0, (step + 1) / max(config.warmup_steps, 1))
+    if config.schedule == "constant":
+        return base * warm
+    return base * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def predict_dataset(net: UNet, images: Sequence[TrainingImage], device: torch.device, precision: str = "auto"):
+    """Class probabilities for every image of a prepared dataset."""
+    prepared = prepare_model(net, device, torch.bfloat16 if _use_bf16(precision, device) else None)
+    return [predict_tiled(prepared, item.image, device=device, prepared=True) for item in images]
+
+
+def score_probabilities(
+    probs: Sequence[np.ndarray],
+    images: Sequence[TrainingImage],
+    params: InstanceParams,
+    thresholds: Sequence[float] = SELECTION_THRESHOLDS,
+) -> dict:
+    """Dataset AP at each threshold (counts summed over images), only inside annotated regions."""
+    totals = [MatchCounts(t) for t in thresholds]
+    for p, item in zip(probs, images):
+        pred = np.where(item.valid, instances_from_probabilities(p, params), 0)
+        gt = np.where(item.valid, item.labels, 0)
+        totals = [a + b for a, b in zip(totals, match_counts(gt, pred, thresholds))]
+    scores = {f"ap{round(t * 100):d}": c.ap for t, c in zip(thresholds, totals)}
+    scores["score"] = float(np.mean([c.ap for c in totals]))
+    return scores
+
+
+def evaluate_model(
+    net: UNet,
+    images: Sequence[TrainingImage],
+    params: InstanceParams,
+    device: torch.device,
+    precision: str = "auto",
+    quick_tune: bool = True,
+) -> dict:
+    """Validation scores of a network.
+
+    With ``quick_tune`` the two main thresholds are also tried on a coarse
+    3x3 grid and the best is reported: early in training the probabilities
+    are not yet calibrated, and a fixed threshold would pick checkpoints for
+    the wrong reason. The full search runs once, at the end of training.
+    """
+    probs = predict_dataset(net, images, device, precision)
+    best = score_probabilities(probs, images, params)
+    best["foreground_threshold"], best["seed_threshold"] = params.foreground_threshold, params.seed_threshold
+    if quick_tune:
+        for fg, seed in itertools.product((0.5, 0.7, 0.9), (0.5, 0.7, 0.9)):
+            candidate = replace(params, foreground_threshold=fg, seed_threshold=seed)
+            if candidate == params:
+                continue
+            scores = score_probabilities(probs, images, candidate)
+            if scores["score"] > best["score"]:
+                best = {**scores, "foreground_threshold": fg, "seed_threshold": seed}
+    return best
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "bfloat16":
+        return True
+    return precision == "auto" and native_bfloat16(device)
+
+
+# --------------------------------------------------------------------------
+# Checkpoints (safetensors: tensors + JSON; never pickle)
+# --------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, model: SegmentationModel, optimizer, best_state: dict, state: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
+    opt = optimizer.state_dict()
+    for idx, entries in opt["state"].items():
+        for key, value in entries.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {
+        "napari_unet_checkpoint": json.dumps(
+            {"state": state, "param_groups": opt["param_groups"], "model": model.config_dict()}
+        )
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_checkpoint(path: Path) -> tuple[dict, dict]:
+    """(tensors, metadata) of a checkpoint written by :func:`save_checkpoint`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise UNetError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["napari_unet_checkpoint"])
+        return load_file(str(path)), meta
+    except Exception as exc:
+        raise UNetError(f"{Path(path).name} is not a napari-unet training checkpoint ({exc})") from exc
+
+
+def _restore_optimizer(optimizer, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# --------------------------------------------------------------------------
+# The training generator
+# --------------------------------------------------------------------------
+
+
+def train(
+    train_images: Sequence[TrainingImage],
+    val_images: Sequence[TrainingImage] = (),
+    *,
+    init: SegmentationModel | str | Path | None = None,
+    architecture: dict | None = None,
+    config: TrainConfig | None = None,
+    stop: threading.Event | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    data_description: dict | None = None,
+) -> Generator[Progress, None, SegmentationModel]:
+    """Train or fine-tune a model; a generator of progress events returning the best model.
+
+    Parameters
+    ----------
+    train_images, val_images
+        Prepared pairs (see :func:`napari_unet.data.make_training_image`).
+        Without validation images the last epoch's model is returned.
+    init
+        Start from this model (file, built-in name, or object); None starts
+        from scratch with ``architecture`` (keyword arguments of ``new_model``).
+    config
+        Schedule, optimizer, augmentation, limits (epochs and/or minutes).
+    stop
+        Set it to finish after the current step, keeping the best model.
+    checkpoint, resume
+        Write a checkpoint there after every epoch; with ``resume`` continue
+        from it (weights, optimizer, epoch, best score).
+    """
+    config = config or TrainConfig()
+    if not train_images:
+        raise UNetError("training needs at least one annotated image")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    if init is None:
+        model = new_model(**(architecture or {}))
+    else:
+        base = load_model(init) if not isinstance(init, SegmentationModel) else init
+        model = SegmentationModel(
+            copy.deepcopy(base.net), base.normalization, base.postprocessing, {}, base.name, base.source
+        )
+    net = model.net.to(device)
+    in_ch = model.in_channels
+    for item in list(train_images) + list(val_images):
+        if item.image.shape[0] != in_ch:
+            raise UNetError(f"{item.name or 'an image'} has {item.image.shape[0]} channels; the model takes {in_ch}")
+    depth = net.config.depth
+    patch = valid_input_size(max(config.patch_size, 2 * halo(depth) + 2**depth), depth)
+    class_weights = dataset_class_weights(
+        list(train_images), model.scheme, net.config.n_classes, config.class_balance
+    )
+    dataset = PatchDataset(
+        list(train_images), patch, halo(depth), model.scheme, class_weights,
+        config.patches_per_epoch, config.augment, config.w0, config.sigma, config.seed,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.workers,
+        drop_last=False, persistent_workers=False,
+    )
+    base_lr = config.lr or (1e-3 if config.optimizer == "adam" else 1e-2)
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(net.parameters(), lr=base_lr, weight_decay=config.weight_decay)
+    elif config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=0.99, weight_decay=config.weight_decay)
+    else:
+        raise UNetError(f"unknown optimizer {config.optimizer!r}; use adam or sgd")
+    bf16 = _use_bf16(config.precision, device)
+    steps_per_epoch = math.ceil(config.patches_per_epoch / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    limit_s = None if config.minutes is None else 60.0 * config.minutes
+
+    start_epoch, step, elapsed_before = 0, 0, 0.0
+    best_score, best_epoch = -1.0, -1
+    best_state = copy.deepcopy(net.state_dict())
+    history: list[dict] = []
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if resume:
+        if checkpoint is None:
+            raise UNetError("resume needs a checkpoint path")
+        tensors, meta = load_checkpoint(checkpoint)
+        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        _restore_optimizer(optimizer, tensors, meta)
+        st = meta["state"]
+        start_epoch, step, elapsed_before = st["epoch"], st["step"], st["elapsed_s"]
+        best_score, best_epoch, history = st["best_score"], st["best_epoch"], st["history"]
+
+    t0 = time.perf_counter() - elapsed_before
+    stopped_by = "epochs"
+    epoch = start_epoch
+    last_validated = -1
+    params = model.postprocessing
+
+    def elapsed() -> float:
+        return time.perf_counter() - t0
+
+    def run_validation(ep: int) -> Progress:
+        nonlocal best_score, best_epoch, best_state
+        net.eval()
+        scores = evaluate_model(net, val_images, params, device, config.precision)
+        net.train()
+        improved = scores["score"] > best_score
+        if improved:
+            best_score, best_epoch = scores["score"], ep
+            best_state = copy.deepcopy(net.state_dict())
+        history.append({"epoch": ep, "step": step, "time_s": round(elapsed(), 1), **scores})
+        return Progress("validate", ep, config.epochs, {**scores, "epoch": ep, "best": improved})
+
+    net.train()
+    for epoch in range(start_epoch, config.epochs):
+        dataset.epoch = epoch
+        running, seen = 0.0, 0
+        epoch_t0 = time.perf_counter()
+        for images, targets, weights in loader:
+            if stop is not None and stop.is_set():
+                stopped_by = "stop"
+                break
+            if limit_s is not None and elapsed() >= limit_s:
+                stopped_by = "time"
+                break
+            fraction = max(step / max(total_steps, 1), elapsed() / limit_s if limit_s else 0.0)
+            lr = learning_rate(base_lr, fraction, step, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = images.to(device).contiguous(memory_format=torch.channels_last)
+            targets, weights = targets.to(device), weights.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = net(images)
+            loss = weighted_cross_entropy(logits, targets, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            running += float(loss.detach()) * len(images)
+            seen += len(images)
+            rate = seen / max(time.perf_counter() - epoch_t0, 1e-9)
+            remaining_steps = total_steps - step
+            eta = remaining_steps * config.batch_size / max(rate, 1e-9)
+            if limit_s is not None:
+                eta = min(eta, max(limit_s - elapsed(), 0.0))
+            yield Progress(
+                "train", step, total_steps,
+                {"epoch": epoch, "loss": float(loss.detach()), "lr": lr, "eta_s": eta, "patches_per_s": rate},
+            )
+        if seen:
+            history.append({"epoch": epoch, "step": step, "time_s": round(elapsed(), 1), "train_loss": running / seen})
+        finished_epoch = seen > 0 and stopped_by == "epochs"
+        if finished_epoch and val_images and (epoch + 1) % config.validate_every == 0:
+            yield run_validation(epoch)
+            last_validated = epoch
+        if not val_images and seen:
+            best_state, best_epoch = copy.deepcopy(net.state_dict()), epoch
+        if checkpoint is not None and finished_epoch:
+            save_checkpoint(
+                checkpoint, model, optimizer, best_state,
+                {"epoch": epoch + 1, "step": step, "elapsed_s": elapsed(), "best_score": best_score,
+                 "best_epoch": best_epoch, "history": history, "config": config.to_dict()},
+            )
+        if stopped_by != "epochs":
+            break
+    # A run cut short by time or Stop still gets one look at the validation set.
+    if val_images and last_validated != epoch and stopped_by == "time":
+        yield run_validation(epoch)
+
+    net.load_state_dict(best_state)
+    net.eval()
+    summary = {
+        "data": data_description or {"train_images": len(train_images), "val_images": len(val_images)},
+        "n_train_images": len(train_images),
+        "n_val_images": len(val_images),
+        "epochs_run": epoch + 1 - start_epoch if step else 0,
+        "steps": step,
+        "stopped_by": stopped_by,
+        "time_s": round(elapsed(), 1),
+        "best_epoch": best_epoch,
+        "validation": next((h for h in history if h.get("epoch") == best_epoch and "score" in h), None),
+        "config": config.to_dict(),
+        "class_weights": class_weights.tolist(),
+        "started_from": None if init is None else (model.source or model.name),
+        "device": str(device),
+        "package_version": __version__,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if val_images and config.tune_postprocessing:
+        yield Progress("tune", 0, None, {})
+        probs = predict_dataset(net, val_images, device, config.precision)
+        gts = [np.where(v.valid, v.labels, 0) for v in val_images]
+        params, tuned = tune_instance_params(probs, gts, start=params)
+        summary["postprocessing_tuning"] = tuned
+        yield Progress("tune", 1, 1, tuned)
+    return replace(model, net=net.cpu(), postprocessing=params, training=summary, source=None)

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.augment import AugmentConfig
+from napari_unet.data import (
+    PatchDataset,
+    dataset_class_weights,
+    load_training_folder,
+    make_training_image,
+    pair_by_stem,
+)
+from napari_unet.errors import UNetError
+from napari_unet.synthetic import synthetic_nuclei
+
+
+def write_pairs(tmp_path, n=3, mask_suffix=""):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for i in range(n):
+        img, lab = synthetic_nuclei((64, 80), n_nuclei=4, seed=i)
+        tifffile.imwrite(images / f"s{i}.tif", img)
+        tifffile.imwrite(masks / f"s{i}{mask_suffix}.tif", lab.astype(np.uint16))
+    return images, masks
+
+
+def test_pairs_by_stem_with_label_suffix(tmp_path):
+    images, masks = write_pairs(tmp_path, mask_suffix="_labels")
+    pairs = pair_by_stem(images, masks)
+    assert [p[0].stem for p in pairs] == ["s0", "s1", "s2"]
+    data = load_training_folder(images, masks, 1)
+    assert len(data) == 3 and data[0].image.shape == (1, 64, 80)
+
+
+def test_unpaired_empty_and_mismatched_are_clear_errors(tmp_path):
+    images, masks = write_pairs(tmp_path)
+    (masks / "s2.tif").unlink()
+    with pytest.raises(UNetError, match="no mask for 1 image"):
+        pair_by_stem(images, masks)
+    tifffile.imwrite(masks / "s2.tif", np.zeros((64, 80), np.uint16))
+    with pytest.raises(UNetError, match="s2.tif is empty"):
+        load_training_folder(images, masks, 1)
+    tifffile.imwrite(masks / "s2.tif", np.ones((10, 10), np.uint16))
+    with pytest.raises(UNetError, match="must match"):
+        load_training_folder(images, masks, 1)
+    with pytest.raises(UNetError, match="does not exist"):
+        pair_by_stem(tmp_path / "nope", masks)
+
+
+def test_rgb_images_become_grey_for_one_channel_models():
+    rgb = np.random.default_rng(0).integers(0, 255, (32, 40, 3), dtype=np.uint8)
+    item = make_training_image(rgb, np.ones((32, 40), np.int32), 1)
+    assert item.image.shape == (1, 32, 40)
+    item3 = make_training_image(rgb, np.ones((32, 40), np.int32), 3)
+    assert item3.image.shape == (3, 32, 40)
+    with pytest.raises(UNetError, match="channels"):
+        make_training_image(rgb, np.ones((32, 40), np.int32), 2)
+
+
+@pytest.mark.parametrize("augment", [None, AugmentConfig()])
+def test_patches_have_valid_sizes_and_are_reproducible(augment):
+    img, lab = synthetic_nuclei((100, 90), n_nuclei=8, seed=0)
+    items = [make_training_image(img, lab, 1)]
+    weights = dataset_class_weights(items, "3class", 3)
+    ds = PatchDataset(items, 92, 20, "3class", weights, 4, augment, seed=3)
+    x, t, w = ds[0]
+    assert x.shape == (1, 92, 92) and t.shape == w.shape == (52, 52)
+    assert set(np.unique(t.numpy())) <= {0, 1, 2}
+    x2, t2, w2 = ds[0]
+    assert np.array_equal(x.numpy(), x2.numpy()) and np.array_equal(w.numpy(), w2.numpy())
+    ds.epoch = 1
+    assert not np.array_equal(ds[0][0].numpy(), x.numpy())
+
+
+def test_partial_annotation_zeroes_weights_outside_the_region():
+    img, lab = synthetic_nuclei((120, 120), n_nuclei=12, seed=1)
+    valid = np.zeros(lab.shape, bool)
+    valid[40:70, 40:70] = True  # 900 annotated pixels
+    items = [make_training_image(img, lab, 1, valid=valid)]
+    for augment in (None, AugmentConfig()):
+        ds = PatchDataset(items, 92, 20, "3class", np.ones(3, np.float32), 10, augment, seed=0)
+        for i in range(10):
+            _, _, w = ds[i]
+            assert 0 < np.count_nonzero(w.numpy()) <= 900 * 1.1  # a warp may stretch the region a little
+    with pytest.raises(UNetError, match="empty"):
+        make_training_image(img, lab, 1, valid=np.zeros(lab.shape, bool))
+
+
+def test_class_weights_grow_for_rare_classes():
+    img, lab = synthetic_nuclei((100, 100), n_nuclei=6, seed=0)
+    items = [make_training_image(img, lab, 1)]
+    w = dataset_class_weights(items, "3class", 3, balance=1.0)
+    assert w[0] == 1.0 and w[1] > 1.0 and w[2] > w[1]
+    assert np.allclose(dataset_class_weights(items, "3class", 3, balance=0.0), 1.0)

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_unet.errors import UNetError
+from napari_unet.instances import (
+    InstanceParams,
+    fill_holes,
+    instances_from_probabilities,
+    sequential_labels,
+    tune_instance_params,
+)
+from napari_unet.metrics import matching
+from napari_unet.weights import class_targets
+
+
+def probabilities_from_labels(labels: np.ndarray, scheme: str, blur: float = 0.7) -> np.ndarray:
+    """Soft class probabilities as a well-trained network would give them."""
+    target = class_targets(labels, scheme)
+    k = 3 if scheme == "3class" else 2
+    onehot = np.stack([(target == c).astype(np.float32) for c in range(k)])
+    probs = ndi.gaussian_filter(onehot, (0, blur, blur))
+    return probs / probs.sum(axis=0, keepdims=True)
+
+
+def touching_discs():
+    yy, xx = np.mgrid[:60, :80]
+    labels = np.zeros((60, 80), dtype=np.int32)
+    labels[(yy - 30) ** 2 + (xx - 25) ** 2 <= 12**2] = 1
+    labels[((yy - 30) ** 2 + (xx - 48) ** 2 <= 12**2) & (labels == 0)] = 2  # touches disc 1
+    labels[(yy - 8) ** 2 + (xx - 70) ** 2 <= 4**2] = 3
+    return labels
+
+
+@pytest.mark.parametrize("scheme", ["3class", "2class"])
+def test_touching_cells_come_out_separate(scheme):
+    labels = touching_discs()
+    probs = probabilities_from_labels(labels, scheme)
+    pred = instances_from_probabilities(probs, InstanceParams(min_size=5, seed_h=1.0))
+    m = matching(labels, pred, 0.7)
+    assert (m.tp, m.fp, m.fn) == (3, 0, 0)
+
+
+def test_min_size_removes_small_objects_and_labels_are_sequential():
+    labels = touching_discs()
+    probs = probabilities_from_labels(labels, "3class")
+    pred = instances_from_probabilities(probs, InstanceParams(min_size=100))
+    assert pred.max() == 2  # the small disc (~50 px) is gone
+    assert set(np.unique(pred)) == {0, 1, 2}
+    assert pred.dtype == np.uint16
+
+
+def test_holes_inside_one_object_are_filled_but_gaps_between_objects_stay():
+    labels = np.zeros((20, 30), dtype=np.int32)
+    labels[2:12, 2:12] = 1
+    labels[5:8, 5:8] = 0  # hole in object 1
+    labels[2:12, 14:20] = 2
+    labels[2:12, 20:26] = 3
+    labels[6, 19:21] = 0  # a gap touching both 2 and 3 (not enclosed by one object)
+    filled = fill_holes(labels)
+    assert (filled[5:8, 5:8] == 1).all()
+    assert (filled[6, 19:21] == 0).all()
+
+
+def test_sequential_labels_switch_to_uint32_beyond_65535_objects():
+    labels = np.zeros((600, 600), dtype=np.int64)
+    labels[::2, ::2] = np.arange(1, 300 * 300 + 1).reshape(300, 300) * 7  # 90000 isolated pixels
+    out = sequential_labels(labels)
+    assert out.dtype == np.uint32 and out.max() == 90000
+    assert (out > 0).sum() == 90000
+
+
+def test_sequential_labels_with_huge_ids():
+    labels = np.array([[0, 2**40, 2**40], [5, 0, 5]], dtype=np.int64)
+    out = sequential_labels(labels)
+    assert out.tolist() == [[0, 2, 2], [1, 0, 1]]
+
+
+def test_wrong_shapes_are_user_errors():
+    with pytest.raises(UNetError):
+        instances_from_probabilities(np.zeros((3, 4)))
+    with pytest.raises(UNetError, match="classes"):
+        instances_from_probabilities(np.zeros((5, 4, 4)))
+
+
+def test_tuning_finds_better_thresholds():
+    gts = [touching_discs(), touching_discs()[:, ::-1].copy()]
+    probs = [probabilities_from_labels(g, "3class", blur=1.0) for g in gts]
+    # A seed threshold this low joins the seeds of touching cells: they merge.
+    start = InstanceParams(seed_threshold=0.05, min_size=0)
+    start_ap = np.mean([matching(g, instances_from_probabilities(p, start), 0.7).ap for g, p in zip(gts, probs)])
+    best, summary = tune_instance_params(probs, gts, start=start, iou_thresholds=(0.5, 0.7))
+    assert start_ap < 0.9
+    assert summary["mean_ap"] >= 0.99
+    assert best.seed_threshold > start.seed_threshold

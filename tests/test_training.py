@@ -1,0 +1,132 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.augment import NO_AUGMENTATION
+from napari_unet.data import make_training_image
+from napari_unet.errors import UNetError
+from napari_unet.modelfile import load_model, save_model
+from napari_unet.progress import run_to_end
+from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.training import TrainConfig, learning_rate, train, weighted_cross_entropy
+
+ARCH = dict(depth=2, base_channels=8, scheme="3class", batch_norm=True, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    train_set = [make_training_image(*synthetic_nuclei((96, 96), n_nuclei=8, seed=s), 1) for s in range(3)]
+    val_set = [make_training_image(*synthetic_nuclei((96, 96), n_nuclei=8, seed=10), 1)]
+    return train_set, val_set
+
+
+def small_config(**kw):
+    base = dict(epochs=2, patches_per_epoch=8, batch_size=4, patch_size=92, augment=NO_AUGMENTATION,
+                precision="float32", tune_postprocessing=False, warmup_steps=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_loss_falls_on_synthetic_data(data):
+    train_set, _ = data
+    events = []
+    config = small_config(epochs=8, lr=3e-3, schedule="constant")
+    model = run_to_end(train(train_set, architecture=ARCH, config=config), events.append)
+    losses = [e.info["loss"] for e in events if e.stage == "train"]
+    assert len(losses) == 16
+    assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4])
+    assert model.training["steps"] == 16 and model.training["stopped_by"] == "epochs"
+
+
+def test_validation_selects_and_reports(data):
+    train_set, val_set = data
+    events = []
+    model = run_to_end(
+        train(train_set, val_set, architecture=ARCH, config=small_config(tune_postprocessing=True)), events.append
+    )
+    validations = [e for e in events if e.stage == "validate"]
+    assert len(validations) == 2
+    assert {"ap50", "ap70", "score"} <= set(validations[0].info)
+    assert model.training["validation"]["epoch"] == model.training["best_epoch"]
+    assert "postprocessing_tuning" in model.training
+
+
+def test_stop_keeps_the_best_model(data):
+    train_set, val_set = data
+    stop = threading.Event()
+    gen = train(train_set, val_set, architecture=ARCH, config=small_config(epochs=100), stop=stop)
+    events = []
+    try:
+        while True:
+            e = next(gen)
+            events.append(e)
+            if e.stage == "validate":
+                stop.set()
+    except StopIteration as done:
+        model = done.value
+    assert model.training["stopped_by"] == "stop"
+    assert model.training["best_epoch"] == 0
+    assert sum(e.stage == "train" for e in events) == 2
+
+
+def test_time_limit(data):
+    train_set, _ = data
+    model = run_to_end(train(train_set, architecture=ARCH, config=small_config(epochs=10_000, minutes=0.05)))
+    assert model.training["stopped_by"] == "time"
+    assert model.training["time_s"] < 30
+
+
+def test_resume_continues_from_checkpoint(data, tmp_path):
+    train_set, _ = data
+    ckpt = tmp_path / "run.ckpt.safetensors"
+    first = run_to_end(train(train_set, architecture=ARCH, config=small_config(epochs=1, seed=1), checkpoint=ckpt))
+    assert ckpt.exists() and first.training["steps"] == 2
+    events = []
+    resumed = run_to_end(
+        train(train_set, architecture=ARCH, config=small_config(epochs=3, seed=1), checkpoint=ckpt, resume=True),
+        events.append,
+    )
+    assert resumed.training["steps"] == 6
+    assert [e.info["epoch"] for e in events if e.stage == "train"][0] == 1
+    with pytest.raises(UNetError, match="checkpoint"):
+        run_to_end(train(train_set, architecture=ARCH, config=small_config(), checkpoint=tmp_path / "x", resume=True))
+
+
+def test_fine_tune_from_model_file_and_sgd(data, tiny_model, tmp_path):
+    train_set, _ = data
+    path = save_model(tiny_model, tmp_path / "start.safetensors")
+    model = run_to_end(train(train_set, init=path, config=small_config(epochs=1, optimizer="sgd")))
+    assert model.net.config == tiny_model.net.config
+    assert not torch.equal(model.net.head.weight, tiny_model.net.head.weight)
+    assert model.training["started_from"] == str(path)
+    saved = load_model(save_model(model, tmp_path / "tuned.safetensors"))
+    assert saved.training["steps"] == 2
+
+
+def test_errors_for_bad_inputs(data):
+    train_set, _ = data
+    with pytest.raises(UNetError, match="at least one"):
+        run_to_end(train([], architecture=ARCH))
+    rgb_item = make_training_image(np.zeros((40, 40, 3), np.uint8), np.ones((40, 40), np.int32), 3)
+    with pytest.raises(UNetError, match="channels"):
+        run_to_end(train([rgb_item], architecture=ARCH, config=small_config()))
+    with pytest.raises(UNetError, match="optimizer"):
+        run_to_end(train(train_set, architecture=ARCH, config=small_config(optimizer="lbfgs")))
+
+
+def test_weighted_cross_entropy_ignores_zero_weight_pixels():
+    logits = torch.randn(1, 3, 4, 4)
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    w = torch.zeros(1, 4, 4)
+    w[0, 0, 0] = 2.0
+    expected = 2.0 * torch.nn.functional.cross_entropy(logits[:, :, :1, :1], target[:, :1, :1])
+    assert torch.allclose(weighted_cross_entropy(logits, target, w), expected)
+
+
+def test_learning_rate_schedule():
+    config = TrainConfig(warmup_steps=10)
+    assert learning_rate(1.0, 0.0, 0, config) == pytest.approx(0.1)
+    assert learning_rate(1.0, 0.0, 20, config) == pytest.approx(1.0)
+    assert learning_rate(1.0, 1.0, 20, config) == pytest.approx(0.02)
