@@ -387,16 +387,17 @@ def plan_blocks(shape: tuple[int, int], block_size: int, margin: int, stride: in
 
 
 def sampled_value_range(data, axes: str, norm) -> tuple[float, float]:
-    """Percentiles for normalization from a regular subsample of a lazy array (bounded memory)."""
+    """Normalization percentiles of a lazy array from the same Y/X grid as in-memory images."""
     import dask.array as da
 
-    from .normalize import MAX_PERCENTILE_SAMPLES
+    from .normalize import subsample_step
 
     arr = da.from_array(data, chunks=getattr(data, "chunks", "auto"))
-    total = int(np.prod(arr.shape))
-    step = max(1, int(math.sqrt(total / MAX_PERCENTILE_SAMPLES)))
-    index = tuple(slice(None, None, step) if a in "YX" else slice(None) for a in axes)
-    sample = np.asarray(arr[index].compute(), dtype=np.float32)
+    n_pixels = int(np.prod(arr.shape))
+    step = subsample_step(n_pixels)
+    # Channels last, like the planes segment() normalizes (channel-first arrays are (C, Y, X)).
+    order = [i for i, a in enumerate(axes) if a not in "YX"] + [axes.index("Y"), axes.index("X")]
+    sample = np.asarray(arr.transpose(order)[..., ::step, ::step].compute(), dtype=np.float32)
     lo, hi = np.percentile(sample, [norm.low, norm.high])
     return float(lo), float(hi)
 

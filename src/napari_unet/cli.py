@@ -144,10 +144,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             elif ev.stage == "validate":
                 bar.write(
                     f"epoch {ev.info['epoch']}: AP@0.5 {ev.info['ap50']:.3f}  AP@0.7 {ev.info['ap70']:.3f}"
-                    + ("  (best)" if ev.info.get("best") else "")
+                    + ("  (best)" if ev.info.get("best") else ""),
+                    file=sys.stderr,
                 )
             elif ev.stage == "tune" and ev.total:
-                bar.write(f"post-processing tuned on validation: mean AP {ev.info['mean_ap']:.3f}")
+                bar.write(f"post-processing tuned on validation: mean AP {ev.info['mean_ap']:.3f}", file=sys.stderr)
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         bar.close()

@@ -48,12 +48,21 @@ def check_finite_array(image: np.ndarray, what: str = "image") -> None:
         )
 
 
+def subsample_step(n_pixels: int) -> int:
+    """Stride along Y and X that leaves at most MAX_PERCENTILE_SAMPLES pixels."""
+    return max(1, int(np.ceil(np.sqrt(n_pixels / MAX_PERCENTILE_SAMPLES))))
+
+
 def percentile_range(image: np.ndarray, low: float, high: float) -> tuple[float, float]:
-    """The ``low`` and ``high`` percentiles of ``image`` (subsampled when very large)."""
-    flat = np.asarray(image).reshape(-1)
-    if flat.size > MAX_PERCENTILE_SAMPLES:
-        flat = flat[:: int(np.ceil(flat.size / MAX_PERCENTILE_SAMPLES))]
-    lo, hi = np.percentile(flat, [low, high])
+    """The ``low`` and ``high`` percentiles of ``image`` (on a regular Y/X grid when very large).
+
+    The same grid is used for lazy images processed block by block, so both
+    paths normalize identically.
+    """
+    image = np.asarray(image)
+    step = subsample_step(image.size)
+    sample = image[..., ::step, ::step] if step > 1 else image
+    lo, hi = np.percentile(sample.astype(np.float32), [low, high])
     return float(lo), float(hi)
 
 

@@ -1,0 +1,186 @@
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet._napari.annotate_widget import AnnotateWidget
+from napari_unet._napari.models import registry
+from napari_unet._napari.segment_widget import SegmentWidget
+from napari_unet._napari.train_widget import TrainWidget
+from napari_unet._napari.weight_map_widget import WeightMapWidget
+from napari_unet.modelfile import load_model
+from napari_unet.synthetic import synthetic_nuclei
+
+WIDGETS = ["Segment", "Annotate", "Train / fine-tune", "Show weight map"]
+
+
+def wait_idle(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: not widget.task.busy, timeout=timeout)
+
+
+def test_every_widget_opens_through_the_manifest(make_napari_viewer):
+    viewer = make_napari_viewer()
+    for name in WIDGETS:
+        dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
+        assert widget is not None and dock is not None
+
+
+def test_sample_data_loads_image_and_ground_truth(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "synthetic-nuclei")
+    assert [layer.name for layer in viewer.layers] == ["synthetic nuclei", "synthetic nuclei ground truth"]
+    assert viewer.layers["synthetic nuclei ground truth"].data.max() > 10
+
+
+def test_segment_relabel_and_correct(make_napari_viewer, qtbot, registered_tiny, errors):
+    viewer = make_napari_viewer()
+    image, _ = synthetic_nuclei((96, 96), n_nuclei=6, seed=0)
+    viewer.add_image(image, name="cells")
+    seg = SegmentWidget(viewer)
+    seg.model_combo.setCurrentText("tiny")
+    seg.probabilities_check.setChecked(True)
+    seg.run()
+    wait_idle(qtbot, seg)
+    labels = viewer.layers["cells labels"]
+    assert labels.data.shape == (96, 96)
+    assert "cells interior probability" in viewer.layers
+    cached = seg._cache["probs"]
+    # Changing a threshold re-labels from the cached probabilities, without new inference.
+    seg.foreground_slider.setValue(0.05)
+    seg.min_size_slider.setValue(0)
+    qtbot.waitUntil(lambda: seg._relabel_timer.isActive() is False and not seg.task.busy, timeout=30_000)
+    qtbot.wait(300)
+    wait_idle(qtbot, seg)
+    assert seg._cache["probs"] is cached
+    # Re-running updates the same layer in place.
+    seg.run()
+    wait_idle(qtbot, seg)
+    assert [layer.name for layer in viewer.layers].count("cells labels") == 1
+    assert not errors
+
+    ann = AnnotateWidget(viewer)
+    ann.image_combo.set_layer(viewer.layers["cells"])
+    ann.prediction_combo.set_layer(labels)
+    layer = ann.annotation_from_prediction()
+    assert layer.name == "cells annotation"
+    layer.paint((10, 10), 77, refresh=True)  # a brush stroke, as a user would paint
+    assert layer.data[10, 10] == 77
+    ann.merge_edit.setText("77")
+    ann.merge()
+    assert errors and "at least two" in errors[-1]
+
+
+def test_segment_without_image_is_a_notification(make_napari_viewer, errors):
+    viewer = make_napari_viewer()
+    SegmentWidget(viewer).run()
+    assert errors == ["add or open an image layer first"]
+
+
+def test_current_plane_only(make_napari_viewer, qtbot, registered_tiny):
+    viewer = make_napari_viewer()
+    stack = np.stack([synthetic_nuclei((64, 64), n_nuclei=4, seed=s)[0] for s in range(3)])
+    viewer.add_image(stack, name="stack")
+    viewer.dims.set_current_step(0, 1)
+    seg = SegmentWidget(viewer)
+    seg.model_combo.setCurrentText("tiny")
+    seg.scope_combo.setCurrentText("current plane")
+    seg.foreground_slider.setValue(0.05)
+    seg.min_size_slider.setValue(0)
+    seg.run()
+    wait_idle(qtbot, seg)
+    data = viewer.layers["stack labels"].data
+    assert data.shape == (3, 64, 64)
+    assert data[1].any() and not data[0].any() and not data[2].any()
+
+
+def test_annotation_helpers_split_and_region(make_napari_viewer, errors):
+    viewer = make_napari_viewer()
+    image, labels = synthetic_nuclei((80, 80), n_nuclei=3, seed=1, touching=0)
+    viewer.add_image(image, name="img")
+    ann = AnnotateWidget(viewer)
+    layer = ann.new_annotation()
+    assert layer.data.shape == (80, 80) and not layer.data.any()
+    layer.data = np.zeros((80, 80), np.uint32)
+    layer.data[20:40, 10:60] = 5
+    ann.labels_combo.set_layer(layer)
+    ann.split()  # first click creates the points layer and explains
+    assert errors and "points" in errors[-1]
+    points = viewer.layers["split points"]
+    points.add([[30, 15]])
+    points.add([[30, 55]])
+    ann.split()
+    assert len(np.unique(layer.data)) == 3
+    region = ann.add_region_layer()
+    assert region.name == "img annotated region"
+
+
+def test_fine_tune_two_steps_save_and_reload(make_napari_viewer, qtbot, registered_tiny, tmp_path):
+    viewer = make_napari_viewer()
+    image, labels = synthetic_nuclei((96, 96), n_nuclei=6, seed=3)
+    viewer.add_image(image, name="img")
+    viewer.add_labels(labels, name="truth")
+    trainer = TrainWidget(viewer)
+    trainer.image_combo.set_layer(viewer.layers["img"])
+    trainer.labels_combo.set_layer(viewer.layers["truth"])
+    trainer.add_pair()
+    trainer.add_pair(role="validation")
+    trainer.start_combo.setCurrentText("tiny")
+    trainer.epochs_spin.setValue(1)
+    trainer.batch_spin.setValue(2)
+    trainer.patches_spin.setValue(4)
+    trainer.minutes_spin.setValue(0)
+    trainer.start()
+    wait_idle(qtbot, trainer)
+    assert trainer.trained is not None and trainer.trained.training["steps"] == 2
+    assert len(trainer.plot.loss) == 2 and len(trainer.plot.score) == 1
+    # The new model is selectable in Segment at once.
+    seg = SegmentWidget(viewer)
+    names = [seg.model_combo.itemText(i) for i in range(seg.model_combo.count())]
+    assert trainer.trained.name in names
+    path = trainer.save(tmp_path / "mine.safetensors")
+    assert load_model(path).training["steps"] == 2
+    # Opening the file through napari registers it again (reader contribution).
+    viewer.open(str(path), plugin="napari-unet")
+    assert "mine" in registry().names()
+
+
+def test_stop_midway_keeps_a_model(make_napari_viewer, qtbot, registered_tiny):
+    viewer = make_napari_viewer()
+    image, labels = synthetic_nuclei((96, 96), n_nuclei=6, seed=4)
+    viewer.add_image(image, name="img")
+    viewer.add_labels(labels, name="truth")
+    trainer = TrainWidget(viewer)
+    trainer.add_pair(viewer.layers["img"], viewer.layers["truth"])
+    trainer.start_combo.setCurrentText("tiny")
+    trainer.epochs_spin.setValue(1000)
+    trainer.batch_spin.setValue(2)
+    trainer.patches_spin.setValue(4)
+    trainer.minutes_spin.setValue(0)
+    trainer.start()
+    qtbot.waitUntil(lambda: len(trainer.plot.loss) >= 3, timeout=60_000)
+    trainer.stop()
+    wait_idle(qtbot, trainer)
+    assert trainer.trained.training["stopped_by"] == "stop"
+    assert trainer.trained.training["steps"] < 1000
+
+
+def test_weight_map_and_labels_writer(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    _, labels = synthetic_nuclei((64, 64), n_nuclei=5, seed=2)
+    layer = viewer.add_labels(labels, name="cells")
+    widget = WeightMapWidget(viewer)
+    out = widget.show_weight_map()
+    assert out.name == "cells weight map" and out.data.shape == (64, 64) and out.data.max() > 1
+    written = layer.save(str(tmp_path / "cells.tif"), plugin="napari-unet")
+    assert np.array_equal(tifffile.imread(written[0]), labels)
+
+
+def test_settings_persist_across_widgets(make_napari_viewer, registered_tiny):
+    viewer = make_napari_viewer()
+    first = SegmentWidget(viewer)
+    first.tile_spin.setValue(256)
+    first.scope_combo.setCurrentText("field of view")
+    first.model_combo.setCurrentText("tiny")
+    second = SegmentWidget(viewer)
+    assert second.tile_spin.value() == 256
+    assert second.scope_combo.currentText() == "field of view"
+    assert second.model_combo.currentText() == "tiny"

@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.batch import BatchOptions, expand_inputs, plan_blocks, segment_files, segment_large
+from napari_unet.errors import UNetError
+from napari_unet.metrics import matching
+from napari_unet.segmentation import segment
+from napari_unet.synthetic import synthetic_nuclei
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(3):
+        img, _ = synthetic_nuclei((64, 72), n_nuclei=5, seed=i)
+        tifffile.imwrite(d / f"img{i}.tif", img)
+    return d
+
+
+def test_folder_batch_resumes_skips_and_overwrites(folder, tmp_path, tiny_model):
+    out = tmp_path / "out"
+    options = BatchOptions(model=tiny_model)
+    report = segment_files([folder], out, options)
+    assert len(report.done) == 3 and not report.failed
+    produced = sorted(p.name for p in out.iterdir())
+    assert produced == ["img0_labels.tif", "img1_labels.tif", "img2_labels.tif"]
+    first = tifffile.imread(out / "img0_labels.tif")
+    assert first.shape == (64, 72)
+    again = segment_files([folder], out, options)
+    assert len(again.skipped) == 3 and not again.done
+    options.overwrite = True
+    assert len(segment_files([str(folder / "*.tif")], out, options).done) == 3
+
+
+def test_one_bad_file_does_not_stop_the_batch(folder, tmp_path, tiny_model):
+    (folder / "broken.tif").write_bytes(b"garbage")
+    report = segment_files([folder], tmp_path / "out", BatchOptions(model=tiny_model))
+    assert len(report.done) == 3
+    assert list(report.failed) == [str((folder / "broken.tif").resolve())]
+    assert "cannot read" in next(iter(report.failed.values()))
+    assert "FAILED" in report.summary()
+
+
+def test_inputs_are_never_overwritten_and_output_folder_checked(folder, tiny_model):
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(UNetError, match="holds input images"):
+        segment_files([folder], folder, BatchOptions(model=tiny_model))
+    report = segment_files([folder], folder, BatchOptions(model=tiny_model, allow_input_folder=True))
+    assert len(report.done) == 3
+    for name, content in before.items():
+        assert (folder / name).read_bytes() == content
+    # Label files from that run are not taken as inputs next time.
+    assert all(not p.stem.endswith("_labels") for p in expand_inputs([folder]))
+
+
+def test_missing_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(UNetError, match="no file matches"):
+        expand_inputs([str(tmp_path / "*.tif")])
+    with pytest.raises(UNetError, match="does not exist"):
+        expand_inputs([tmp_path / "nope.tif"])
+
+
+def test_blocks_tile_the_image_with_aligned_margins():
+    blocks = plan_blocks((1000, 700), 256, 50, 8)
+    covered = np.zeros((1000, 700), int)
+    for b in blocks:
+        covered[b.core] += 1
+        assert b.core[0].start % 8 == 0 and b.region[0].start % 8 == 0
+    assert (covered == 1).all()
+
+
+def test_large_image_in_blocks_equals_whole_image(default_model_available, tmp_path):
+    import zarr
+
+    image, _ = synthetic_nuclei((3000, 3000), n_nuclei=4000, radius=(5, 11), seed=7)
+    source = zarr.open_array(str(tmp_path / "big.zarr"), mode="w", shape=image.shape, chunks=(512, 512),
+                             dtype=image.dtype)
+    source[:] = image
+    whole = segment(image, "default")
+    info = segment_large(source, tmp_path / "big_labels.tif", "default", options=BatchOptions(block_size=1024))
+    blocks = tifffile.imread(tmp_path / "big_labels.tif")
+    assert info["blocks"] == 9
+    assert blocks.max() == whole.max() == info["objects"]
+    m = matching(whole, blocks, 0.99)
+    assert m.tp == int(whole.max())  # every object matched with IoU >= 0.99
+
+
+def test_ome_zarr_input_gives_ngff_labels(tmp_path, tiny_model):
+    import zarr
+
+    img, _ = synthetic_nuclei((64, 64), n_nuclei=5, seed=0)
+    group = zarr.open_group(str(tmp_path / "cells.ome.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", shape=img.shape, chunks=(32, 32), dtype=img.dtype)[:] = img
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "y", "type": "space"},
+                                   {"name": "x", "type": "space"}], "datasets": [{"path": "0"}]}]
+    report = segment_files([tmp_path / "cells.ome.zarr"], tmp_path / "out", BatchOptions(model=tiny_model))
+    assert not report.failed, report.failed
+    labels = zarr.open_group(str(tmp_path / "out" / "cells_labels.ome.zarr"), mode="r")
+    assert "image-label" in labels.attrs and labels["0"].shape == (64, 64)
+    assert np.array_equal(labels["0"][:], segment(img, tiny_model))
+
+
+def test_local_cluster_with_two_workers(folder, tmp_path, tiny_model):
+    report = segment_files([folder], tmp_path / "cluster", BatchOptions(model=tiny_model), workers=2)
+    assert len(report.done) == 3 and not report.failed
+    local = segment_files([folder], tmp_path / "local", BatchOptions(model=tiny_model))
+    assert len(local.done) == 3
+    for name in ("img0_labels.tif", "img2_labels.tif"):
+        assert np.array_equal(tifffile.imread(tmp_path / "cluster" / name), tifffile.imread(tmp_path / "local" / name))

@@ -1,0 +1,107 @@
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.cli import main
+from napari_unet.modelfile import save_model
+from napari_unet.synthetic import synthetic_nuclei
+
+
+@pytest.fixture
+def model_file(tiny_model, tmp_path):
+    return str(save_model(tiny_model, tmp_path / "tiny.safetensors"))
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for i in range(2):
+        img, lab = synthetic_nuclei((96, 96), n_nuclei=6, seed=i)
+        tifffile.imwrite(images / f"n{i}.tif", img)
+        tifffile.imwrite(masks / f"n{i}.tif", lab.astype(np.uint16))
+    return images, masks
+
+
+def test_segment_then_evaluate(pairs, model_file, tmp_path, capsys):
+    images, masks = pairs
+    out = tmp_path / "pred"
+    assert main(["segment", str(images), "--out", str(out), "--model", model_file, "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["n0_labels.tif", "n1_labels.tif"]
+    capsys.readouterr()
+    report = tmp_path / "scores.json"
+    assert main(["evaluate", "--pred", str(out), "--gt", str(masks), "--json", str(report)]) == 0
+    table = capsys.readouterr().out
+    assert "mean AP" in table and "0.50" in table
+    result = json.loads(report.read_text())
+    assert result["n_images"] == 2 and "0.5" in result["thresholds"]
+
+
+def test_evaluate_scores_ground_truth_against_itself(pairs, capsys):
+    _, masks = pairs
+    assert main(["evaluate", "--pred", str(masks), "--gt", str(masks), "--thresholds", "0.5", "0.9"]) == 0
+    assert "mean AP over 2 thresholds: 1.0000" in capsys.readouterr().out
+
+
+def test_user_errors_print_one_line_and_exit_2(pairs, tmp_path, capsys):
+    images, masks = pairs
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", "--pred", str(tmp_path / "empty"), "--gt", str(masks)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("napari-unet: error: no prediction for 2") and "Traceback" not in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    tifffile.imwrite(bad / "n0.tif", np.zeros((5, 5), np.uint16))
+    tifffile.imwrite(bad / "n1.tif", np.zeros((5, 5), np.uint16))
+    assert main(["evaluate", "--pred", str(bad), "--gt", str(masks)]) == 2
+    assert "shape" in capsys.readouterr().err
+    assert main(["segment", str(images), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "no.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_failed_file_makes_segment_exit_non_zero(pairs, model_file, tmp_path, capsys):
+    images, _ = pairs
+    (images / "zz_broken.tif").write_bytes(b"junk")
+    assert main(["segment", str(images), "--out", str(tmp_path / "o"), "--model", model_file, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "2 segmented" in err and "1 failed" in err and "zz_broken" in err
+
+
+def test_train_from_scratch_and_fine_tune(pairs, model_file, tmp_path, capsys):
+    images, masks = pairs
+    out = tmp_path / "new.safetensors"
+    args = ["train", "--images", str(images), "--masks", str(masks), "--val-images", str(images),
+            "--val-masks", str(masks), "--from", "scratch", "--depth", "2", "--base-channels", "4",
+            "--epochs", "1", "--patches-per-epoch", "4", "--batch-size", "2", "--patch-size", "92",
+            "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert out.exists() and (tmp_path / "new.checkpoint.safetensors").exists()
+    assert "AP@0.5" in capsys.readouterr().err  # validation printed each epoch
+    assert main(args) == 2  # refuses to overwrite
+    assert "exists" in capsys.readouterr().err
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["train", "--images", str(images), "--masks", str(masks), "--from", model_file,
+                 "--epochs", "1", "--patches-per-epoch", "2", "--batch-size", "2", "--patch-size", "92",
+                 "--out", str(tuned), "--quiet"]) == 0
+    assert main(["info", str(tuned)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["training"]["started_from"] == model_file
+
+
+def test_train_errors(pairs, tmp_path, capsys):
+    images, masks = pairs
+    (masks / "n1.tif").unlink()
+    assert main(["train", "--images", str(images), "--masks", str(masks), "--from", "scratch",
+                 "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert "no mask for 1 image" in capsys.readouterr().err
+    assert main(["train", "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "m.pt")]) == 2
+
+
+def test_demo_writes_labels_and_overlay(default_model_available, tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--size", "256"]) == 0
+    assert (tmp_path / "demo" / "nuclei_labels.tif").exists()
+    assert (tmp_path / "demo" / "nuclei_overlay.png").exists()
+    assert "AP@0.5" in capsys.readouterr().out

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.errors import UNetError
+from napari_unet.io import atomic_path, infer_axes, read_image, write_tiff
+
+
+@pytest.mark.parametrize(
+    "shape, axes",
+    [((10, 12), "YX"), ((10, 12, 3), "YXC"), ((5, 10, 12), "ZYX"), ((2, 5, 10, 12), "TZYX"), ((5, 10, 12, 3), "ZYXC")],
+)
+def test_infer_axes(shape, axes):
+    assert infer_axes(shape) == axes
+
+
+def test_infer_axes_rejects_1d_and_6d():
+    with pytest.raises(UNetError, match="at least 2"):
+        infer_axes((10,))
+    with pytest.raises(UNetError):
+        infer_axes((2, 2, 2, 2, 2, 2))
+
+
+def test_read_tiff_png_and_axes_metadata(tmp_path):
+    data = np.arange(2 * 3 * 20 * 30, dtype=np.uint16).reshape(2, 3, 20, 30)
+    tifffile.imwrite(tmp_path / "a.ome.tif", data, metadata={"axes": "TCYX"})
+    img = read_image(tmp_path / "a.ome.tif")
+    assert img.axes == "TCYX" and img.shape == data.shape
+    lazy = read_image(tmp_path / "a.ome.tif", lazy=True)
+    assert np.array_equal(np.asarray(lazy.data[1, 2, 5:7]), data[1, 2, 5:7])
+    import imageio.v3 as iio
+
+    iio.imwrite(tmp_path / "b.png", (np.random.default_rng(0).random((16, 18, 3)) * 255).astype(np.uint8))
+    assert read_image(tmp_path / "b.png").axes == "YXC"
+    tifffile.imwrite(tmp_path / "c.tif", np.zeros((1, 20, 30), np.uint8))
+    c = read_image(tmp_path / "c.tif")
+    assert c.axes == "YX" and c.shape == (20, 30)  # a single plane stored as 1xYxX
+
+
+def test_read_zarr_and_ome_zarr(tmp_path):
+    import zarr
+
+    arr = zarr.open_array(str(tmp_path / "plain.zarr"), mode="w", shape=(40, 50), chunks=(16, 16), dtype="u2")
+    arr[:] = 7
+    img = read_image(tmp_path / "plain.zarr", lazy=True)
+    assert img.axes == "YX" and hasattr(img.data, "chunks")
+    group = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", shape=(3, 40, 50), chunks=(1, 16, 16), dtype="u2")
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "c"}, {"name": "y"}, {"name": "x"}],
+                                   "datasets": [{"path": "0"}]}]
+    ome = read_image(tmp_path / "img.ome.zarr")
+    assert ome.axes == "CYX" and ome.shape == (3, 40, 50)
+
+
+def test_unreadable_files_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a tiff")
+    with pytest.raises(UNetError, match="cannot read"):
+        read_image(bad)
+    with pytest.raises(UNetError, match="does not exist"):
+        read_image(tmp_path / "missing.tif")
+    (tmp_path / "x.xyz").write_text("?")
+    with pytest.raises(UNetError, match="unsupported"):
+        read_image(tmp_path / "x.xyz")
+    with pytest.raises(UNetError, match="axes"):
+        read_image(_write(tmp_path / "ok.tif"), axes="ZYX")
+
+
+def _write(path):
+    tifffile.imwrite(path, np.zeros((4, 4), np.uint8))
+    return path
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = write_tiff(tmp_path / "out.tif", np.ones((4, 4), np.uint8))
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("crash")
+    assert np.array_equal(tifffile.imread(target), np.ones((4, 4)))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]
