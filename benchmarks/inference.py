@@ -27,7 +27,13 @@ from napari_unet.model import UNet, input_size_for_output, output_size
 from napari_unet.modelfile import builtin_model_path, load_model
 from napari_unet.normalize import normalize
 from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.tiling import choose_tile_output, plan_tiles, predict_tiled, prepare_model, resolve_precision
+from napari_unet.tiling import (
+    choose_tile_output,
+    plan_tiles,
+    predict_tiled,
+    prepare_model,
+    resolve_precision,
+)
 
 
 def conv_gflops(channels: int, size: int, dtype: torch.dtype | None, repeats: int = 5) -> float:
@@ -83,7 +89,9 @@ def measure(net: UNet, image: np.ndarray, precision: str, tile: int | None, repe
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--arch", choices=["default", "paper", "both"], default="both")
     ap.add_argument("--precision", choices=["auto", "float32", "bfloat16", "both"], default="both")
@@ -91,14 +99,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    image_u16, _ = synthetic_nuclei((args.size, args.size), n_nuclei=args.size * args.size // 2000, radius=(5, 10))
+    image_u16, _ = synthetic_nuclei(
+        (args.size, args.size), n_nuclei=args.size * args.size // 2000, radius=(5, 10)
+    )
     image = normalize(image_u16[None])
     nets = {}
     if args.arch in ("default", "both") and builtin_model_path("default").is_file():
         nets["default model"] = load_model("default").net
     if args.arch in ("paper", "both"):
         torch.manual_seed(0)
-        nets["paper U-Net (depth 4, 64 channels)"] = UNet(depth=4, base_channels=64, dropout=0.5).eval()
+        nets["paper U-Net (depth 4, 64 channels)"] = UNet(
+            depth=4, base_channels=64, dropout=0.5
+        ).eval()
     precisions = ["float32", "bfloat16"] if args.precision == "both" else [args.precision]
     results = {}
     for name, net in nets.items():

@@ -33,7 +33,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "dsb2018-fluo"))
     ap.add_argument("--out", default="default.safetensors")
     ap.add_argument("--depth", type=int, default=3)
@@ -61,24 +63,52 @@ def main(argv=None) -> int:
         return 2
     norm = Normalization()
     t_load = time.perf_counter()
-    train_set = load_training_folder(data / "train/images", data / "train/masks", 1, norm, limit=args.limit)
+    train_set = load_training_folder(
+        data / "train/images", data / "train/masks", 1, norm, limit=args.limit
+    )
     val_set = load_training_folder(data / "val/images", data / "val/masks", 1, norm)
-    print(f"loaded {len(train_set)} train / {len(val_set)} val images in {time.perf_counter() - t_load:.1f}s", flush=True)
+    print(
+        f"loaded {len(train_set)} train / {len(val_set)} val images in {time.perf_counter() - t_load:.1f}s",
+        flush=True,
+    )
 
     config = TrainConfig(
-        epochs=args.epochs, minutes=args.minutes, patches_per_epoch=args.patches_per_epoch,
-        batch_size=args.batch, patch_size=args.patch, lr=args.lr, seed=args.seed, workers=args.workers,
-        device=args.device, validate_every=args.validate_every, augment=AugmentConfig(),
+        epochs=args.epochs,
+        minutes=args.minutes,
+        patches_per_epoch=args.patches_per_epoch,
+        batch_size=args.batch,
+        patch_size=args.patch,
+        lr=args.lr,
+        seed=args.seed,
+        workers=args.workers,
+        device=args.device,
+        validate_every=args.validate_every,
+        augment=AugmentConfig(),
     )
-    arch = dict(depth=args.depth, base_channels=args.base, scheme=args.scheme,
-                batch_norm=not args.no_batch_norm, dropout=args.dropout, name="default")
+    arch = dict(
+        depth=args.depth,
+        base_channels=args.base,
+        scheme=args.scheme,
+        batch_norm=not args.no_batch_norm,
+        dropout=args.dropout,
+        name="default",
+    )
     log = open(args.log, "a") if args.log else None
 
     def report(event: Progress) -> None:
         if event.stage == "train" and event.step % 50:
             return
-        line = json.dumps({"stage": event.stage, "step": event.step, **{
-            k: (round(v, 4) if isinstance(v, float) else v) for k, v in event.info.items() if k != "ap"}})
+        line = json.dumps(
+            {
+                "stage": event.stage,
+                "step": event.step,
+                **{
+                    k: (round(v, 4) if isinstance(v, float) else v)
+                    for k, v in event.info.items()
+                    if k != "ap"
+                },
+            }
+        )
         print(line, flush=True)
         if log:
             log.write(line + "\n")
@@ -90,7 +120,8 @@ def main(argv=None) -> int:
         "source": "2018 Data Science Bowl stage1_train, fluorescence subset (CC0)",
     }
     model = run_to_end(
-        train(train_set, val_set, architecture=arch, config=config, data_description=description), report
+        train(train_set, val_set, architecture=arch, config=config, data_description=description),
+        report,
     )
     model.name = "default"
 

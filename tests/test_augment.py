@@ -82,6 +82,12 @@ def test_intensity_changes_shape_and_range():
 def test_crop_padded_matches_numpy_pad(y0, x0, h, w):
     a = np.arange(20).reshape(4, 5)
     big = np.pad(a, 200, mode="reflect")
-    assert np.array_equal(crop_padded(a, y0, x0, h, w, "reflect"), big[200 + y0 : 200 + y0 + h, 200 + x0 : 200 + x0 + w])
+    assert np.array_equal(
+        crop_padded(a, y0, x0, h, w, "reflect"),
+        big[200 + y0 : 200 + y0 + h, 200 + x0 : 200 + x0 + w],
+    )
     zeros = np.pad(a, 200)
-    assert np.array_equal(crop_padded(a, y0, x0, h, w, "constant"), zeros[200 + y0 : 200 + y0 + h, 200 + x0 : 200 + x0 + w])
+    assert np.array_equal(
+        crop_padded(a, y0, x0, h, w, "constant"),
+        zeros[200 + y0 : 200 + y0 + h, 200 + x0 : 200 + x0 + w],
+    )

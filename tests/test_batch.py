@@ -47,7 +47,9 @@ def test_inputs_are_never_overwritten_and_output_folder_checked(folder, tiny_mod
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     with pytest.raises(UNetError, match="holds input images"):
         segment_files([folder], folder, BatchOptions(model=tiny_model))
-    report = segment_files([folder], folder, BatchOptions(model=tiny_model, allow_input_folder=True))
+    report = segment_files(
+        [folder], folder, BatchOptions(model=tiny_model, allow_input_folder=True)
+    )
     assert len(report.done) == 3
     for name, content in before.items():
         assert (folder / name).read_bytes() == content
@@ -75,11 +77,18 @@ def test_large_image_in_blocks_equals_whole_image(default_model_available, tmp_p
     import zarr
 
     image, _ = synthetic_nuclei((3000, 3000), n_nuclei=4000, radius=(5, 11), seed=7)
-    source = zarr.open_array(str(tmp_path / "big.zarr"), mode="w", shape=image.shape, chunks=(512, 512),
-                             dtype=image.dtype)
+    source = zarr.open_array(
+        str(tmp_path / "big.zarr"),
+        mode="w",
+        shape=image.shape,
+        chunks=(512, 512),
+        dtype=image.dtype,
+    )
     source[:] = image
     whole = segment(image, "default")
-    info = segment_large(source, tmp_path / "big_labels.tif", "default", options=BatchOptions(block_size=1024))
+    info = segment_large(
+        source, tmp_path / "big_labels.tif", "default", options=BatchOptions(block_size=1024)
+    )
     blocks = tifffile.imread(tmp_path / "big_labels.tif")
     assert info["blocks"] == 9
     assert blocks.max() == whole.max() == info["objects"]
@@ -93,9 +102,16 @@ def test_ome_zarr_input_gives_ngff_labels(tmp_path, tiny_model):
     img, _ = synthetic_nuclei((64, 64), n_nuclei=5, seed=0)
     group = zarr.open_group(str(tmp_path / "cells.ome.zarr"), mode="w", zarr_format=2)
     group.create_array("0", shape=img.shape, chunks=(32, 32), dtype=img.dtype)[:] = img
-    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "y", "type": "space"},
-                                   {"name": "x", "type": "space"}], "datasets": [{"path": "0"}]}]
-    report = segment_files([tmp_path / "cells.ome.zarr"], tmp_path / "out", BatchOptions(model=tiny_model))
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+            "datasets": [{"path": "0"}],
+        }
+    ]
+    report = segment_files(
+        [tmp_path / "cells.ome.zarr"], tmp_path / "out", BatchOptions(model=tiny_model)
+    )
     assert not report.failed, report.failed
     labels = zarr.open_group(str(tmp_path / "out" / "cells_labels.ome.zarr"), mode="r")
     assert "image-label" in labels.attrs and labels["0"].shape == (64, 64)
@@ -103,9 +119,13 @@ def test_ome_zarr_input_gives_ngff_labels(tmp_path, tiny_model):
 
 
 def test_local_cluster_with_two_workers(folder, tmp_path, tiny_model):
-    report = segment_files([folder], tmp_path / "cluster", BatchOptions(model=tiny_model), workers=2)
+    report = segment_files(
+        [folder], tmp_path / "cluster", BatchOptions(model=tiny_model), workers=2
+    )
     assert len(report.done) == 3 and not report.failed
     local = segment_files([folder], tmp_path / "local", BatchOptions(model=tiny_model))
     assert len(local.done) == 3
     for name in ("img0_labels.tif", "img2_labels.tif"):
-        assert np.array_equal(tifffile.imread(tmp_path / "cluster" / name), tifffile.imread(tmp_path / "local" / name))
+        assert np.array_equal(
+            tifffile.imread(tmp_path / "cluster" / name), tifffile.imread(tmp_path / "local" / name)
+        )

@@ -42,7 +42,10 @@ def test_segment_then_evaluate(pairs, model_file, tmp_path, capsys):
 
 def test_evaluate_scores_ground_truth_against_itself(pairs, capsys):
     _, masks = pairs
-    assert main(["evaluate", "--pred", str(masks), "--gt", str(masks), "--thresholds", "0.5", "0.9"]) == 0
+    assert (
+        main(["evaluate", "--pred", str(masks), "--gt", str(masks), "--thresholds", "0.5", "0.9"])
+        == 0
+    )
     assert "mean AP over 2 thresholds: 1.0000" in capsys.readouterr().out
 
 
@@ -58,14 +61,31 @@ def test_user_errors_print_one_line_and_exit_2(pairs, tmp_path, capsys):
     tifffile.imwrite(bad / "n1.tif", np.zeros((5, 5), np.uint16))
     assert main(["evaluate", "--pred", str(bad), "--gt", str(masks)]) == 2
     assert "shape" in capsys.readouterr().err
-    assert main(["segment", str(images), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "no.safetensors")]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(images),
+                "--out",
+                str(tmp_path / "o"),
+                "--model",
+                str(tmp_path / "no.safetensors"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
 
 
 def test_failed_file_makes_segment_exit_non_zero(pairs, model_file, tmp_path, capsys):
     images, _ = pairs
     (images / "zz_broken.tif").write_bytes(b"junk")
-    assert main(["segment", str(images), "--out", str(tmp_path / "o"), "--model", model_file, "--quiet"]) == 1
+    assert (
+        main(
+            ["segment", str(images), "--out", str(tmp_path / "o"), "--model", model_file, "--quiet"]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "2 segmented" in err and "1 failed" in err and "zz_broken" in err
 
@@ -73,19 +93,65 @@ def test_failed_file_makes_segment_exit_non_zero(pairs, model_file, tmp_path, ca
 def test_train_from_scratch_and_fine_tune(pairs, model_file, tmp_path, capsys):
     images, masks = pairs
     out = tmp_path / "new.safetensors"
-    args = ["train", "--images", str(images), "--masks", str(masks), "--val-images", str(images),
-            "--val-masks", str(masks), "--from", "scratch", "--depth", "2", "--base-channels", "4",
-            "--epochs", "1", "--patches-per-epoch", "4", "--batch-size", "2", "--patch-size", "92",
-            "--out", str(out), "--quiet"]
+    args = [
+        "train",
+        "--images",
+        str(images),
+        "--masks",
+        str(masks),
+        "--val-images",
+        str(images),
+        "--val-masks",
+        str(masks),
+        "--from",
+        "scratch",
+        "--depth",
+        "2",
+        "--base-channels",
+        "4",
+        "--epochs",
+        "1",
+        "--patches-per-epoch",
+        "4",
+        "--batch-size",
+        "2",
+        "--patch-size",
+        "92",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     assert out.exists() and (tmp_path / "new.checkpoint.safetensors").exists()
     assert "AP@0.5" in capsys.readouterr().err  # validation printed each epoch
     assert main(args) == 2  # refuses to overwrite
     assert "exists" in capsys.readouterr().err
     tuned = tmp_path / "tuned.safetensors"
-    assert main(["train", "--images", str(images), "--masks", str(masks), "--from", model_file,
-                 "--epochs", "1", "--patches-per-epoch", "2", "--batch-size", "2", "--patch-size", "92",
-                 "--out", str(tuned), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(images),
+                "--masks",
+                str(masks),
+                "--from",
+                model_file,
+                "--epochs",
+                "1",
+                "--patches-per-epoch",
+                "2",
+                "--batch-size",
+                "2",
+                "--patch-size",
+                "92",
+                "--out",
+                str(tuned),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["info", str(tuned)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["training"]["started_from"] == model_file
@@ -94,10 +160,37 @@ def test_train_from_scratch_and_fine_tune(pairs, model_file, tmp_path, capsys):
 def test_train_errors(pairs, tmp_path, capsys):
     images, masks = pairs
     (masks / "n1.tif").unlink()
-    assert main(["train", "--images", str(images), "--masks", str(masks), "--from", "scratch",
-                 "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(images),
+                "--masks",
+                str(masks),
+                "--from",
+                "scratch",
+                "--out",
+                str(tmp_path / "m.safetensors"),
+            ]
+        )
+        == 2
+    )
     assert "no mask for 1 image" in capsys.readouterr().err
-    assert main(["train", "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "m.pt")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(images),
+                "--masks",
+                str(masks),
+                "--out",
+                str(tmp_path / "m.pt"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_demo_writes_labels_and_overlay(default_model_available, tmp_path, capsys):

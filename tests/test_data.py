@@ -82,7 +82,9 @@ def test_partial_annotation_zeroes_weights_outside_the_region():
         ds = PatchDataset(items, 92, 20, "3class", np.ones(3, np.float32), 10, augment, seed=0)
         for i in range(10):
             _, _, w = ds[i]
-            assert 0 < np.count_nonzero(w.numpy()) <= 900 * 1.1  # a warp may stretch the region a little
+            assert (
+                0 < np.count_nonzero(w.numpy()) <= 900 * 1.1
+            )  # a warp may stretch the region a little
     with pytest.raises(UNetError, match="empty"):
         make_training_image(img, lab, 1, valid=np.zeros(lab.shape, bool))
 

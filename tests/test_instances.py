@@ -88,7 +88,9 @@ def test_tuning_finds_better_thresholds():
     probs = [probabilities_from_labels(g, "3class", blur=1.0) for g in gts]
     # A seed threshold this low joins the seeds of touching cells: they merge.
     start = InstanceParams(seed_threshold=0.05, min_size=0)
-    start_ap = np.mean([matching(g, instances_from_probabilities(p, start), 0.7).ap for g, p in zip(gts, probs)])
+    start_ap = np.mean(
+        [matching(g, instances_from_probabilities(p, start), 0.7).ap for g, p in zip(gts, probs)]
+    )
     best, summary = tune_instance_params(probs, gts, start=start, iou_thresholds=(0.5, 0.7))
     assert start_ap < 0.9
     assert summary["mean_ap"] >= 0.99

@@ -8,7 +8,13 @@ from napari_unet.io import atomic_path, infer_axes, read_image, write_tiff
 
 @pytest.mark.parametrize(
     "shape, axes",
-    [((10, 12), "YX"), ((10, 12, 3), "YXC"), ((5, 10, 12), "ZYX"), ((2, 5, 10, 12), "TZYX"), ((5, 10, 12, 3), "ZYXC")],
+    [
+        ((10, 12), "YX"),
+        ((10, 12, 3), "YXC"),
+        ((5, 10, 12), "ZYX"),
+        ((2, 5, 10, 12), "TZYX"),
+        ((5, 10, 12, 3), "ZYXC"),
+    ],
 )
 def test_infer_axes(shape, axes):
     assert infer_axes(shape) == axes
@@ -30,7 +36,9 @@ def test_read_tiff_png_and_axes_metadata(tmp_path):
     assert np.array_equal(np.asarray(lazy.data[1, 2, 5:7]), data[1, 2, 5:7])
     import imageio.v3 as iio
 
-    iio.imwrite(tmp_path / "b.png", (np.random.default_rng(0).random((16, 18, 3)) * 255).astype(np.uint8))
+    iio.imwrite(
+        tmp_path / "b.png", (np.random.default_rng(0).random((16, 18, 3)) * 255).astype(np.uint8)
+    )
     assert read_image(tmp_path / "b.png").axes == "YXC"
     tifffile.imwrite(tmp_path / "c.tif", np.zeros((1, 20, 30), np.uint8))
     c = read_image(tmp_path / "c.tif")
@@ -40,14 +48,21 @@ def test_read_tiff_png_and_axes_metadata(tmp_path):
 def test_read_zarr_and_ome_zarr(tmp_path):
     import zarr
 
-    arr = zarr.open_array(str(tmp_path / "plain.zarr"), mode="w", shape=(40, 50), chunks=(16, 16), dtype="u2")
+    arr = zarr.open_array(
+        str(tmp_path / "plain.zarr"), mode="w", shape=(40, 50), chunks=(16, 16), dtype="u2"
+    )
     arr[:] = 7
     img = read_image(tmp_path / "plain.zarr", lazy=True)
     assert img.axes == "YX" and hasattr(img.data, "chunks")
     group = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="w", zarr_format=2)
     group.create_array("0", shape=(3, 40, 50), chunks=(1, 16, 16), dtype="u2")
-    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "c"}, {"name": "y"}, {"name": "x"}],
-                                   "datasets": [{"path": "0"}]}]
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": "c"}, {"name": "y"}, {"name": "x"}],
+            "datasets": [{"path": "0"}],
+        }
+    ]
     ome = read_image(tmp_path / "img.ome.zarr")
     assert ome.axes == "CYX" and ome.shape == (3, 40, 50)
 

@@ -3,7 +3,14 @@ import pytest
 import torch
 
 from napari_unet.errors import UNetError
-from napari_unet.model import UNet, halo, input_size_for_output, is_valid_input, output_size, valid_input_size
+from napari_unet.model import (
+    UNet,
+    halo,
+    input_size_for_output,
+    is_valid_input,
+    output_size,
+    valid_input_size,
+)
 
 
 def test_paper_geometry_572_to_388():
@@ -24,7 +31,7 @@ def test_valid_sizes_are_exactly_those_that_run(depth):
         if expected is None:
             continue
         with torch.no_grad():
-            out = net(torch.zeros(1, 1, n, n + 2 ** depth))
+            out = net(torch.zeros(1, 1, n, n + 2**depth))
         assert out.shape[-2] == expected
         assert n - expected == 2 * halo(depth)
 

@@ -20,7 +20,11 @@ def test_roundtrip_keeps_weights_and_config(tiny_model, tmp_path):
     assert loaded.postprocessing == tiny_model.postprocessing
     assert loaded.training == {"epochs": 3, "note": "unit test"}
     config = read_model_config(path)
-    assert config["architecture"]["depth"] == 2 and config["classes"] == ["background", "interior", "boundary"]
+    assert config["architecture"]["depth"] == 2 and config["classes"] == [
+        "background",
+        "interior",
+        "boundary",
+    ]
     assert config["normalization"]["method"] == "percentile"
     assert "package_version" in config
 
@@ -70,7 +74,11 @@ def test_weights_that_do_not_fit_the_architecture(tiny_model, tmp_path):
     config["architecture"]["base_channels"] = 8
     from safetensors.torch import load_file
 
-    save_file(load_file(str(path)), str(tmp_path / "bad.safetensors"), metadata={"napari_unet": json.dumps(config)})
+    save_file(
+        load_file(str(path)),
+        str(tmp_path / "bad.safetensors"),
+        metadata={"napari_unet": json.dumps(config)},
+    )
     with pytest.raises(UNetError, match="do not fit"):
         load_model(tmp_path / "bad.safetensors")
 

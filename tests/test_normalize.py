@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from napari_unet.errors import UNetError
-from napari_unet.normalize import Normalization, check_finite_array, normalize, percentile_range, to_channels_first
+from napari_unet.normalize import (
+    Normalization,
+    check_finite_array,
+    normalize,
+    percentile_range,
+    to_channels_first,
+)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64])

@@ -16,16 +16,39 @@ def test_import_loads_neither_qt_nor_napari():
         "bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'PyQt5', 'PySide6', 'vispy', 'magicgui') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == ""
 
 
 def test_core_modules_do_not_import_qt():
-    core = ["model", "tiling", "training", "weights", "augment", "instances", "metrics", "io", "batch",
-            "segmentation", "modelfile", "data", "cli", "annotation", "samples", "synthetic"]
-    code = "import sys\n" + "".join(f"import napari_unet.{m}\n" for m in core) + (
-        "print([m for m in ('napari', 'qtpy', 'PyQt6') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    core = [
+        "model",
+        "tiling",
+        "training",
+        "weights",
+        "augment",
+        "instances",
+        "metrics",
+        "io",
+        "batch",
+        "segmentation",
+        "modelfile",
+        "data",
+        "cli",
+        "annotation",
+        "samples",
+        "synthetic",
+    ]
+    code = (
+        "import sys\n"
+        + "".join(f"import napari_unet.{m}\n" for m in core)
+        + ("print([m for m in ('napari', 'qtpy', 'PyQt6') if m in sys.modules])")
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -42,12 +65,20 @@ def test_manifest_validates_and_is_discovered():
     pm.discover()
     manifest = pm.get_manifest("napari-unet")
     assert {w.display_name for w in manifest.contributions.widgets} == {
-        "Segment", "Annotate", "Train / fine-tune", "Show weight map"}
+        "Segment",
+        "Annotate",
+        "Train / fine-tune",
+        "Show weight map",
+    }
     assert "napari/layers/segment" in manifest.contributions.menus
-    result = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-unet"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", "napari-unet"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_console_script_runs():
-    result = subprocess.run([sys.executable, "-m", "napari_unet.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_unet.cli", "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0 and "segment" in result.stdout and "train" in result.stdout

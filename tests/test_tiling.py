@@ -17,18 +17,30 @@ from napari_unet.tiling import (
 
 def _net(depth=2, base=4, in_channels=1):
     torch.manual_seed(depth * 10 + base)
-    return UNet(depth=depth, base_channels=base, in_channels=in_channels, n_classes=3, dropout=0).eval()
+    return UNet(
+        depth=depth, base_channels=base, in_channels=in_channels, n_classes=3, dropout=0
+    ).eval()
 
 
 @pytest.mark.parametrize(
     "shape, tile, batch",
-    [((1, 1), 8, 1), ((1, 1), 100, 3), ((7, 300), 8, 1), ((7, 300), 24, 3), ((257, 1031), 100, 1),
-     ((257, 1031), 256, 3), ((5, 3), 8, 3), ((64, 64), 24, 1)],
+    [
+        ((1, 1), 8, 1),
+        ((1, 1), 100, 3),
+        ((7, 300), 8, 1),
+        ((7, 300), 24, 3),
+        ((257, 1031), 100, 1),
+        ((257, 1031), 256, 3),
+        ((5, 3), 8, 3),
+        ((64, 64), 24, 1),
+    ],
 )
 def test_tiled_equals_whole_image_pass(shape, tile, batch):
     net = _net()
     image = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
-    tiled = predict_tiled(net, image, tile_size=tile, batch_size=batch, precision="float32", device="cpu")
+    tiled = predict_tiled(
+        net, image, tile_size=tile, batch_size=batch, precision="float32", device="cpu"
+    )
     whole = predict_whole(net, image, plan_tiles(shape, net.depth, tile))
     assert tiled.shape == (3, *shape)
     assert np.abs(tiled - whole).max() <= 1e-5
@@ -45,7 +57,9 @@ def test_tiled_equals_whole_image_pass(shape, tile, batch):
 def test_tiled_equals_whole_property(h, w, tile, batch, depth):
     net = _net(depth=depth, base=2)
     image = np.random.default_rng(h * 1000 + w).standard_normal((1, h, w)).astype(np.float32)
-    tiled = predict_tiled(net, image, tile_size=tile, batch_size=batch, precision="float32", device="cpu")
+    tiled = predict_tiled(
+        net, image, tile_size=tile, batch_size=batch, precision="float32", device="cpu"
+    )
     whole = predict_whole(net, image, plan_tiles((h, w), depth, tile))
     assert np.abs(tiled - whole).max() <= 1e-5
     assert np.allclose(tiled.sum(axis=0), 1.0, atol=1e-5)
@@ -67,7 +81,9 @@ def test_mirror_padding_smaller_than_halo():
     padded = mirror_pad(image, plan)
     assert padded.shape[1] == plan.y.padded and padded.shape[2] == plan.x.padded
     top = plan.y.pad_before
-    assert np.array_equal(padded[0, top : top + 2, plan.x.pad_before : plan.x.pad_before + 3], image[0])
+    assert np.array_equal(
+        padded[0, top : top + 2, plan.x.pad_before : plan.x.pad_before + 3], image[0]
+    )
     assert set(np.unique(padded)) <= set(np.unique(image))
 
 

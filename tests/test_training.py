@@ -17,14 +17,24 @@ ARCH = dict(depth=2, base_channels=8, scheme="3class", batch_norm=True, dropout=
 
 @pytest.fixture(scope="module")
 def data():
-    train_set = [make_training_image(*synthetic_nuclei((96, 96), n_nuclei=8, seed=s), 1) for s in range(3)]
+    train_set = [
+        make_training_image(*synthetic_nuclei((96, 96), n_nuclei=8, seed=s), 1) for s in range(3)
+    ]
     val_set = [make_training_image(*synthetic_nuclei((96, 96), n_nuclei=8, seed=10), 1)]
     return train_set, val_set
 
 
 def small_config(**kw):
-    base = dict(epochs=2, patches_per_epoch=8, batch_size=4, patch_size=92, augment=NO_AUGMENTATION,
-                precision="float32", tune_postprocessing=False, warmup_steps=1)
+    base = dict(
+        epochs=2,
+        patches_per_epoch=8,
+        batch_size=4,
+        patch_size=92,
+        augment=NO_AUGMENTATION,
+        precision="float32",
+        tune_postprocessing=False,
+        warmup_steps=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -44,7 +54,8 @@ def test_validation_selects_and_reports(data):
     train_set, val_set = data
     events = []
     model = run_to_end(
-        train(train_set, val_set, architecture=ARCH, config=small_config(tune_postprocessing=True)), events.append
+        train(train_set, val_set, architecture=ARCH, config=small_config(tune_postprocessing=True)),
+        events.append,
     )
     validations = [e for e in events if e.stage == "validate"]
     assert len(validations) == 2
@@ -73,7 +84,9 @@ def test_stop_keeps_the_best_model(data):
 
 def test_time_limit(data):
     train_set, _ = data
-    model = run_to_end(train(train_set, architecture=ARCH, config=small_config(epochs=10_000, minutes=0.05)))
+    model = run_to_end(
+        train(train_set, architecture=ARCH, config=small_config(epochs=10_000, minutes=0.05))
+    )
     assert model.training["stopped_by"] == "time"
     assert model.training["time_s"] < 30
 
@@ -81,17 +94,33 @@ def test_time_limit(data):
 def test_resume_continues_from_checkpoint(data, tmp_path):
     train_set, _ = data
     ckpt = tmp_path / "run.ckpt.safetensors"
-    first = run_to_end(train(train_set, architecture=ARCH, config=small_config(epochs=1, seed=1), checkpoint=ckpt))
+    first = run_to_end(
+        train(train_set, architecture=ARCH, config=small_config(epochs=1, seed=1), checkpoint=ckpt)
+    )
     assert ckpt.exists() and first.training["steps"] == 2
     events = []
     resumed = run_to_end(
-        train(train_set, architecture=ARCH, config=small_config(epochs=3, seed=1), checkpoint=ckpt, resume=True),
+        train(
+            train_set,
+            architecture=ARCH,
+            config=small_config(epochs=3, seed=1),
+            checkpoint=ckpt,
+            resume=True,
+        ),
         events.append,
     )
     assert resumed.training["steps"] == 6
     assert [e.info["epoch"] for e in events if e.stage == "train"][0] == 1
     with pytest.raises(UNetError, match="checkpoint"):
-        run_to_end(train(train_set, architecture=ARCH, config=small_config(), checkpoint=tmp_path / "x", resume=True))
+        run_to_end(
+            train(
+                train_set,
+                architecture=ARCH,
+                config=small_config(),
+                checkpoint=tmp_path / "x",
+                resume=True,
+            )
+        )
 
 
 def test_fine_tune_from_model_file_and_sgd(data, tiny_model, tmp_path):

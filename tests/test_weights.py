@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+from conftest import random_labels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
-from conftest import random_labels
 from napari_unet.errors import UNetError
 from napari_unet.weights import (
     border_term,

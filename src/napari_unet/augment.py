@@ -41,7 +41,8 @@ def _cubic_interpolation_matrix(n_out: int, n_nodes: int) -> np.ndarray:
     positions = np.linspace(0, n_nodes - 1, n_out)
     eye = np.eye(n_nodes)
     return np.stack(
-        [ndi.map_coordinates(eye[j], [positions], order=3, mode="nearest") for j in range(n_nodes)], axis=1
+        [ndi.map_coordinates(eye[j], [positions], order=3, mode="nearest") for j in range(n_nodes)],
+        axis=1,
     )
 
 
@@ -74,7 +75,11 @@ def warp_coordinates(
     """
     h, w = out_shape
     yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
-    angle = np.deg2rad(rng.uniform(-config.max_rotation, config.max_rotation)) if config.max_rotation else 0.0
+    angle = (
+        np.deg2rad(rng.uniform(-config.max_rotation, config.max_rotation))
+        if config.max_rotation
+        else 0.0
+    )
     c, s = np.cos(angle), np.sin(angle)
     sy = center[0] + (rng.uniform(-config.max_shift, config.max_shift) if config.max_shift else 0.0)
     sx = center[1] + (rng.uniform(-config.max_shift, config.max_shift) if config.max_shift else 0.0)
@@ -113,9 +118,14 @@ def warp(image: np.ndarray, coords: np.ndarray, order: int, cval: float = 0.0) -
     """Sample a (C, Y, X) or (Y, X) array at ``coords``; order 3 for images, 0 for labels."""
     mode = "reflect" if order > 0 else "constant"
     if image.ndim == 2:
-        return ndi.map_coordinates(image, coords, order=order, mode=mode, cval=cval, prefilter=order > 1)
+        return ndi.map_coordinates(
+            image, coords, order=order, mode=mode, cval=cval, prefilter=order > 1
+        )
     return np.stack(
-        [ndi.map_coordinates(ch, coords, order=order, mode=mode, cval=cval, prefilter=order > 1) for ch in image]
+        [
+            ndi.map_coordinates(ch, coords, order=order, mode=mode, cval=cval, prefilter=order > 1)
+            for ch in image
+        ]
     )
 
 
@@ -132,7 +142,9 @@ def flip_rotate(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.n
     return out
 
 
-def augment_intensity(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+def augment_intensity(
+    image: np.ndarray, rng: np.random.Generator, config: AugmentConfig
+) -> np.ndarray:
     """Random grey-value changes on a normalized (C, Y, X) float image."""
     out = image.astype(np.float32, copy=True)
     if config.gamma:
@@ -176,7 +188,9 @@ def augment_pair(
     local = coords - np.array([y0, x0], dtype=coords.dtype)[:, None, None]
     img = warp(crop_padded(image, y0, x0, h, w, "reflect"), local, order=3)
     lab = warp(crop_padded(labels, y0, x0, h, w, "constant"), local, order=0)
-    val = warp(crop_padded(valid.astype(np.uint8), y0, x0, h, w, "constant"), local, order=0).astype(bool)
+    val = warp(
+        crop_padded(valid.astype(np.uint8), y0, x0, h, w, "constant"), local, order=0
+    ).astype(bool)
     if config.flips:
         img, lab, val = flip_rotate([img, lab, val], rng)
     return augment_intensity(img, rng, config), lab, val

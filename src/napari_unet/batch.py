@@ -88,7 +88,11 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     found: list[Path] = []
     for item in inputs:
         item = str(item)
-        matches = [Path(m) for m in sorted(glob.glob(item))] if any(c in item for c in "*?[") else [Path(item)]
+        matches = (
+            [Path(m) for m in sorted(glob.glob(item))]
+            if any(c in item for c in "*?[")
+            else [Path(item)]
+        )
         if not matches:
             raise UNetError(f"no file matches {item}")
         for path in matches:
@@ -111,7 +115,17 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif", ".png", ".jpeg", ".jpg"):
+    for suffix in (
+        ".ome.zarr",
+        ".ome.tiff",
+        ".ome.tif",
+        ".zarr",
+        ".tiff",
+        ".tif",
+        ".png",
+        ".jpeg",
+        ".jpg",
+    ):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
@@ -135,7 +149,9 @@ def check_output_folder(inputs: list[Path], out_dir: Path, allow_input_folder: b
     for p in inputs:
         target = output_path(p, out).name
         if target in stems:
-            raise UNetError(f"{p} and {stems[target]} would both write {target}; segment them into different folders")
+            raise UNetError(
+                f"{p} and {stems[target]} would both write {target}; segment them into different folders"
+            )
         stems[target] = p
 
 
@@ -192,16 +208,28 @@ def segment_one_file(path: str, out_path: str, options: BatchOptions, blob: byte
         run_to_end(iter_segment_large(image.data, out_path, model, axes=axes, options=options))
     else:
         _segment_in_memory(np.asarray(image.data), axes, out_path, model, options, path)
-    return {"file": str(path), "output": str(out_path), "seconds": time.perf_counter() - t0, "blocks": large}
+    return {
+        "file": str(path),
+        "output": str(out_path),
+        "seconds": time.perf_counter() - t0,
+        "blocks": large,
+    }
 
 
-def _segment_in_memory(data, axes, out_path: Path, model, options: BatchOptions, source: Path) -> None:
+def _segment_in_memory(
+    data, axes, out_path: Path, model, options: BatchOptions, source: Path
+) -> None:
     from .io import overlay_png, write_png, write_tiff
     from .segmentation import segment
 
     result = segment(
-        data, model, axes=axes, tile_size=options.tile_size, device=options.device,
-        precision=options.precision, return_probabilities=options.save_probabilities,
+        data,
+        model,
+        axes=axes,
+        tile_size=options.tile_size,
+        device=options.device,
+        precision=options.precision,
+        return_probabilities=options.save_probabilities,
     )
     labels, probs = result if options.save_probabilities else (result, None)
     out_axes = "".join(a for a in axes if a != "C" and a not in "YX") + "YX"
@@ -210,11 +238,16 @@ def _segment_in_memory(data, axes, out_path: Path, model, options: BatchOptions,
     else:
         write_tiff(out_path, labels, axes=out_axes)
     if probs is not None:
-        write_tiff(out_path.with_name(out_path.name.split(LABEL_SUFFIX)[0] + "_probabilities.tif"), probs,
-                   axes="C" + out_axes)
+        write_tiff(
+            out_path.with_name(out_path.name.split(LABEL_SUFFIX)[0] + "_probabilities.tif"),
+            probs,
+            axes="C" + out_axes,
+        )
     if options.overlay and labels.ndim == 2:
-        write_png(out_path.with_name(out_path.name.split(LABEL_SUFFIX)[0] + "_overlay.png"),
-                  overlay_png(np.squeeze(data) if data.ndim == 2 else data, labels))
+        write_png(
+            out_path.with_name(out_path.name.split(LABEL_SUFFIX)[0] + "_overlay.png"),
+            overlay_png(np.squeeze(data) if data.ndim == 2 else data, labels),
+        )
 
 
 def write_ngff_labels(out_path: Path, labels, axes: str, source: Path | None = None) -> Path:
@@ -225,8 +258,12 @@ def write_ngff_labels(out_path: Path, labels, axes: str, source: Path | None = N
     if tmp.exists():
         shutil.rmtree(tmp)
     root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-    chunks = tuple([1] * (len(axes) - 2) + [min(1024, labels.shape[-2]), min(1024, labels.shape[-1])])
-    arr = root.create_array("0", shape=labels.shape, dtype=labels.dtype, chunks=chunks, fill_value=0)
+    chunks = tuple(
+        [1] * (len(axes) - 2) + [min(1024, labels.shape[-2]), min(1024, labels.shape[-1])]
+    )
+    arr = root.create_array(
+        "0", shape=labels.shape, dtype=labels.dtype, chunks=chunks, fill_value=0
+    )
     if isinstance(labels, np.ndarray):
         arr[...] = labels
     else:  # a zarr array: copy chunk by chunk
@@ -234,12 +271,19 @@ def write_ngff_labels(out_path: Path, labels, axes: str, source: Path | None = N
         for y in range(0, labels.shape[-2], step):
             arr[..., y : y + step, :] = np.asarray(labels[..., y : y + step, :])
     kind = {"T": "time", "Z": "space", "C": "channel", "Y": "space", "X": "space"}
-    root.attrs["multiscales"] = [{
-        "version": "0.4",
-        "name": out_path.name,
-        "axes": [{"name": a.lower(), "type": kind[a]} for a in axes],
-        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(axes)}]}],
-    }]
+    root.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "name": out_path.name,
+            "axes": [{"name": a.lower(), "type": kind[a]} for a in axes],
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(axes)}],
+                }
+            ],
+        }
+    ]
     root.attrs["image-label"] = {
         "version": "0.4",
         "source": {"image": str(source) if source else None},
@@ -352,7 +396,9 @@ def _make_client(workers: int | None, scheduler: str | None):
             raise UNetError(f"cannot connect to the dask scheduler at {scheduler}: {exc}") from exc
     n = max(1, int(workers))
     threads = max(1, (os.cpu_count() or 1) // n)
-    cluster = LocalCluster(n_workers=n, threads_per_worker=threads, processes=True, dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=threads, processes=True, dashboard_address=None
+    )
     return Client(cluster), cluster
 
 
@@ -409,7 +455,9 @@ def read_window(data, axes: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     H, W = data.shape[axes.index("Y")], data.shape[axes.index("X")]
     ry, rx = reflect_index(rows, H), reflect_index(cols, W)
     y0, y1, x0, x1 = int(ry.min()), int(ry.max()) + 1, int(rx.min()), int(rx.max()) + 1
-    index = tuple(slice(y0, y1) if a == "Y" else slice(x0, x1) if a == "X" else slice(None) for a in axes)
+    index = tuple(
+        slice(y0, y1) if a == "Y" else slice(x0, x1) if a == "X" else slice(None) for a in axes
+    )
     window = np.asarray(data[index])
     # Put Y, X first (then C), as the plane readers expect.
     order = [axes.index("Y"), axes.index("X")] + [i for i, a in enumerate(axes) if a not in "YX"]
@@ -417,7 +465,9 @@ def read_window(data, axes: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     return window[(ry - y0)[:, None], (rx - x0)[None, :]]
 
 
-def _block_labels(data, axes: str, block: Block, model, value_range, options: BatchOptions) -> np.ndarray:
+def _block_labels(
+    data, axes: str, block: Block, model, value_range, options: BatchOptions
+) -> np.ndarray:
     """Labels of a block's region, from probabilities that equal the whole-image ones."""
     from .instances import instances_from_probabilities
     from .normalize import normalize, to_channels_first
@@ -436,7 +486,9 @@ def _block_labels(data, axes: str, block: Block, model, value_range, options: Ba
     net = prepare_model(model.net, dev, dtype)
     ry, rx = block.region
     shape = (ry.stop - ry.start, rx.stop - rx.start)
-    tile = options.tile_size or choose_tile_output(net, default_memory_budget(dev), 2 if dtype else 4)
+    tile = options.tile_size or choose_tile_output(
+        net, default_memory_budget(dev), 2 if dtype else 4
+    )
     plan = plan_tiles(shape, net.depth, tile)
     rows = np.arange(ry.start - plan.y.pad_before, ry.start - plan.y.pad_before + plan.y.padded)
     cols = np.arange(rx.start - plan.x.pad_before, rx.start - plan.x.pad_before + plan.x.padded)
@@ -465,7 +517,9 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def _shared_pairs(region_a: np.ndarray, a_offset, region_b: np.ndarray, b_offset, min_iou: float) -> list[tuple[int, int]]:
+def _shared_pairs(
+    region_a: np.ndarray, a_offset, region_b: np.ndarray, b_offset, min_iou: float
+) -> list[tuple[int, int]]:
     """Label pairs of two blocks that cover the same object in their shared pixels."""
     a = region_a.reshape(-1).astype(np.int64)
     b = region_b.reshape(-1).astype(np.int64)
@@ -505,7 +559,9 @@ def iter_segment_large(
     seg_model = get_model(model) if not isinstance(model, bytes) else _model_from_bytes(model)
     axes = axes or infer_axes(tuple(data.shape))
     if set(axes) - set("YXC"):
-        raise UNetError(f"block-wise segmentation takes one 2D plane (axes YX, YXC or CYX), got {axes}")
+        raise UNetError(
+            f"block-wise segmentation takes one 2D plane (axes YX, YXC or CYX), got {axes}"
+        )
     shape = (data.shape[axes.index("Y")], data.shape[axes.index("X")])
     output = Path(output)
     value_range = sampled_value_range(data, axes, seg_model.normalization)
@@ -518,9 +574,22 @@ def iter_segment_large(
         offsets = np.zeros(len(blocks) + 1, dtype=np.int64)
         if client is not None:
             blob = client.scatter(model_bytes(seg_model), broadcast=True)
-            data_ref = client.scatter(data, broadcast=True) if isinstance(data, np.ndarray) else data
+            data_ref = (
+                client.scatter(data, broadcast=True) if isinstance(data, np.ndarray) else data
+            )
             futures = [
-                client.submit(_block_task, data_ref, axes, k, b, blob, value_range, options, str(tmp), pure=False)
+                client.submit(
+                    _block_task,
+                    data_ref,
+                    axes,
+                    k,
+                    b,
+                    blob,
+                    value_range,
+                    options,
+                    str(tmp),
+                    pure=False,
+                )
                 for k, b in enumerate(blocks)
             ]
             from dask.distributed import as_completed
@@ -550,15 +619,27 @@ def iter_segment_large(
                     continue
                 ob = blocks[other]
                 # Compare both blocks' labels on the overlap of their regions.
-                ys = slice(max(b.region[0].start, ob.region[0].start), min(b.region[0].stop, ob.region[0].stop))
-                xs = slice(max(b.region[1].start, ob.region[1].start), min(b.region[1].stop, ob.region[1].stop))
+                ys = slice(
+                    max(b.region[0].start, ob.region[0].start),
+                    min(b.region[0].stop, ob.region[0].stop),
+                )
+                xs = slice(
+                    max(b.region[1].start, ob.region[1].start),
+                    min(b.region[1].stop, ob.region[1].stop),
+                )
                 if ys.start >= ys.stop or xs.start >= xs.stop:
                     continue
-                mine = region_labels(k)[ys.start - b.region[0].start : ys.stop - b.region[0].start,
-                                        xs.start - b.region[1].start : xs.stop - b.region[1].start]
-                theirs = region_labels(other)[ys.start - ob.region[0].start : ys.stop - ob.region[0].start,
-                                              xs.start - ob.region[1].start : xs.stop - ob.region[1].start]
-                for x, y in _shared_pairs(np.asarray(mine), offsets[k], np.asarray(theirs), offsets[other], min_merge_iou):
+                mine = region_labels(k)[
+                    ys.start - b.region[0].start : ys.stop - b.region[0].start,
+                    xs.start - b.region[1].start : xs.stop - b.region[1].start,
+                ]
+                theirs = region_labels(other)[
+                    ys.start - ob.region[0].start : ys.stop - ob.region[0].start,
+                    xs.start - ob.region[1].start : xs.stop - ob.region[1].start,
+                ]
+                for x, y in _shared_pairs(
+                    np.asarray(mine), offsets[k], np.asarray(theirs), offsets[other], min_merge_iou
+                ):
                     uf.union(x, y)
         # Final ids: sequential over the merged objects that appear in some core.
         core_ids = []
@@ -590,8 +671,15 @@ def iter_segment_large(
             import zarr
 
             store = tmp / "labels.zarr"
-            arr = zarr.open_array(str(store), mode="w", shape=shape, dtype=dtype,
-                                  chunks=(min(1024, shape[0]), min(1024, shape[1])), zarr_format=2, fill_value=0)
+            arr = zarr.open_array(
+                str(store),
+                mode="w",
+                shape=shape,
+                dtype=dtype,
+                chunks=(min(1024, shape[0]), min(1024, shape[1])),
+                zarr_format=2,
+                fill_value=0,
+            )
             for k, b in enumerate(blocks):
                 arr[b.core] = core_labels(k)
                 done += 1
@@ -622,20 +710,33 @@ def iter_segment_large(
             if block_rows % 256:
                 raise UNetError("block size must be a multiple of 256 for TIFF output")
             with atomic_path(output) as part:
-                tifffile.imwrite(part, tiles(), shape=shape, dtype=dtype, tile=(256, 256),
-                                 compression="zlib", bigtiff=True, metadata={"axes": "YX"})
+                tifffile.imwrite(
+                    part,
+                    tiles(),
+                    shape=shape,
+                    dtype=dtype,
+                    tile=(256, 256),
+                    compression="zlib",
+                    bigtiff=True,
+                    metadata={"axes": "YX"},
+                )
             done = 2 * len(blocks)
             yield Progress("blocks", done, 2 * len(blocks), {"phase": "write"})
-    return {"objects": n_objects, "blocks": len(blocks), "seconds": time.perf_counter() - t0, "output": str(output)}
+    return {
+        "objects": n_objects,
+        "blocks": len(blocks),
+        "seconds": time.perf_counter() - t0,
+        "output": str(output),
+    }
 
 
 def _core_in_region(b: Block) -> tuple[slice, slice]:
-    return tuple(
-        slice(c.start - r.start, c.stop - r.start) for c, r in zip(b.core, b.region)
-    )
+    return tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(b.core, b.region))
 
 
-def _block_task(data, axes, k: int, block: Block, blob, value_range, options, tmpdir) -> tuple[int, int]:
+def _block_task(
+    data, axes, k: int, block: Block, blob, value_range, options, tmpdir
+) -> tuple[int, int]:
     """Dask task: label block number ``k``'s region and store it in the shared temporary folder."""
     model = _model_from_bytes(blob)
     labels = _block_labels(data, axes, block, model, value_range, options)

@@ -21,7 +21,9 @@ from .errors import UNetError
 def _progress_bar(total: int | None, desc: str, disable: bool = False):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, disable=disable, file=sys.stderr)
+    return tqdm(
+        total=total, desc=desc, unit="step", dynamic_ncols=True, disable=disable, file=sys.stderr
+    )
 
 
 # --------------------------------------------------------------------------
@@ -44,7 +46,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         save_probabilities=args.probabilities,
         overlay=args.overlay,
     )
-    gen = iter_segment_files(args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler)
+    gen = iter_segment_files(
+        args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler
+    )
     bar = None
     try:
         while True:
@@ -93,7 +97,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     norm = init.normalization if init is not None else Normalization()
     train_set = load_training_folder(args.images, args.masks, in_channels, norm)
     val_set = (
-        load_training_folder(args.val_images, args.val_masks, in_channels, norm) if args.val_images else []
+        load_training_folder(args.val_images, args.val_masks, in_channels, norm)
+        if args.val_images
+        else []
     )
     config = TrainConfig(
         epochs=args.epochs,
@@ -108,12 +114,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         augment=NO_AUGMENTATION if args.no_augment else AugmentConfig(),
     )
-    architecture = dict(depth=args.depth, base_channels=args.base_channels, in_channels=in_channels,
-                        scheme=args.scheme, name=out.stem)
-    description = {"train_images": str(args.images), "train_masks": str(args.masks),
-                   "n_train": len(train_set), "val_images": str(args.val_images) if val_set else None,
-                   "n_val": len(val_set)}
-    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.stem + ".checkpoint.safetensors")
+    architecture = dict(
+        depth=args.depth,
+        base_channels=args.base_channels,
+        in_channels=in_channels,
+        scheme=args.scheme,
+        name=out.stem,
+    )
+    description = {
+        "train_images": str(args.images),
+        "train_masks": str(args.masks),
+        "n_train": len(train_set),
+        "val_images": str(args.val_images) if val_set else None,
+        "n_val": len(val_set),
+    }
+    checkpoint = (
+        Path(args.checkpoint)
+        if args.checkpoint
+        else out.with_name(out.stem + ".checkpoint.safetensors")
+    )
     stop = threading.Event()
 
     def on_interrupt(signum, frame):
@@ -121,11 +140,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print("\nstopping after this step and saving the best model (Ctrl-C again to abort)", file=sys.stderr)
+        print(
+            "\nstopping after this step and saving the best model (Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
 
     gen = train(
-        train_set, val_set, init=init, architecture=architecture, config=config, stop=stop,
-        checkpoint=checkpoint, resume=args.resume, data_description=description,
+        train_set,
+        val_set,
+        init=init,
+        architecture=architecture,
+        config=config,
+        stop=stop,
+        checkpoint=checkpoint,
+        resume=args.resume,
+        data_description=description,
     )
     bar = _progress_bar(None, "train", args.quiet)
     previous_handler = signal.signal(signal.SIGINT, on_interrupt)
@@ -139,7 +168,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             if ev.stage == "train":
                 bar.total = ev.total
                 bar.n = ev.step
-                bar.set_postfix(epoch=ev.info["epoch"], loss=f"{ev.info['loss']:.4f}", refresh=False)
+                bar.set_postfix(
+                    epoch=ev.info["epoch"], loss=f"{ev.info['loss']:.4f}", refresh=False
+                )
                 bar.refresh()
             elif ev.stage == "validate":
                 bar.write(
@@ -148,7 +179,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             elif ev.stage == "tune" and ev.total:
-                bar.write(f"post-processing tuned on validation: mean AP {ev.info['mean_ap']:.3f}", file=sys.stderr)
+                bar.write(
+                    f"post-processing tuned on validation: mean AP {ev.info['mean_ap']:.3f}",
+                    file=sys.stderr,
+                )
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         bar.close()
@@ -198,7 +232,9 @@ def pair_predictions(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"no prediction for {len(missing)} ground-truth file(s): {', '.join(missing[:5])}")
+            parts.append(
+                f"no prediction for {len(missing)} ground-truth file(s): {', '.join(missing[:5])}"
+            )
         if extra:
             parts.append(f"no ground truth for {len(extra)} prediction(s): {', '.join(extra[:5])}")
         raise UNetError("; ".join(parts))
@@ -224,7 +260,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.per_image:
         result["files"] = [p.name for p, _ in pairs]
     print(f"{len(pairs)} image pairs; counts summed over images")
-    print(f"{'IoU':>5} {'TP':>6} {'FP':>6} {'FN':>6} {'prec':>6} {'recall':>6} {'F1':>6} {'AP':>6} {'PQ':>6} {'mIoU':>6}")
+    print(
+        f"{'IoU':>5} {'TP':>6} {'FP':>6} {'FN':>6} {'prec':>6} {'recall':>6} {'F1':>6} {'AP':>6} {'PQ':>6} {'mIoU':>6}"
+    )
     for t, c in result["thresholds"].items():
         print(
             f"{float(t):5.2f} {c['tp']:6d} {c['fp']:6d} {c['fn']:6d} {c['precision']:6.3f} {c['recall']:6.3f} "
@@ -251,7 +289,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     images = load_training_folder(args.images, args.masks, model.in_channels, model.normalization)
     probs = predict_dataset(model.net, images, resolve_device(args.device))
-    params, summary = tune_instance_params(probs, [im.labels for im in images], start=model.postprocessing)
+    params, summary = tune_instance_params(
+        probs, [im.labels for im in images], start=model.postprocessing
+    )
     model.postprocessing = params
     model.training = {**model.training, "postprocessing_tuning": summary}
     out = Path(args.out)
@@ -302,37 +342,71 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="napari-unet", description="U-Net segmentation of cells and nuclei.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('napari_unet').__version__}")
+    parser = argparse.ArgumentParser(
+        prog="napari-unet", description="U-Net segmentation of cells and nuclei."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__import__('napari_unet').__version__}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("segment", help="segment images or folders; one <stem>_labels file per input")
-    p.add_argument("inputs", nargs="+", help="files, folders or globs (TIFF, OME-TIFF, PNG, zarr, OME-Zarr)")
+    p = sub.add_parser(
+        "segment", help="segment images or folders; one <stem>_labels file per input"
+    )
+    p.add_argument(
+        "inputs", nargs="+", help="files, folders or globs (TIFF, OME-TIFF, PNG, zarr, OME-Zarr)"
+    )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", default="default", help="'default' (alias 'nuclei') or a .safetensors file")
-    p.add_argument("--tile", type=int, default=None, help="output pixels per tile and axis (default: from memory)")
+    p.add_argument(
+        "--model", default="default", help="'default' (alias 'nuclei') or a .safetensors file"
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="output pixels per tile and axis (default: from memory)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
-    p.add_argument("--axes", default=None, help="axes of the inputs, e.g. YX, YXC, CYX, ZYX, TZYX (guessed)")
+    p.add_argument(
+        "--axes", default=None, help="axes of the inputs, e.g. YX, YXC, CYX, ZYX, TZYX (guessed)"
+    )
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--workers", type=int, default=None, help="start a local dask cluster with N workers")
+    group.add_argument(
+        "--workers", type=int, default=None, help="start a local dask cluster with N workers"
+    )
     group.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
-    p.add_argument("--block-size", type=int, default=4096, help="images larger than this are done block by block")
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=4096,
+        help="images larger than this are done block by block",
+    )
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists")
-    p.add_argument("--allow-input-folder", action="store_true", help="allow --out to be an input folder")
+    p.add_argument(
+        "--allow-input-folder", action="store_true", help="allow --out to be an input folder"
+    )
     p.add_argument("--probabilities", action="store_true", help="also write class probabilities")
-    p.add_argument("--overlay", action="store_true", help="also write a PNG overlay per input (2D only)")
+    p.add_argument(
+        "--overlay", action="store_true", help="also write a PNG overlay per input (2D only)"
+    )
     p.add_argument("--json", default=None, help="write the run summary here")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("train", help="train or fine-tune a model on image/mask folders")
     p.add_argument("--images", required=True)
-    p.add_argument("--masks", required=True, help="instance label images, paired with images by file name")
+    p.add_argument(
+        "--masks", required=True, help="instance label images, paired with images by file name"
+    )
     p.add_argument("--val-images")
     p.add_argument("--val-masks")
-    p.add_argument("--from", dest="start_from", default="default",
-                   help="'default', a .safetensors file, or 'scratch' (default: fine-tune the default model)")
+    p.add_argument(
+        "--from",
+        dest="start_from",
+        default="default",
+        help="'default', a .safetensors file, or 'scratch' (default: fine-tune the default model)",
+    )
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
@@ -343,9 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--depth", type=int, default=3, help="(from scratch) U-Net depth")
-    p.add_argument("--base-channels", type=int, default=16, help="(from scratch) first-level channels")
+    p.add_argument(
+        "--base-channels", type=int, default=16, help="(from scratch) first-level channels"
+    )
     p.add_argument("--channels", type=int, default=1, help="(from scratch) input channels")
-    p.add_argument("--scheme", default="3class", choices=["2class", "3class"], help="(from scratch) classes")
+    p.add_argument(
+        "--scheme", default="3class", choices=["2class", "3class"], help="(from scratch) classes"
+    )
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--loader-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default="auto")
@@ -358,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score predicted labels against ground truth")
     p.add_argument("--pred", required=True, help="folder of <stem>_labels.tif or <stem>.tif")
     p.add_argument("--gt", required=True, help="folder of <stem>.tif ground-truth labels")
-    p.add_argument("--thresholds", nargs="*", default=None, help="IoU thresholds (default 0.5..0.95)")
+    p.add_argument(
+        "--thresholds", nargs="*", default=None, help="IoU thresholds (default 0.5..0.95)"
+    )
     p.add_argument("--per-image", action="store_true")
     p.add_argument("--json", default=None)
     p.set_defaults(func=cmd_evaluate)
@@ -376,7 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default="default")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", help="segment a built-in synthetic image; write labels and a PNG overlay")
+    p = sub.add_parser(
+        "demo", help="segment a built-in synthetic image; write labels and a PNG overlay"
+    )
     p.add_argument("--out", default="demo_output")
     p.add_argument("--model", default="default")
     p.add_argument("--size", type=int, default=512)

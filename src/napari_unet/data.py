@@ -60,14 +60,18 @@ def make_training_image(
             raise UNetError(f"the mask{what} must hold integer instance ids, got {labels.dtype}")
     chw = to_channels_first(image, channel_axis, in_channels)
     if chw.shape[1:] != labels.shape:
-        raise UNetError(f"image{what} is {chw.shape[1:]} but its mask is {labels.shape}; they must match")
+        raise UNetError(
+            f"image{what} is {chw.shape[1:]} but its mask is {labels.shape}; they must match"
+        )
     if valid is None:
         valid = np.ones(labels.shape, dtype=bool)
     elif valid.shape != labels.shape:
         raise UNetError(f"the annotated region{what} is {valid.shape}, the mask {labels.shape}")
     if not valid.any():
         raise UNetError(f"the annotated region{what} is empty")
-    return TrainingImage(normalize(chw, normalization), labels.astype(np.int32), valid.astype(bool), name)
+    return TrainingImage(
+        normalize(chw, normalization), labels.astype(np.int32), valid.astype(bool), name
+    )
 
 
 def pair_by_stem(images_dir: str | Path, masks_dir: str | Path) -> list[tuple[Path, Path]]:

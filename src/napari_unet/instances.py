@@ -148,7 +148,11 @@ def instances_from_probabilities(
 
 
 def _objective(
-    probs: Sequence[np.ndarray], gts: Sequence[np.ndarray], params: InstanceParams, scheme, thresholds
+    probs: Sequence[np.ndarray],
+    gts: Sequence[np.ndarray],
+    params: InstanceParams,
+    scheme,
+    thresholds,
 ) -> tuple[float, list[float]]:
     totals = [MatchCounts(t) for t in thresholds]
     for p, gt in zip(probs, gts):

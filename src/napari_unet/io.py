@@ -52,17 +52,26 @@ def infer_axes(shape: tuple[int, ...], rgb: bool | None = None) -> str:
     if colour and ndim >= 3:
         lead = {3: "", 4: "Z", 5: "TZ"}.get(ndim)
         if lead is None:
-            raise UNetError(f"cannot guess the axes of a {ndim}D colour image; give them (e.g. TZYXC)")
+            raise UNetError(
+                f"cannot guess the axes of a {ndim}D colour image; give them (e.g. TZYXC)"
+            )
         return lead + "YXC"
     lead = {2: "", 3: "Z", 4: "TZ"}.get(ndim)
     if lead is None:
-        raise UNetError(f"cannot guess the axes of a {ndim}D image {tuple(shape)}; give them (e.g. TZCYX)")
+        raise UNetError(
+            f"cannot guess the axes of a {ndim}D image {tuple(shape)}; give them (e.g. TZCYX)"
+        )
     return lead + "YX"
 
 
 def check_axes(axes: str, ndim: int) -> str:
     axes = axes.upper()
-    if len(axes) != ndim or set(axes) - AXES_LETTERS or len(set(axes)) != len(axes) or not {"Y", "X"} <= set(axes):
+    if (
+        len(axes) != ndim
+        or set(axes) - AXES_LETTERS
+        or len(set(axes)) != len(axes)
+        or not {"Y", "X"} <= set(axes)
+    ):
         raise UNetError(
             f"axes {axes!r} do not fit an image with {ndim} dimensions; use each of T, Z, C, Y, X "
             "at most once and include Y and X"
@@ -115,7 +124,9 @@ def read_image(path: str | Path, axes: str | None = None, lazy: bool = False) ->
 
                 store = tifffile.imread(path, aszarr=True)
                 data = zarr.open(store, mode="r")
-                if hasattr(data, "keys") and not hasattr(data, "shape"):  # pyramid: take full resolution
+                if hasattr(data, "keys") and not hasattr(
+                    data, "shape"
+                ):  # pyramid: take full resolution
                     data = data["0"]
         elif name.endswith(PLAIN_SUFFIXES):
             import imageio.v3 as iio

@@ -160,7 +160,9 @@ def match_counts(
     for t in thresholds:
         t = float(t)
         keep = pairs["iou"] >= t
-        tp, iou_sum = _count_matches(pairs["gt_index"][keep], pairs["pred_index"][keep], pairs["iou"][keep])
+        tp, iou_sum = _count_matches(
+            pairs["gt_index"][keep], pairs["pred_index"][keep], pairs["iou"][keep]
+        )
         result.append(MatchCounts(t, tp, n_pred - tp, n_true - tp, iou_sum, n_true, n_pred))
     return result
 
@@ -201,7 +203,9 @@ def matching_dataset(
     return out
 
 
-def dataset_ap(gts: Sequence[np.ndarray], preds: Sequence[np.ndarray], thresholds=(0.5,)) -> list[float]:
+def dataset_ap(
+    gts: Sequence[np.ndarray], preds: Sequence[np.ndarray], thresholds=(0.5,)
+) -> list[float]:
     """AP at each threshold with counts summed over the dataset."""
     totals = [MatchCounts(float(t)) for t in thresholds]
     for gt, pred in zip(gts, preds):

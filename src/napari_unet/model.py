@@ -164,7 +164,9 @@ class UNet(nn.Module):
         self.upconv = nn.ModuleList()
         self.up = nn.ModuleList()
         for level in reversed(range(depth)):
-            self.upconv.append(nn.ConvTranspose2d(ch[level + 1], ch[level], kernel_size=2, stride=2))
+            self.upconv.append(
+                nn.ConvTranspose2d(ch[level + 1], ch[level], kernel_size=2, stride=2)
+            )
             self.up.append(DoubleConv(2 * ch[level], ch[level], batch_norm))
         self.head = nn.Conv2d(ch[0], n_classes, kernel_size=1)
         self._he_init()
@@ -266,7 +268,11 @@ class UNet(nn.Module):
                 j = 0
                 while j < len(mods):
                     m = mods[j]
-                    if isinstance(m, nn.Conv2d) and j + 1 < len(mods) and isinstance(mods[j + 1], nn.BatchNorm2d):
+                    if (
+                        isinstance(m, nn.Conv2d)
+                        and j + 1 < len(mods)
+                        and isinstance(mods[j + 1], nn.BatchNorm2d)
+                    ):
                         layers.append(torch.nn.utils.fusion.fuse_conv_bn_eval(m, mods[j + 1]))
                         j += 2
                     else:

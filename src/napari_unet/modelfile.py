@@ -123,9 +123,13 @@ def read_model_config(path: str | Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as exc:
-        raise UNetError(f"{path.name} is not a readable model file (corrupted or not safetensors): {exc}") from exc
+        raise UNetError(
+            f"{path.name} is not a readable model file (corrupted or not safetensors): {exc}"
+        ) from exc
     if METADATA_KEY not in metadata:
-        raise UNetError(f"{path.name} is a safetensors file but not a napari-unet model (no model config)")
+        raise UNetError(
+            f"{path.name} is a safetensors file but not a napari-unet model (no model config)"
+        )
     try:
         config = json.loads(metadata[METADATA_KEY])
     except json.JSONDecodeError as exc:
@@ -137,7 +141,9 @@ def read_model_config(path: str | Path) -> dict:
     return config
 
 
-def load_model(source: str | Path | SegmentationModel = "default", in_channels: int | None = None) -> SegmentationModel:
+def load_model(
+    source: str | Path | SegmentationModel = "default", in_channels: int | None = None
+) -> SegmentationModel:
     """Load a model file or a built-in model by name ("default", alias "nuclei").
 
     Never unpickles. Raises UNetError for a missing, corrupted or non-model
@@ -162,7 +168,9 @@ def load_model(source: str | Path | SegmentationModel = "default", in_channels: 
         except UNetError:
             raise
         except Exception as exc:
-            raise UNetError(f"{path.name}: the weights do not fit the stored architecture ({exc})") from exc
+            raise UNetError(
+                f"{path.name}: the weights do not fit the stored architecture ({exc})"
+            ) from exc
         net.eval()
         model = SegmentationModel(
             net,
@@ -172,8 +180,10 @@ def load_model(source: str | Path | SegmentationModel = "default", in_channels: 
             config.get("name", path.stem),
             str(source) if builtin is not None else str(path),
         )
-    if in_channels is not None and model.in_channels != in_channels and not (
-        model.in_channels in (1, 3) and in_channels in (1, 3, 4)
+    if (
+        in_channels is not None
+        and model.in_channels != in_channels
+        and not (model.in_channels in (1, 3) and in_channels in (1, 3, 4))
     ):
         raise UNetError(
             f"the model {model.name!r} takes {model.in_channels} channel(s) but the data has {in_channels}"

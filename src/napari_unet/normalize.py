@@ -66,7 +66,9 @@ def percentile_range(image: np.ndarray, low: float, high: float) -> tuple[float,
     return float(lo), float(hi)
 
 
-def normalize(image: np.ndarray, norm: Normalization = Normalization(), value_range=None) -> np.ndarray:
+def normalize(
+    image: np.ndarray, norm: Normalization = Normalization(), value_range=None
+) -> np.ndarray:
     """Scale to float32 so the chosen percentiles map to 0 and 1.
 
     ``value_range`` (lo, hi) may be passed when it was computed elsewhere, e.g.
@@ -75,7 +77,9 @@ def normalize(image: np.ndarray, norm: Normalization = Normalization(), value_ra
     check_finite_array(image)
     if norm.method != "percentile":
         raise UNetError(f"unknown normalization method {norm.method!r}")
-    lo, hi = value_range if value_range is not None else percentile_range(image, norm.low, norm.high)
+    lo, hi = (
+        value_range if value_range is not None else percentile_range(image, norm.low, norm.high)
+    )
     scale = 1.0 / (hi - lo) if hi > lo else 1.0
     out = np.asarray(image, dtype=np.float32) - np.float32(lo)
     out *= np.float32(scale)

@@ -60,7 +60,9 @@ def fetch_sample(name: str, timeout: float = 30.0) -> Path:
             "or use the synthetic nuclei sample, which needs no download"
         ) from exc
     if hashlib.sha256(payload).hexdigest() != entry["sha256"]:
-        raise UNetError(f"the downloaded {name} sample does not match its known checksum; not using it")
+        raise UNetError(
+            f"the downloaded {name} sample does not match its known checksum; not using it"
+        )
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
     return path

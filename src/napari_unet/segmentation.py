@@ -67,9 +67,10 @@ class PlaneLayout:
         return plane, channel
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(
-            shape[i] for i, a in enumerate(self.axes) if a != "C" and a not in "YX"
-        ) + (shape[self.axes.index("Y")], shape[self.axes.index("X")])
+        return tuple(shape[i] for i, a in enumerate(self.axes) if a != "C" and a not in "YX") + (
+            shape[self.axes.index("Y")],
+            shape[self.axes.index("X")],
+        )
 
 
 def resolve_axes(shape: tuple[int, ...], axes: str | None, rgb: bool | None = None) -> str:
@@ -95,7 +96,9 @@ def iter_segment(
     seg_model = get_model(model)
     arr = image if hasattr(image, "shape") else np.asarray(image)
     if len(arr.shape) < 2:
-        raise UNetError(f"an image needs at least 2 dimensions (Y, X); got shape {tuple(arr.shape)}")
+        raise UNetError(
+            f"an image needs at least 2 dimensions (Y, X); got shape {tuple(arr.shape)}"
+        )
     if 0 in arr.shape:
         raise UNetError(f"the image is empty (shape {tuple(arr.shape)})")
     layout = PlaneLayout(resolve_axes(arr.shape, axes, rgb))
@@ -106,7 +109,9 @@ def iter_segment(
     out_shape = layout.output_shape(arr.shape)
     labels_out = np.zeros(out_shape, dtype=np.uint32)
     probs_out = (
-        np.zeros((seg_model.net.config.n_classes, *out_shape), dtype=np.float32) if return_probabilities else None
+        np.zeros((seg_model.net.config.n_classes, *out_shape), dtype=np.float32)
+        if return_probabilities
+        else None
     )
     offset = 0
     for p, index in enumerate(planes):
@@ -124,7 +129,9 @@ def iter_segment(
             except StopIteration as done:
                 probs = done.value
                 break
-            yield Progress("predict", ev.step, ev.total, {**ev.info, "plane": p, "planes": len(planes)})
+            yield Progress(
+                "predict", ev.step, ev.total, {**ev.info, "plane": p, "planes": len(planes)}
+            )
         labels = instances_from_probabilities(probs, params, seg_model.scheme).astype(np.uint32)
         # Ids stay unique across the whole stack so no two planes share an id by accident.
         labels[labels > 0] += offset
@@ -167,7 +174,9 @@ def segment(image, model: str | Path | SegmentationModel = "default", **kwargs):
     return run_to_end(iter_segment(image, model, **kwargs))
 
 
-def labels_from_probabilities(probs: np.ndarray, model: SegmentationModel, params: InstanceParams | None = None):
+def labels_from_probabilities(
+    probs: np.ndarray, model: SegmentationModel, params: InstanceParams | None = None
+):
     """Re-run only the post-processing on cached probabilities (classes first; any leading stack axes)."""
     params = params or model.postprocessing
     if probs.ndim == 3:
@@ -175,7 +184,9 @@ def labels_from_probabilities(probs: np.ndarray, model: SegmentationModel, param
     out = np.zeros(probs.shape[1:], dtype=np.uint32)
     offset = 0
     for index in np.ndindex(*probs.shape[1:-2]):
-        lab = instances_from_probabilities(probs[(slice(None), *index)], params, model.scheme).astype(np.uint32)
+        lab = instances_from_probabilities(
+            probs[(slice(None), *index)], params, model.scheme
+        ).astype(np.uint32)
         lab[lab > 0] += offset
         offset = max(offset, int(lab.max()))
         out[index] = lab

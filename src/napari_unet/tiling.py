@@ -57,7 +57,11 @@ class TilePlan:
 
     def origins(self) -> list[tuple[int, int]]:
         """Top-left corner of every tile, in padded coordinates (= output coordinates)."""
-        return [(i * self.y.step, j * self.x.step) for i in range(self.y.count) for j in range(self.x.count)]
+        return [
+            (i * self.y.step, j * self.x.step)
+            for i in range(self.y.count)
+            for j in range(self.x.count)
+        ]
 
     def halo_fraction(self) -> float:
         """Fraction of the computed input area that is context rather than kept output."""
@@ -139,7 +143,9 @@ def choose_tile_output(model: UNet, budget_bytes: int, bytes_per_value: int = 4)
     per_pixel = model.activation_bytes_per_pixel(bytes_per_value)
     stride = model.stride
     step = MAX_TILE_OUTPUT // stride * stride
-    while step > stride and per_pixel * input_size_for_output(step, model.depth) ** 2 > budget_bytes:
+    while (
+        step > stride and per_pixel * input_size_for_output(step, model.depth) ** 2 > budget_bytes
+    ):
         step -= stride
     return step
 
@@ -227,7 +233,9 @@ def iter_predict_padded(
     return out
 
 
-def predict_padded(net: UNet, padded: np.ndarray, plan: TilePlan, device: torch.device, **kwargs) -> np.ndarray:
+def predict_padded(
+    net: UNet, padded: np.ndarray, plan: TilePlan, device: torch.device, **kwargs
+) -> np.ndarray:
     """Blocking form of :func:`iter_predict_padded`."""
     return run_to_end(iter_predict_padded(net, padded, plan, device, **kwargs))
 

@@ -72,7 +72,9 @@ class TrainConfig:
         return d
 
 
-def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """Sum of w(x) * CE(x) over pixels, divided by the number of pixels with w > 0."""
     ce = F.cross_entropy(logits.float(), target, reduction="none")
     return (ce * weights).sum() / (weights > 0).sum().clamp_min(1)
@@ -86,7 +88,9 @@ def learning_rate(base: float, progress: float, step: int, config: TrainConfig) 
     return base * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def predict_dataset(net: UNet, images: Sequence[TrainingImage], device: torch.device, precision: str = "auto"):
+def predict_dataset(
+    net: UNet, images: Sequence[TrainingImage], device: torch.device, precision: str = "auto"
+):
     """Class probabilities for every image of a prepared dataset."""
     prepared = prepare_model(net, device, torch.bfloat16 if _use_bf16(precision, device) else None)
     return [predict_tiled(prepared, item.image, device=device, prepared=True) for item in images]
@@ -126,7 +130,10 @@ def evaluate_model(
     """
     probs = predict_dataset(net, images, device, precision)
     best = score_probabilities(probs, images, params)
-    best["foreground_threshold"], best["seed_threshold"] = params.foreground_threshold, params.seed_threshold
+    best["foreground_threshold"], best["seed_threshold"] = (
+        params.foreground_threshold,
+        params.seed_threshold,
+    )
     if quick_tune:
         for fg, seed in itertools.product((0.5, 0.7, 0.9), (0.5, 0.7, 0.9)):
             candidate = replace(params, foreground_threshold=fg, seed_threshold=seed)
@@ -149,10 +156,14 @@ def _use_bf16(precision: str, device: torch.device) -> bool:
 # --------------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, model: SegmentationModel, optimizer, best_state: dict, state: dict) -> None:
+def save_checkpoint(
+    path: Path, model: SegmentationModel, optimizer, best_state: dict, state: dict
+) -> None:
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    tensors = {
+        f"model.{k}": v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()
+    }
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
     opt = optimizer.state_dict()
     for idx, entries in opt["state"].items():
@@ -179,7 +190,9 @@ def load_checkpoint(path: Path) -> tuple[dict, dict]:
             meta = json.loads((f.metadata() or {})["napari_unet_checkpoint"])
         return load_file(str(path)), meta
     except Exception as exc:
-        raise UNetError(f"{Path(path).name} is not a napari-unet training checkpoint ({exc})") from exc
+        raise UNetError(
+            f"{Path(path).name} is not a napari-unet training checkpoint ({exc})"
+        ) from exc
 
 
 def _restore_optimizer(optimizer, tensors: dict, meta: dict) -> None:
@@ -236,31 +249,52 @@ def train(
     else:
         base = load_model(init) if not isinstance(init, SegmentationModel) else init
         model = SegmentationModel(
-            copy.deepcopy(base.net), base.normalization, base.postprocessing, {}, base.name, base.source
+            copy.deepcopy(base.net),
+            base.normalization,
+            base.postprocessing,
+            {},
+            base.name,
+            base.source,
         )
     net = model.net.to(device)
     in_ch = model.in_channels
     for item in list(train_images) + list(val_images):
         if item.image.shape[0] != in_ch:
-            raise UNetError(f"{item.name or 'an image'} has {item.image.shape[0]} channels; the model takes {in_ch}")
+            raise UNetError(
+                f"{item.name or 'an image'} has {item.image.shape[0]} channels; the model takes {in_ch}"
+            )
     depth = net.config.depth
     patch = valid_input_size(max(config.patch_size, 2 * halo(depth) + 2**depth), depth)
     class_weights = dataset_class_weights(
         list(train_images), model.scheme, net.config.n_classes, config.class_balance
     )
     dataset = PatchDataset(
-        list(train_images), patch, halo(depth), model.scheme, class_weights,
-        config.patches_per_epoch, config.augment, config.w0, config.sigma, config.seed,
+        list(train_images),
+        patch,
+        halo(depth),
+        model.scheme,
+        class_weights,
+        config.patches_per_epoch,
+        config.augment,
+        config.w0,
+        config.sigma,
+        config.seed,
     )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.workers,
-        drop_last=False, persistent_workers=False,
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=False,
+        num_workers=config.workers,
+        drop_last=False,
+        persistent_workers=False,
     )
     base_lr = config.lr or (1e-3 if config.optimizer == "adam" else 1e-2)
     if config.optimizer == "adam":
         optimizer = torch.optim.Adam(net.parameters(), lr=base_lr, weight_decay=config.weight_decay)
     elif config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=0.99, weight_decay=config.weight_decay)
+        optimizer = torch.optim.SGD(
+            net.parameters(), lr=base_lr, momentum=0.99, weight_decay=config.weight_decay
+        )
     else:
         raise UNetError(f"unknown optimizer {config.optimizer!r}; use adam or sgd")
     bf16 = _use_bf16(config.precision, device)
@@ -338,11 +372,26 @@ def train(
             if limit_s is not None:
                 eta = min(eta, max(limit_s - elapsed(), 0.0))
             yield Progress(
-                "train", step, total_steps,
-                {"epoch": epoch, "loss": float(loss.detach()), "lr": lr, "eta_s": eta, "patches_per_s": rate},
+                "train",
+                step,
+                total_steps,
+                {
+                    "epoch": epoch,
+                    "loss": float(loss.detach()),
+                    "lr": lr,
+                    "eta_s": eta,
+                    "patches_per_s": rate,
+                },
             )
         if seen:
-            history.append({"epoch": epoch, "step": step, "time_s": round(elapsed(), 1), "train_loss": running / seen})
+            history.append(
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "time_s": round(elapsed(), 1),
+                    "train_loss": running / seen,
+                }
+            )
         finished_epoch = seen > 0 and stopped_by == "epochs"
         if finished_epoch and val_images and (epoch + 1) % config.validate_every == 0:
             yield run_validation(epoch)
@@ -351,9 +400,19 @@ def train(
             best_state, best_epoch = copy.deepcopy(net.state_dict()), epoch
         if checkpoint is not None and finished_epoch:
             save_checkpoint(
-                checkpoint, model, optimizer, best_state,
-                {"epoch": epoch + 1, "step": step, "elapsed_s": elapsed(), "best_score": best_score,
-                 "best_epoch": best_epoch, "history": history, "config": config.to_dict()},
+                checkpoint,
+                model,
+                optimizer,
+                best_state,
+                {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "elapsed_s": elapsed(),
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "history": history,
+                    "config": config.to_dict(),
+                },
             )
         if stopped_by != "epochs":
             break
@@ -364,7 +423,8 @@ def train(
     net.load_state_dict(best_state)
     net.eval()
     summary = {
-        "data": data_description or {"train_images": len(train_images), "val_images": len(val_images)},
+        "data": data_description
+        or {"train_images": len(train_images), "val_images": len(val_images)},
         "n_train_images": len(train_images),
         "n_val_images": len(val_images),
         "epochs_run": epoch + 1 - start_epoch if step else 0,
@@ -372,7 +432,9 @@ def train(
         "stopped_by": stopped_by,
         "time_s": round(elapsed(), 1),
         "best_epoch": best_epoch,
-        "validation": next((h for h in history if h.get("epoch") == best_epoch and "score" in h), None),
+        "validation": next(
+            (h for h in history if h.get("epoch") == best_epoch and "score" in h), None
+        ),
         "config": config.to_dict(),
         "class_weights": class_weights.tolist(),
         "started_from": None if init is None else (model.source or model.name),

@@ -73,7 +73,9 @@ def border_term(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.
     return out
 
 
-def class_weights_from_counts(counts: np.ndarray, balance: float = 1.0, max_ratio: float = 10.0) -> np.ndarray:
+def class_weights_from_counts(
+    counts: np.ndarray, balance: float = 1.0, max_ratio: float = 10.0
+) -> np.ndarray:
     """Per-class weights ``(N / (K * N_k)) ** balance``, scaled so the smallest is 1.
 
     Absent classes get weight 1; the largest weight is capped at ``max_ratio``
@@ -88,10 +90,14 @@ def class_weights_from_counts(counts: np.ndarray, balance: float = 1.0, max_rati
     return np.minimum(weights, max_ratio).astype(np.float32)
 
 
-def balanced_class_weights(classes: np.ndarray, n_classes: int, mask: np.ndarray | None = None) -> np.ndarray:
+def balanced_class_weights(
+    classes: np.ndarray, n_classes: int, mask: np.ndarray | None = None
+) -> np.ndarray:
     """Weights inversely proportional to each class's pixel frequency in ``classes``."""
     values = classes if mask is None else classes[mask]
-    return class_weights_from_counts(np.bincount(values.reshape(-1), minlength=n_classes), 1.0, np.inf)
+    return class_weights_from_counts(
+        np.bincount(values.reshape(-1), minlength=n_classes), 1.0, np.inf
+    )
 
 
 def border_weight_map(
@@ -120,8 +126,12 @@ def border_weight_map(
     foreground = (labels > 0).astype(np.intp)
     valid = None if mask is None else np.asarray(mask, dtype=bool)
     if valid is not None and valid.shape != labels.shape:
-        raise UNetError(f"the annotated-region mask {valid.shape} differs from the labels {labels.shape}")
-    wc = np.asarray(class_weights if class_weights is not None else balanced_class_weights(foreground, 2, valid))
+        raise UNetError(
+            f"the annotated-region mask {valid.shape} differs from the labels {labels.shape}"
+        )
+    wc = np.asarray(
+        class_weights if class_weights is not None else balanced_class_weights(foreground, 2, valid)
+    )
     weights = wc.astype(np.float32)[foreground] + border_term(labels, w0, sigma)
     if valid is not None:
         weights[~valid] = 0
@@ -149,7 +159,10 @@ def cell_boundary(labels: np.ndarray) -> np.ndarray:
     lab = np.pad(labels, 1, mode="edge")
     centre = lab[1:-1, 1:-1]
     differs = (
-        (lab[:-2, 1:-1] != centre) | (lab[2:, 1:-1] != centre) | (lab[1:-1, :-2] != centre) | (lab[1:-1, 2:] != centre)
+        (lab[:-2, 1:-1] != centre)
+        | (lab[2:, 1:-1] != centre)
+        | (lab[1:-1, :-2] != centre)
+        | (lab[1:-1, 2:] != centre)
     )
     return (centre > 0) & differs
 

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import tifffile
 
 from napari_unet._napari.annotate_widget import AnnotateWidget
@@ -27,7 +26,10 @@ def test_every_widget_opens_through_the_manifest(make_napari_viewer):
 def test_sample_data_loads_image_and_ground_truth(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-unet", "synthetic-nuclei")
-    assert [layer.name for layer in viewer.layers] == ["synthetic nuclei", "synthetic nuclei ground truth"]
+    assert [layer.name for layer in viewer.layers] == [
+        "synthetic nuclei",
+        "synthetic nuclei ground truth",
+    ]
     assert viewer.layers["synthetic nuclei ground truth"].data.max() > 10
 
 
@@ -47,7 +49,9 @@ def test_segment_relabel_and_correct(make_napari_viewer, qtbot, registered_tiny,
     # Changing a threshold re-labels from the cached probabilities, without new inference.
     seg.foreground_slider.setValue(0.05)
     seg.min_size_slider.setValue(0)
-    qtbot.waitUntil(lambda: seg._relabel_timer.isActive() is False and not seg.task.busy, timeout=30_000)
+    qtbot.waitUntil(
+        lambda: seg._relabel_timer.isActive() is False and not seg.task.busy, timeout=30_000
+    )
     qtbot.wait(300)
     wait_idle(qtbot, seg)
     assert seg._cache["probs"] is cached

@@ -25,7 +25,9 @@ def report_error(exc: BaseException) -> None:
 class LayerCombo(QComboBox):
     """A combo box listing the viewer's layers of some types, kept up to date."""
 
-    def __init__(self, viewer: napari.Viewer, layer_types: tuple, allow_none: bool = False, parent=None) -> None:
+    def __init__(
+        self, viewer: napari.Viewer, layer_types: tuple, allow_none: bool = False, parent=None
+    ) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.layer_types = layer_types
@@ -52,7 +54,11 @@ class LayerCombo(QComboBox):
         if index < 0 and not self.allow_none:
             # Prefer the selected layer when the previous choice is gone.
             active = self.viewer.layers.selection.active
-            index = self.findText(active.name) if active is not None and isinstance(active, self.layer_types) else 0
+            index = (
+                self.findText(active.name)
+                if active is not None and isinstance(active, self.layer_types)
+                else 0
+            )
         self.setCurrentIndex(max(index, 0))
         self.blockSignals(False)
         if self.currentText() != current:

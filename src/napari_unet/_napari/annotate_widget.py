@@ -59,12 +59,16 @@ class AnnotateWidget(QWidget):
         self.labels_combo = LayerCombo(napari_viewer, (napari.layers.Labels,))
         layout.addWidget(labeled("labels", self.labels_combo))
         self.merge_edit = QLineEdit()
-        self.merge_edit.setPlaceholderText("ids, e.g. 3, 7 (empty: selected label + the one under the cursor)")
+        self.merge_edit.setPlaceholderText(
+            "ids, e.g. 3, 7 (empty: selected label + the one under the cursor)"
+        )
         self.merge_button = QPushButton("Merge")
         layout.addWidget(labeled("merge", self.merge_edit))
         layout.addWidget(self.merge_button)
         self.split_button = QPushButton("Split at points")
-        self.split_button.setToolTip("Place points on one object in the 'split points' layer, then click")
+        self.split_button.setToolTip(
+            "Place points on one object in the 'split points' layer, then click"
+        )
         layout.addWidget(self.split_button)
         self.fill_button = QPushButton("Fill holes of selected label")
         layout.addWidget(self.fill_button)
@@ -122,7 +126,9 @@ class AnnotateWidget(QWidget):
                 raise UNetError(
                     f"the prediction {prediction.data.shape} does not match the image {annotation_shape(image)}"
                 )
-            layer = self._add_annotation(np.array(prediction.data, dtype=np.uint32, copy=True), image)
+            layer = self._add_annotation(
+                np.array(prediction.data, dtype=np.uint32, copy=True), image
+            )
         except UNetError as exc:
             report_error(exc)
             return None
@@ -140,7 +146,10 @@ class AnnotateWidget(QWidget):
             layer = self.viewer.layers[name]
         else:
             layer = self.viewer.add_shapes(
-                name=name, face_color="transparent", edge_color="yellow", edge_width=3,
+                name=name,
+                face_color="transparent",
+                edge_color="yellow",
+                edge_width=3,
                 scale=image.scale[-2:] if not image.rgb else image.scale[-3:-1],
             )
         layer.mode = "add_rectangle"
@@ -166,7 +175,10 @@ class AnnotateWidget(QWidget):
             if text:
                 ids = [int(t) for t in text.replace(" ", ",").split(",") if t.strip()]
             else:
-                ids = [int(layer.selected_label), int(layer.get_value(self.viewer.cursor.position) or 0)]
+                ids = [
+                    int(layer.selected_label),
+                    int(layer.get_value(self.viewer.cursor.position) or 0),
+                ]
             self._edit(layer, merge_labels(layer.data, ids))
             self.info.setText(f"merged {ids[1:]} into {ids[0]}")
         except ValueError:
@@ -180,9 +192,13 @@ class AnnotateWidget(QWidget):
             name = "split points"
             if name not in self.viewer.layers or len(self.viewer.layers[name].data) < 2:
                 if name not in self.viewer.layers:
-                    points = self.viewer.add_points(name=name, size=8, face_color="red", ndim=layer.ndim)
+                    points = self.viewer.add_points(
+                        name=name, size=8, face_color="red", ndim=layer.ndim
+                    )
                     points.mode = "add"
-                raise UNetError("place two or more points on the object in the 'split points' layer, then click again")
+                raise UNetError(
+                    "place two or more points on the object in the 'split points' layer, then click again"
+                )
             points = self.viewer.layers[name]
             coords = [layer.world_to_data(points.data_to_world(p)) for p in points.data]
             self._edit(layer, split_label(layer.data, coords))

@@ -6,7 +6,7 @@ because it only keeps a few thousand points.
 
 from __future__ import annotations
 
-from qtpy.QtCore import QPointF, Qt
+from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 

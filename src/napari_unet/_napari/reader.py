@@ -6,8 +6,6 @@ added. A file that is not a napari-unet model is left to other readers.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def get_reader(path):
     if isinstance(path, list):

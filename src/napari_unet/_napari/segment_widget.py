@@ -7,7 +7,7 @@ network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import napari
 import numpy as np
@@ -50,7 +50,9 @@ def image_axes(layer) -> str:
     nd = layer.data[0].ndim if layer.multiscale else layer.data.ndim
     lead = nd - (3 if layer.rgb else 2)
     if lead not in (0, 1, 2):
-        raise UNetError(f"images with {nd} dimensions are not supported; use at most T, Z, Y, X (and RGB)")
+        raise UNetError(
+            f"images with {nd} dimensions are not supported; use at most T, Z, Y, X (and RGB)"
+        )
     return ("", "Z", "TZ")[lead] + ("YXC" if layer.rgb else "YX")
 
 
@@ -91,14 +93,18 @@ class SegmentWidget(QWidget):
         layout.addWidget(labeled("model", row))
 
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+        self.device_combo.addItems(
+            ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        )
         layout.addWidget(labeled("device", self.device_combo))
 
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 8192)
         self.tile_spin.setSingleStep(64)
         self.tile_spin.setSpecialValueText("auto")
-        self.tile_spin.setToolTip("output pixels per tile and axis; 'auto' picks from a memory budget")
+        self.tile_spin.setToolTip(
+            "output pixels per tile and axis; 'auto' picks from a memory budget"
+        )
         layout.addWidget(labeled("tile size", self.tile_spin))
 
         self.scope_combo = QComboBox()
@@ -150,7 +156,12 @@ class SegmentWidget(QWidget):
         self.open_model_button.clicked.connect(self.open_model_dialog)
         self.run_button.clicked.connect(self.run)
         self.reset_params_button.clicked.connect(self.reset_params)
-        for slider in (self.foreground_slider, self.seed_slider, self.seed_h_slider, self.min_size_slider):
+        for slider in (
+            self.foreground_slider,
+            self.seed_slider,
+            self.seed_h_slider,
+            self.min_size_slider,
+        ):
             slider.valueChanged.connect(self._params_changed)
         for w, key in ((self.device_combo, "device"), (self.scope_combo, "scope")):
             w.currentTextChanged.connect(lambda text, key=key: update_settings(**{key: text}))
@@ -194,7 +205,9 @@ class SegmentWidget(QWidget):
         s = self.settings
         if s.get("model") in registry().names():
             self.model_combo.setCurrentText(s["model"])
-        if s.get("device") in [self.device_combo.itemText(i) for i in range(self.device_combo.count())]:
+        if s.get("device") in [
+            self.device_combo.itemText(i) for i in range(self.device_combo.count())
+        ]:
             self.device_combo.setCurrentText(s["device"])
         if s.get("scope") in SCOPES:
             self.scope_combo.setCurrentText(s["scope"])
@@ -210,7 +223,12 @@ class SegmentWidget(QWidget):
         self.set_params(params)
 
     def set_params(self, params: InstanceParams) -> None:
-        sliders = (self.foreground_slider, self.seed_slider, self.seed_h_slider, self.min_size_slider)
+        sliders = (
+            self.foreground_slider,
+            self.seed_slider,
+            self.seed_h_slider,
+            self.min_size_slider,
+        )
         for s in sliders:
             s.blockSignals(True)
         self.foreground_slider.setValue(params.foreground_threshold)
@@ -275,7 +293,12 @@ class SegmentWidget(QWidget):
 
         def make():
             return iter_segment(
-                data, model, axes=axes, device=device, tile_size=tile, params=params,
+                data,
+                model,
+                axes=axes,
+                device=device,
+                tile_size=tile,
+                params=params,
                 return_probabilities=True,
             )
 
@@ -330,9 +353,12 @@ class SegmentWidget(QWidget):
         if not create:
             return None
         layer = self.viewer.add_labels(
-            np.zeros(shape, dtype=np.uint32), name=name, scale=image_layer.scale[: len(shape)]
-            if not image_layer.rgb else image_layer.scale, translate=image_layer.translate[: len(shape)]
-            if not image_layer.rgb else image_layer.translate,
+            np.zeros(shape, dtype=np.uint32),
+            name=name,
+            scale=image_layer.scale[: len(shape)] if not image_layer.rgb else image_layer.scale,
+            translate=image_layer.translate[: len(shape)]
+            if not image_layer.rgb
+            else image_layer.translate,
         )
         return layer
 
@@ -346,7 +372,11 @@ class SegmentWidget(QWidget):
                 data[...] = labels
                 out.refresh()
         else:
-            region = data[target.plane + (Ellipsis,)][target.window] if target.plane else data[target.window]
+            region = (
+                data[target.plane + (Ellipsis,)][target.window]
+                if target.plane
+                else data[target.window]
+            )
             region[...] = 0
             # New ids continue after those already in the layer, so nothing merges by accident.
             shifted = labels.astype(np.uint32)
@@ -365,8 +395,12 @@ class SegmentWidget(QWidget):
                 layer = self.viewer.layers[name]
             else:
                 layer = self.viewer.add_image(
-                    np.zeros(shape, dtype=np.float32), name=name, colormap="magma", blending="additive",
-                    contrast_limits=(0, 1), visible=True,
+                    np.zeros(shape, dtype=np.float32),
+                    name=name,
+                    colormap="magma",
+                    blending="additive",
+                    contrast_limits=(0, 1),
+                    visible=True,
                 )
             data = layer.data
             if target.plane:

@@ -130,7 +130,9 @@ class TrainWidget(QWidget):
 
         registry().changed.connect(self.refresh_models)
         self.refresh_models()
-        if settings.get("train_start_from") in [self.start_combo.itemText(i) for i in range(self.start_combo.count())]:
+        if settings.get("train_start_from") in [
+            self.start_combo.itemText(i) for i in range(self.start_combo.count())
+        ]:
             self.start_combo.setCurrentText(settings["train_start_from"])
         self.add_pair_button.clicked.connect(self.add_pair)
         self.remove_pair_button.clicked.connect(self.remove_selected_pairs)
@@ -147,7 +149,9 @@ class TrainWidget(QWidget):
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addWidget(edit, 1)
         rl.addWidget(browse)
-        browse.clicked.connect(lambda: edit.setText(QFileDialog.getExistingDirectory(self, text) or edit.text()))
+        browse.clicked.connect(
+            lambda: edit.setText(QFileDialog.getExistingDirectory(self, text) or edit.text())
+        )
         layout.addWidget(labeled(text, row))
         return edit
 
@@ -195,7 +199,9 @@ class TrainWidget(QWidget):
             n_lead = sum(a not in "YXC" for a in axes)
             lab = np.asarray(labels.data)
             if lab.shape != tuple(s for s, a in zip(data.shape, axes) if a != "C"):
-                raise UNetError(f"labels {labels.name!r} {lab.shape} do not match image {image.name!r}")
+                raise UNetError(
+                    f"labels {labels.name!r} {lab.shape} do not match image {image.name!r}"
+                )
             shape_yx = lab.shape[-2:]
             valid = region_mask(region, shape_yx)
             planes = list(np.ndindex(*lab.shape[:n_lead])) if n_lead else [()]
@@ -206,8 +212,13 @@ class TrainWidget(QWidget):
                     continue  # unannotated plane
                 plane = data[index] if index else data
                 item = make_training_image(
-                    plane, plane_labels.astype(np.int64), in_channels, norm, valid,
-                    channel_axis=-1 if image.rgb else None, name=f"{image.name}{list(index) if index else ''}",
+                    plane,
+                    plane_labels.astype(np.int64),
+                    in_channels,
+                    norm,
+                    valid,
+                    channel_axis=-1 if image.rgb else None,
+                    name=f"{image.name}{list(index) if index else ''}",
                 )
                 (val_set if role == "validation" else train_set).append(item)
                 added += 1
@@ -234,7 +245,9 @@ class TrainWidget(QWidget):
         if vi:
             val_set += load_training_folder(vi, vm, in_channels, norm)
         if not train_set:
-            raise UNetError("add at least one training pair (image + labels layer) or a training folder")
+            raise UNetError(
+                "add at least one training pair (image + labels layer) or a training folder"
+            )
         return train_set, val_set
 
     def config(self) -> TrainConfig:
@@ -262,8 +275,11 @@ class TrainWidget(QWidget):
             return
         config = self.config()
         update_settings(
-            train_epochs=config.epochs, train_minutes=config.minutes or 0.0,
-            train_patches=config.patches_per_epoch, train_batch=config.batch_size, train_start_from=start_from,
+            train_epochs=config.epochs,
+            train_minutes=config.minutes or 0.0,
+            train_patches=config.patches_per_epoch,
+            train_batch=config.batch_size,
+            train_start_from=start_from,
         )
         self._stop.clear()
         self.plot.clear()
@@ -273,7 +289,9 @@ class TrainWidget(QWidget):
         architecture = {"in_channels": self._in_channels_for_scratch()} if init is None else None
 
         def make():
-            return train(train_set, val_set, init=init, config=config, stop=stop, architecture=architecture)
+            return train(
+                train_set, val_set, init=init, config=config, stop=stop, architecture=architecture
+            )
 
         def on_event(event: Progress) -> None:
             if event.stage == "train":
@@ -315,7 +333,9 @@ class TrainWidget(QWidget):
         self.task.request_stop()
 
     def save_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.safetensors", "Model files (*.safetensors)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save model", "model.safetensors", "Model files (*.safetensors)"
+        )
         if path:
             self.save(path)
 
@@ -329,7 +349,9 @@ class TrainWidget(QWidget):
         try:
             save_model(self.trained, path)
         except (UNetError, OSError) as exc:
-            report_error(exc if isinstance(exc, UNetError) else UNetError(f"cannot write {path}: {exc}"))
+            report_error(
+                exc if isinstance(exc, UNetError) else UNetError(f"cannot write {path}: {exc}")
+            )
             return None
         self.status.setText(f"saved {path}")
         return path

@@ -48,7 +48,9 @@ class WeightMapWidget(QWidget):
                 weights = border_weight_map(separated_labels(data), w0, sigma)
             else:
                 planes = data.reshape(-1, *data.shape[-2:])
-                weights = np.stack([border_weight_map(separated_labels(p), w0, sigma) for p in planes])
+                weights = np.stack(
+                    [border_weight_map(separated_labels(p), w0, sigma) for p in planes]
+                )
                 weights = weights.reshape(data.shape)
         except UNetError as exc:
             report_error(exc)
