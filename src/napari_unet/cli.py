@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .errors import UNetError
+from .progress import Progress, run_to_end
 
 
 def _progress_bar(total: int | None, desc: str, disable: bool = False):
@@ -49,22 +50,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     gen = iter_segment_files(
         args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler
     )
-    bar = None
+    bar = _progress_bar(None, "segment", args.quiet)
+
+    def show(ev: Progress) -> None:
+        bar.total, bar.n = ev.total, ev.step
+        bar.set_postfix_str(Path(ev.info.get("file", "")).name[-30:], refresh=False)
+        bar.refresh()
+
     try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as done:
-                report = done.value
-                break
-            if bar is None:
-                bar = _progress_bar(ev.total, "segment", args.quiet)
-            bar.n = ev.step
-            bar.set_postfix_str(Path(ev.info.get("file", "")).name[-30:], refresh=False)
-            bar.refresh()
+        report = run_to_end(gen, show)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     print(report.summary(), file=sys.stderr)
     if args.json:
         from .io import write_json
@@ -157,32 +153,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_description=description,
     )
     bar = _progress_bar(None, "train", args.quiet)
+
+    def show(ev: Progress) -> None:
+        if ev.stage == "train":
+            bar.total, bar.n = ev.total, ev.step
+            bar.set_postfix(epoch=ev.info["epoch"], loss=f"{ev.info['loss']:.4f}", refresh=False)
+            bar.refresh()
+        elif ev.stage == "validate":
+            best = "  (best)" if ev.info.get("best") else ""
+            msg = f"epoch {ev.info['epoch']}: AP@0.5 {ev.info['ap50']:.3f}  AP@0.7 {ev.info['ap70']:.3f}{best}"
+            bar.write(msg, file=sys.stderr)
+        elif ev.stage == "tune" and ev.total:
+            bar.write(
+                f"post-processing tuned on validation: mean AP {ev.info['mean_ap']:.3f}",
+                file=sys.stderr,
+            )
+
     previous_handler = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as done:
-                model = done.value
-                break
-            if ev.stage == "train":
-                bar.total = ev.total
-                bar.n = ev.step
-                bar.set_postfix(
-                    epoch=ev.info["epoch"], loss=f"{ev.info['loss']:.4f}", refresh=False
-                )
-                bar.refresh()
-            elif ev.stage == "validate":
-                bar.write(
-                    f"epoch {ev.info['epoch']}: AP@0.5 {ev.info['ap50']:.3f}  AP@0.7 {ev.info['ap70']:.3f}"
-                    + ("  (best)" if ev.info.get("best") else ""),
-                    file=sys.stderr,
-                )
-            elif ev.stage == "tune" and ev.total:
-                bar.write(
-                    f"post-processing tuned on validation: mean AP {ev.info['mean_ap']:.3f}",
-                    file=sys.stderr,
-                )
+        model = run_to_end(gen, show)
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         bar.close()
@@ -205,40 +194,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def pair_predictions(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
     """Pair ``<stem>_labels.tif`` or ``<stem>.tif`` predictions with ``<stem>.tif`` ground truth."""
-    from .data import IMAGE_SUFFIXES
+    from .data import files_by_stem, match_stems
 
     for d, what in ((pred_dir, "--pred"), (gt_dir, "--gt")):
         if not d.is_dir():
             raise UNetError(f"{what} folder {d} does not exist")
-
-    def stems(d: Path, strip: bool) -> dict[str, Path]:
-        out = {}
-        for p in sorted(d.iterdir()):
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            stem = p.stem
-            if strip and stem.endswith("_labels"):
-                stem = stem[: -len("_labels")]
-            if stem in out:
-                raise UNetError(f"two predictions for {stem} in {d}: {out[stem].name} and {p.name}")
-            out[stem] = p
-        return out
-
-    preds, gts = stems(pred_dir, True), stems(gt_dir, False)
+    gts = files_by_stem(gt_dir)
     if not gts:
         raise UNetError(f"no ground-truth images in {gt_dir}")
-    missing = sorted(set(gts) - set(preds))
-    extra = sorted(set(preds) - set(gts))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(
-                f"no prediction for {len(missing)} ground-truth file(s): {', '.join(missing[:5])}"
-            )
-        if extra:
-            parts.append(f"no ground truth for {len(extra)} prediction(s): {', '.join(extra[:5])}")
-        raise UNetError("; ".join(parts))
-    return [(preds[s], gts[s]) for s in sorted(gts)]
+    pairs = match_stems(
+        gts, files_by_stem(pred_dir, ("_labels",)), "ground-truth file", "prediction"
+    )
+    return [(pred, gt) for gt, pred in pairs]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

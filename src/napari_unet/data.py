@@ -74,37 +74,55 @@ def make_training_image(
     )
 
 
+def files_by_stem(folder: Path, strip_suffixes: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Image files of a folder keyed by stem, with suffixes like ``_labels`` removed.
+
+    Two files that end up with the same stem are an error (which one is meant?).
+    """
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
+            continue
+        stem = p.stem
+        for suffix in strip_suffixes:
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        if stem in found:
+            raise UNetError(f"{found[stem].name} and {p.name} in {folder} both stand for {stem!r}")
+        found[stem] = p
+    return found
+
+
+def match_stems(
+    left: dict[str, Path], right: dict[str, Path], left_what: str, right_what: str
+) -> list[tuple[Path, Path]]:
+    """Pairs of files with equal stems; a clear error lists what has no partner."""
+    missing = sorted(set(left) - set(right))
+    extra = sorted(set(right) - set(left))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(
+                f"no {right_what} for {len(missing)} {left_what}(s): {', '.join(missing[:5])}"
+            )
+        if extra:
+            parts.append(f"no {left_what} for {len(extra)} {right_what}(s): {', '.join(extra[:5])}")
+        raise UNetError("; ".join(parts) + " (files are paired by name)")
+    return [(left[s], right[s]) for s in sorted(left)]
+
+
 def pair_by_stem(images_dir: str | Path, masks_dir: str | Path) -> list[tuple[Path, Path]]:
     """Pair image and mask files by file stem (``a.tif`` with ``a.tif`` or ``a_labels.tif``)."""
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     for d, what in ((images_dir, "images"), (masks_dir, "masks")):
         if not d.is_dir():
             raise UNetError(f"the {what} folder {d} does not exist")
-
-    def files(d: Path) -> dict[str, Path]:
-        found = {}
-        for p in sorted(d.iterdir()):
-            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-                stem = p.stem
-                for suffix in ("_labels", "_masks", "_mask"):
-                    if d is masks_dir and stem.endswith(suffix):
-                        stem = stem[: -len(suffix)]
-                found[stem] = p
-        return found
-
-    images, masks = files(images_dir), files(masks_dir)
+    images = files_by_stem(images_dir)
     if not images:
         raise UNetError(f"no images (.tif, .png) found in {images_dir}")
-    missing = sorted(set(images) - set(masks))
-    extra = sorted(set(masks) - set(images))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"no mask for {len(missing)} image(s): {', '.join(missing[:5])}")
-        if extra:
-            parts.append(f"no image for {len(extra)} mask(s): {', '.join(extra[:5])}")
-        raise UNetError("; ".join(parts) + " (images and masks are paired by file name)")
-    return [(images[s], masks[s]) for s in sorted(images)]
+    masks = files_by_stem(masks_dir, ("_labels", "_masks", "_mask"))
+    return match_stems(images, masks, "image", "mask")
 
 
 def load_training_folder(
