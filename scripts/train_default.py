@@ -55,6 +55,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--log", default=None, help="append progress lines to this file")
+    ap.add_argument("--resume", action="store_true", help="continue from <out>.checkpoint.safetensors")
+    ap.add_argument("--strong-intensity", action="store_true", help="wider grey-value augmentation")
     args = ap.parse_args(argv)
 
     data = Path(args.data)
@@ -83,8 +85,11 @@ def main(argv=None) -> int:
         workers=args.workers,
         device=args.device,
         validate_every=args.validate_every,
-        augment=AugmentConfig(),
+        augment=AugmentConfig(intensity_scale=0.3, gamma=0.3, noise=0.05, blur=1.0)
+        if args.strong_intensity
+        else AugmentConfig(),
     )
+    checkpoint = Path(args.out).with_name(Path(args.out).stem + ".checkpoint.safetensors")
     arch = dict(
         depth=args.depth,
         base_channels=args.base,
@@ -120,7 +125,15 @@ def main(argv=None) -> int:
         "source": "2018 Data Science Bowl stage1_train, fluorescence subset (CC0)",
     }
     model = run_to_end(
-        train(train_set, val_set, architecture=arch, config=config, data_description=description),
+        train(
+            train_set,
+            val_set,
+            architecture=arch,
+            config=config,
+            data_description=description,
+            checkpoint=checkpoint,
+            resume=args.resume,
+        ),
         report,
     )
     model.name = "default"

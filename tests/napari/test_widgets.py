@@ -188,3 +188,25 @@ def test_settings_persist_across_widgets(make_napari_viewer, registered_tiny):
     assert second.tile_spin.value() == 256
     assert second.scope_combo.currentText() == "field of view"
     assert second.model_combo.currentText() == "tiny"
+
+
+def test_field_of_view_only(make_napari_viewer, qtbot, registered_tiny):
+    viewer = make_napari_viewer(show=True)
+    image = np.random.default_rng(0).integers(0, 4000, (256, 256), dtype=np.uint16)
+    layer = viewer.add_image(image, name="wide")
+    viewer.camera.zoom = 8 * viewer.camera.zoom
+    viewer.camera.center = (64, 64)
+    qtbot.waitUntil(lambda: np.asarray(layer.corner_pixels)[1, 0] < 200, timeout=10_000)
+    seg = SegmentWidget(viewer)
+    seg.model_combo.setCurrentText("tiny")
+    seg.scope_combo.setCurrentText("field of view")
+    seg.foreground_slider.setValue(0.05)
+    seg.min_size_slider.setValue(0)
+    seg.run()
+    wait_idle(qtbot, seg)
+    data = viewer.layers["wide labels"].data
+    (y0, x0), (y1, x1) = np.asarray(layer.corner_pixels)
+    assert data[y0 : y1 + 1, x0 : x1 + 1].any()
+    outside = data.copy()
+    outside[y0 : y1 + 1, x0 : x1 + 1] = 0
+    assert not outside.any()
