@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -51,14 +50,3 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "dsb2018-fluo" / "val").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (../shared/data beside the repository)")
     return SHARED_DATA
-
-
-def random_labels(rng: np.random.Generator, shape=(40, 48), n=5) -> np.ndarray:
-    """Random rectangles and discs, some touching, some isolated."""
-    labels = np.zeros(shape, dtype=np.int32)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    for i in range(1, n + 1):
-        cy, cx = rng.integers(0, shape[0]), rng.integers(0, shape[1])
-        r = rng.integers(2, 8)
-        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
-    return labels

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from conftest import random_labels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
@@ -14,6 +13,17 @@ from napari_unet.weights import (
     separated_labels,
     touching_border,
 )
+
+
+def random_labels(rng: np.random.Generator, shape=(40, 48), n=5) -> np.ndarray:
+    """Random rectangles and discs, some touching, some isolated."""
+    labels = np.zeros(shape, dtype=np.int32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for i in range(1, n + 1):
+        cy, cx = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        r = rng.integers(2, 8)
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
+    return labels
 
 
 def brute_force_border_term(labels, w0=10.0, sigma=5.0):
