@@ -1,6 +1,6 @@
 """Post-processing time against inference time on a 2048x2048 image with about 2000 nuclei.
 
-    python benchmarks/postprocess.py
+    python benchmarks/postprocess.py [--model default|FILE]
 
 Target (issue 3): the watershed post-processing takes no more than a quarter
 of the inference time on 2 CPU cores. Prints one JSON object.
@@ -8,6 +8,7 @@ of the inference time on 2 CPU cores. Prints one JSON object.
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 
@@ -33,7 +34,10 @@ def best_of(fn, repeats=3):
 
 
 def main() -> None:
-    model = load_model("default")
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default="default", help="built-in name or model file")
+    args = ap.parse_args()
+    model = load_model(args.model)
     image, truth = synthetic_nuclei((2048, 2048), n_nuclei=2000, radius=(5, 10), seed=1)
     x = normalize(image[None], model.normalization)
     dev = torch.device("cpu")
@@ -48,6 +52,8 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "post-processing vs inference",
+                "model": args.model,
+                "architecture": model.net.config.to_dict(),
                 "image": [2048, 2048],
                 "threads": torch.get_num_threads(),
                 "objects_true": int(truth.max()),

@@ -194,8 +194,8 @@ def test_field_of_view_only(make_napari_viewer, qtbot, registered_tiny):
     viewer = make_napari_viewer(show=True)
     image = np.random.default_rng(0).integers(0, 4000, (256, 256), dtype=np.uint16)
     layer = viewer.add_image(image, name="wide")
-    viewer.camera.zoom = 8 * viewer.camera.zoom
-    viewer.camera.center = (64, 64)
+    viewer.scene.camera.zoom = 8 * viewer.scene.camera.zoom
+    viewer.scene.camera.center = (64, 64)
     qtbot.waitUntil(lambda: np.asarray(layer.corner_pixels)[1, 0] < 200, timeout=10_000)
     seg = SegmentWidget(viewer)
     seg.model_combo.setCurrentText("tiny")
