@@ -1,3 +1,6 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 import tifffile
@@ -94,3 +97,12 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
             raise RuntimeError("crash")
     assert np.array_equal(tifffile.imread(target), np.ones((4, 4)))
     assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]
+
+
+def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        written = write_tiff(tmp_path / "labels.tif", np.zeros((4, 4), np.uint16))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o644
