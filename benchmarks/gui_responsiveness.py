@@ -13,6 +13,8 @@ JSON object.
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import json
 import time
 
@@ -45,7 +47,7 @@ def rate_from(stamps: list[float], batch: int) -> float:
 
 def gui_run(seconds: float) -> dict:
     import napari
-    from qtpy.QtCore import QTimer
+    from qtpy.QtCore import QEventLoop, QTimer
     from qtpy.QtWidgets import QApplication
 
     from napari_unet._napari.train_widget import TrainWidget
@@ -72,12 +74,20 @@ def gui_run(seconds: float) -> dict:
     stamps: list[float] = []
     original = widget.plot.add_loss
     widget.plot.add_loss = lambda s, v: (stamps.append(time.perf_counter()), original(s, v))
+    # Run Qt's own event loop, as napari does, instead of polling
+    # processEvents (a busy loop would compete with training for the GIL).
+    loop = QEventLoop()
+    watcher = QTimer()
+    watcher.setInterval(100)
+    started = time.perf_counter()
+    watcher.timeout.connect(
+        lambda: None if widget.task.busy or time.perf_counter() - started < 1.0 else loop.quit()
+    )
     timer.start()
     widget.start()
-    started = time.perf_counter()
-    while widget.task.busy or time.perf_counter() - started < 1.0:
-        app.processEvents()
-        time.sleep(0.001)
+    watcher.start()
+    loop.exec()
+    watcher.stop()
     timer.stop()
     # Only the part while training ran counts.
     gaps = np.diff([t for t in ticks if stamps and stamps[0] <= t <= stamps[-1]]) * 1000
@@ -102,6 +112,9 @@ def cli_run(seconds: float) -> dict:
             stamps.append(time.perf_counter())
     return {"patches_per_s": round(rate_from(stamps, 8), 2), "steps": len(stamps)}
 
+
+# Fresh widget settings: never read or overwrite the user's saved choices.
+os.environ.setdefault("NAPARI_UNET_CONFIG_DIR", tempfile.mkdtemp(prefix="napari-unet-settings-"))
 
 def main() -> None:
     ap = argparse.ArgumentParser(

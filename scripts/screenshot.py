@@ -8,9 +8,14 @@ Uses the built-in synthetic nuclei sample unless an image file is given.
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 from pathlib import Path
 
+
+# Fresh widget settings: never read or overwrite the user's saved choices.
+os.environ.setdefault("NAPARI_UNET_CONFIG_DIR", tempfile.mkdtemp(prefix="napari-unet-settings-"))
 
 def main() -> None:
     ap = argparse.ArgumentParser()
