@@ -80,8 +80,13 @@ class LayerCombo(QComboBox):
 class TaskBar(QWidget):
     """A progress bar with a Cancel/Stop button, driving a core generator in a thread worker."""
 
-    def __init__(self, stop_text: str = "Cancel", parent=None) -> None:
+    def __init__(self, stop_text: str = "Cancel", napari_activity: bool = True, parent=None) -> None:
         super().__init__(parent)
+        # Whether tasks also appear in napari's activity panel. That panel's
+        # busy indicator animates for as long as a task runs, and every frame
+        # recomposes the OpenGL canvas: with software GL (Xvfb, remote
+        # desktops) on 2 cores, an hour-long training ran at half speed.
+        self.napari_activity = napari_activity
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.bar = QProgressBar()
@@ -124,7 +129,8 @@ class TaskBar(QWidget):
         worker = create_worker(drive, _start_thread=False)
         self.worker = worker
         self._on_stop = on_stop
-        self._pbar = napari_progress(total=0, desc=f"U-Net: {description}")
+        if self.napari_activity:
+            self._pbar = napari_progress(total=0, desc=f"U-Net: {description}")
         self.bar.setRange(0, 0)
         self.bar.setFormat(description)
         self.stop_button.setEnabled(True)

@@ -115,7 +115,9 @@ class TrainWidget(QWidget):
 
         self.start_button = QPushButton("Start training")
         layout.addWidget(self.start_button)
-        self.task = TaskBar("Stop")
+        # Training shows its progress here (bar, ETA, live plot), not in napari's
+        # activity panel, whose animation would slow training (see TaskBar).
+        self.task = TaskBar("Stop", napari_activity=False)
         self.task.stop_button.setToolTip("finish after the current step and keep the best model")
         layout.addWidget(self.task)
         self.plot = LivePlot()
