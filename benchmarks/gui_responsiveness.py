@@ -13,9 +13,9 @@ JSON object.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
-import json
 import time
 
 import numpy as np
@@ -115,6 +115,7 @@ def cli_run(seconds: float) -> dict:
 
 # Fresh widget settings: never read or overwrite the user's saved choices.
 os.environ.setdefault("NAPARI_UNET_CONFIG_DIR", tempfile.mkdtemp(prefix="napari-unet-settings-"))
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(

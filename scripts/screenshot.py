@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-
 # Fresh widget settings: never read or overwrite the user's saved choices.
 os.environ.setdefault("NAPARI_UNET_CONFIG_DIR", tempfile.mkdtemp(prefix="napari-unet-settings-"))
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()

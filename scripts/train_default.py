@@ -55,7 +55,9 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--log", default=None, help="append progress lines to this file")
-    ap.add_argument("--resume", action="store_true", help="continue from <out>.checkpoint.safetensors")
+    ap.add_argument(
+        "--resume", action="store_true", help="continue from <out>.checkpoint.safetensors"
+    )
     ap.add_argument("--strong-intensity", action="store_true", help="wider grey-value augmentation")
     args = ap.parse_args(argv)
 

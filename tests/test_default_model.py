@@ -25,7 +25,9 @@ AP70_FLOOR = 0.58
 @pytest.fixture(scope="module")
 def val_scores(default_model_available, shared_data):
     model = load_model("default")
-    pairs = pair_by_stem(shared_data / "dsb2018-fluo/val/images", shared_data / "dsb2018-fluo/val/masks")
+    pairs = pair_by_stem(
+        shared_data / "dsb2018-fluo/val/images", shared_data / "dsb2018-fluo/val/masks"
+    )
     assert len(pairs) >= 10
     gts, preds = [], []
     for image_path, mask_path in pairs:

@@ -16,6 +16,18 @@ def wait_idle(qtbot, widget, timeout=120_000):
     qtbot.waitUntil(lambda: not widget.task.busy, timeout=timeout)
 
 
+def segment_with_tiny(viewer, qtbot, scope: str) -> SegmentWidget:
+    """Run Segment with the untrained tiny model, thresholds low enough that it labels something."""
+    seg = SegmentWidget(viewer)
+    seg.model_combo.setCurrentText("tiny")
+    seg.scope_combo.setCurrentText(scope)
+    seg.foreground_slider.setValue(0.05)
+    seg.min_size_slider.setValue(0)
+    seg.run()
+    wait_idle(qtbot, seg)
+    return seg
+
+
 def test_every_widget_opens_through_the_manifest(make_napari_viewer):
     viewer = make_napari_viewer()
     for name in WIDGETS:
@@ -84,13 +96,7 @@ def test_current_plane_only(make_napari_viewer, qtbot, registered_tiny):
     stack = np.stack([synthetic_nuclei((64, 64), n_nuclei=4, seed=s)[0] for s in range(3)])
     viewer.add_image(stack, name="stack")
     viewer.dims.set_current_step(0, 1)
-    seg = SegmentWidget(viewer)
-    seg.model_combo.setCurrentText("tiny")
-    seg.scope_combo.setCurrentText("current plane")
-    seg.foreground_slider.setValue(0.05)
-    seg.min_size_slider.setValue(0)
-    seg.run()
-    wait_idle(qtbot, seg)
+    segment_with_tiny(viewer, qtbot, "current plane")
     data = viewer.layers["stack labels"].data
     assert data.shape == (3, 64, 64)
     assert data[1].any() and not data[0].any() and not data[2].any()
@@ -197,13 +203,7 @@ def test_field_of_view_only(make_napari_viewer, qtbot, registered_tiny):
     viewer.scene.camera.zoom = 8 * viewer.scene.camera.zoom
     viewer.scene.camera.center = (64, 64)
     qtbot.waitUntil(lambda: np.asarray(layer.corner_pixels)[1, 0] < 200, timeout=10_000)
-    seg = SegmentWidget(viewer)
-    seg.model_combo.setCurrentText("tiny")
-    seg.scope_combo.setCurrentText("field of view")
-    seg.foreground_slider.setValue(0.05)
-    seg.min_size_slider.setValue(0)
-    seg.run()
-    wait_idle(qtbot, seg)
+    segment_with_tiny(viewer, qtbot, "field of view")
     data = viewer.layers["wide labels"].data
     (y0, x0), (y1, x1) = np.asarray(layer.corner_pixels)
     assert data[y0 : y1 + 1, x0 : x1 + 1].any()

@@ -80,7 +80,9 @@ class LayerCombo(QComboBox):
 class TaskBar(QWidget):
     """A progress bar with a Cancel/Stop button, driving a core generator in a thread worker."""
 
-    def __init__(self, stop_text: str = "Cancel", napari_activity: bool = True, parent=None) -> None:
+    def __init__(
+        self, stop_text: str = "Cancel", napari_activity: bool = True, parent=None
+    ) -> None:
         super().__init__(parent)
         # Whether tasks also appear in napari's activity panel. That panel's
         # busy indicator animates for as long as a task runs, and every frame
