@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, default=252)
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--w0", type=float, default=10.0, help="border weight of touching cells")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--validate-every", type=int, default=2)
@@ -57,6 +58,11 @@ def main(argv=None) -> int:
     ap.add_argument("--log", default=None, help="append progress lines to this file")
     ap.add_argument(
         "--resume", action="store_true", help="continue from <out>.checkpoint.safetensors"
+    )
+    ap.add_argument(
+        "--init",
+        default=None,
+        help="start from this model (a file or a built-in name) instead of from scratch",
     )
     ap.add_argument("--strong-intensity", action="store_true", help="wider grey-value augmentation")
     args = ap.parse_args(argv)
@@ -83,6 +89,7 @@ def main(argv=None) -> int:
         batch_size=args.batch,
         patch_size=args.patch,
         lr=args.lr,
+        w0=args.w0,
         seed=args.seed,
         workers=args.workers,
         device=args.device,
@@ -130,7 +137,8 @@ def main(argv=None) -> int:
         train(
             train_set,
             val_set,
-            architecture=arch,
+            init=args.init,
+            architecture=None if args.init else arch,
             config=config,
             data_description=description,
             checkpoint=checkpoint,

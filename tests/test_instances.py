@@ -8,6 +8,7 @@ from napari_unet.instances import (
     fill_holes,
     instances_from_probabilities,
     sequential_labels,
+    split_seeds,
     tune_instance_params,
 )
 from napari_unet.metrics import matching
@@ -95,3 +96,66 @@ def test_tuning_finds_better_thresholds():
     assert start_ap < 0.9
     assert summary["mean_ap"] >= 0.99
     assert best.seed_threshold > start.seed_threshold
+
+
+def two_bumps(dip: float) -> np.ndarray:
+    """Two Gaussian peaks of height 0.9 whose saddle lies ``dip`` below them."""
+    yy, xx = np.mgrid[:40, :80].astype(np.float32)
+    bump = lambda cx: np.exp(-((yy - 20) ** 2 + (xx - cx) ** 2) / (2 * 8.0**2))  # noqa: E731
+    field = np.maximum(bump(28), bump(52))
+    saddle = field[20, 40]
+    # Rescale so the peaks are at 0.9 and the saddle at 0.9 - dip.
+    return 0.9 - dip + (field - saddle) * dip / (1.0 - saddle)
+
+
+@pytest.mark.parametrize(
+    "dip, dynamic, n_seeds",
+    [(0.35, 0.2, 2), (0.35, 0.25, 2), (0.25, 0.1, 2), (0.15, 0.2, 1), (0.35, 0.4, 1)],
+)
+def test_a_seed_splits_only_where_both_peaks_rise_the_dynamic_above_the_saddle(
+    dip, dynamic, n_seeds
+):
+    field = two_bumps(dip)
+    assert ndi.label(field > 0.3)[1] == 1  # one connected region at the seed threshold
+    seeds = split_seeds(field, threshold=0.3, dynamic=dynamic)
+    assert len(np.unique(seeds[seeds > 0])) == n_seeds
+    assert seeds[20, 28] and seeds[20, 52]  # every peak lies in a seed
+
+
+def test_seed_splitting_brackets_h_maxima_on_random_fields():
+    """Every peak with a dynamic of h + one level step is found; none below h.
+
+    The shortcut tests for splits on a grid of levels 0.1 apart, so peaks whose
+    dynamic lies between h and h + 0.1 may go either way.
+    """
+    from skimage.morphology import h_maxima
+
+    from napari_unet.instances import SPLIT_LEVEL_STEP
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        field = ndi.gaussian_filter(rng.random((64, 64)), 4)
+        field = 0.05 + 0.9 * (field - field.min()) / (field.max() - field.min())
+        seeds = split_seeds(field, threshold=0.0, dynamic=0.3)
+        n_split = len(np.unique(seeds[seeds > 0]))
+        n_sure = ndi.label(h_maxima(field, 0.3 + SPLIT_LEVEL_STEP + 1e-6))[1]
+        n_possible = ndi.label(h_maxima(field, 0.3))[1]
+        assert n_sure <= n_split <= n_possible
+
+
+def test_faint_boundary_between_touching_cells_is_split_with_seed_dynamic():
+    labels = touching_discs()
+    probs = probabilities_from_labels(labels, "3class", blur=2.0)
+    # The network saw the boundary only faintly: the interior runs across it.
+    neck = (
+        (labels > 0)
+        & (np.abs(np.mgrid[:60, :80][1] - 37) <= 2)
+        & (np.abs(np.mgrid[:60, :80][0] - 30) <= 6)
+    )
+    probs[1][neck] = np.maximum(probs[1][neck], 0.55)
+    probs[2][neck] = 0.1
+    probs[0][neck] = 1 - probs[1][neck] - probs[2][neck]
+    whole = instances_from_probabilities(probs, InstanceParams(min_size=5))
+    split = instances_from_probabilities(probs, InstanceParams(min_size=5, seed_dynamic=0.2))
+    assert whole.max() == 2  # the two discs merged into one
+    assert (matching(labels, split, 0.7).tp, matching(labels, split, 0.7).fp) == (3, 0)

@@ -4,7 +4,11 @@ Two class schemes are supported:
 
 * ``"3class"`` (background, interior, boundary): seeds are connected regions
   of high interior probability; they flood the predicted foreground
-  (1 - p_background) downhill in interior probability.
+  (1 - p_background) downhill in interior probability. With ``seed_dynamic``
+  a seed region holding two or more interior peaks, each rising at least that
+  much above the level where they join, is split into one seed per peak: two
+  touching nuclei whose boundary the network saw only faintly still get two
+  seeds (a fast, level-set form of h-maxima seeding).
 * ``"2class"`` (background, cell; the paper's set-up, where touching cells
   are separated by a thin background line in the targets): seeds are
   h-maxima of the distance transform of the foreground, flooding on the
@@ -42,6 +46,10 @@ class InstanceParams:
         A pixel belongs to some cell when 1 - p(background) exceeds this.
     seed_threshold
         3-class: a seed is a connected region with p(interior) above this.
+    seed_dynamic
+        3-class: split a seed region at every peak of the (lightly smoothed)
+        interior probability that rises at least this much above the level
+        where it meets another such peak; 0 keeps whole regions.
     seed_h
         2-class: seeds are distance-transform maxima at least this high (pixels).
     min_size
@@ -50,6 +58,7 @@ class InstanceParams:
 
     foreground_threshold: float = 0.5
     seed_threshold: float = 0.5
+    seed_dynamic: float = 0.0
     seed_h: float = 2.0
     min_size: int = 12
 
@@ -119,6 +128,54 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
+# Levels at which seed regions are tested for splitting, and the smoothing that
+# keeps single-pixel noise from counting as a peak.
+SPLIT_LEVEL_STEP = 0.1
+SPLIT_SMOOTHING_SIGMA = 1.0
+
+
+def split_seeds(score: np.ndarray, threshold: float, dynamic: float) -> np.ndarray:
+    """Seed labels: regions of ``score > threshold``, split into peaks of at least ``dynamic``.
+
+    At each level L (threshold + 0.1, + 0.2, ...) a region whose part above L
+    falls into two or more components, each reaching L + dynamic somewhere, is
+    replaced by those components. Lower components of a split region are
+    dropped (the watershed floods them from their neighbours). This
+    approximates h-maxima seeds at a fraction of the cost: a few labelings of
+    the image instead of a grey-level reconstruction.
+    """
+    labels, n = ndi.label(score > threshold)
+    if dynamic <= 0 or n == 0:
+        return labels
+    # Work on the pixels above the threshold only (a small part of most images).
+    where = np.flatnonzero(labels)
+    seeds = labels.reshape(-1)[where].astype(np.int32)
+    values = score.reshape(-1)[where]
+    for level in np.arange(threshold + SPLIT_LEVEL_STEP, 1.0 - dynamic + 1e-9, SPLIT_LEVEL_STEP):
+        high_image, m = ndi.label(score > level)
+        if m == 0:
+            break
+        high = high_image.reshape(-1)[where]
+        tall = np.zeros(m + 1, dtype=bool)  # reaches level + dynamic somewhere
+        tall[high[values >= level + dynamic]] = True
+        tall[0] = False
+        # Each component above the level lies inside exactly one current seed (or none).
+        parent = np.zeros(m + 1, dtype=np.int32)
+        parent[high] = seeds
+        parent[0] = 0
+        split = np.bincount(parent[tall], minlength=n + 1) >= 2
+        split[0] = False
+        if not split.any():
+            continue
+        take = tall[high] & split[parent[high]]
+        seeds = np.where(split[seeds], 0, seeds)
+        seeds[take] = high[take] + n
+        n += m
+    labels = np.zeros(score.size, dtype=np.int32)
+    labels[where] = seeds
+    return labels.reshape(score.shape)
+
+
 def instances_from_probabilities(
     probs: np.ndarray, params: InstanceParams = InstanceParams(), scheme: str | None = None
 ) -> np.ndarray:
@@ -130,7 +187,15 @@ def instances_from_probabilities(
     foreground = probs[0] < 1.0 - params.foreground_threshold
     if scheme == "3class":
         interior = probs[1]
-        seeds, _ = ndi.label((interior > params.seed_threshold) & foreground)
+        if params.seed_dynamic > 0:
+            score = ndi.gaussian_filter(
+                interior.astype(np.float32), SPLIT_SMOOTHING_SIGMA, truncate=2.0
+            )
+            seeds = split_seeds(
+                np.where(foreground, score, 0), params.seed_threshold, params.seed_dynamic
+            )
+        else:
+            seeds, _ = ndi.label((interior > params.seed_threshold) & foreground)
         labels = watershed(-interior, markers=seeds, mask=foreground)
     elif scheme == "2class":
         distance = ndi.distance_transform_edt(foreground)
@@ -186,6 +251,7 @@ def tune_instance_params(
     }
     if scheme == "3class":
         grids["seed_threshold"] = np.round(np.arange(0.2, 0.96, 0.05), 2)
+        grids["seed_dynamic"] = [0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4]
     else:
         grids["seed_h"] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
     best = start

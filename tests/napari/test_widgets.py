@@ -210,3 +210,19 @@ def test_field_of_view_only(make_napari_viewer, qtbot, registered_tiny):
     outside = data.copy()
     outside[y0 : y1 + 1, x0 : x1 + 1] = 0
     assert not outside.any()
+
+
+def test_post_processing_sliders_carry_every_model_parameter(make_napari_viewer, tiny_model):
+    """The GUI must label exactly as the CLI: every stored parameter survives the sliders."""
+    from napari_unet._napari.models import registry
+    from napari_unet.instances import InstanceParams
+
+    tiny_model.name = "tuned"
+    tiny_model.postprocessing = InstanceParams(
+        foreground_threshold=0.6, seed_threshold=0.3, seed_dynamic=0.2, seed_h=1.5, min_size=24
+    )
+    registry().add("tuned", tiny_model)
+    seg = SegmentWidget(make_napari_viewer())
+    seg.model_combo.setCurrentText("tuned")
+    seg.reset_params()
+    assert seg.params() == tiny_model.postprocessing

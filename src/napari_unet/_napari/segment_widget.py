@@ -121,12 +121,19 @@ class SegmentWidget(QWidget):
         self.foreground_slider.setRange(0.05, 0.95)
         self.seed_slider = QLabeledDoubleSlider()
         self.seed_slider.setRange(0.05, 0.95)
+        self.seed_dynamic_slider = QLabeledDoubleSlider()
+        self.seed_dynamic_slider.setRange(0.0, 0.6)
+        self.seed_dynamic_slider.setToolTip(
+            "Split a seed at every interior peak rising this much above where it meets "
+            "the next (0: no splitting). Higher merges more, lower splits more."
+        )
         self.seed_h_slider = QLabeledDoubleSlider()
         self.seed_h_slider.setRange(0.0, 10.0)
         self.min_size_slider = QLabeledSlider()
         self.min_size_slider.setRange(0, 500)
         adv_layout.addWidget(labeled("foreground", self.foreground_slider))
         adv_layout.addWidget(labeled("seed (3-class)", self.seed_slider))
+        adv_layout.addWidget(labeled("split (3-class)", self.seed_dynamic_slider))
         adv_layout.addWidget(labeled("seed h (2-class)", self.seed_h_slider))
         adv_layout.addWidget(labeled("min size", self.min_size_slider))
         self.reset_params_button = QPushButton("Model defaults")
@@ -159,6 +166,7 @@ class SegmentWidget(QWidget):
         for slider in (
             self.foreground_slider,
             self.seed_slider,
+            self.seed_dynamic_slider,
             self.seed_h_slider,
             self.min_size_slider,
         ):
@@ -226,6 +234,7 @@ class SegmentWidget(QWidget):
         sliders = (
             self.foreground_slider,
             self.seed_slider,
+            self.seed_dynamic_slider,
             self.seed_h_slider,
             self.min_size_slider,
         )
@@ -233,6 +242,7 @@ class SegmentWidget(QWidget):
             s.blockSignals(True)
         self.foreground_slider.setValue(params.foreground_threshold)
         self.seed_slider.setValue(params.seed_threshold)
+        self.seed_dynamic_slider.setValue(params.seed_dynamic)
         self.seed_h_slider.setValue(params.seed_h)
         self.min_size_slider.setValue(int(params.min_size))
         for s in sliders:
@@ -243,6 +253,7 @@ class SegmentWidget(QWidget):
         return InstanceParams(
             foreground_threshold=round(float(self.foreground_slider.value()), 3),
             seed_threshold=round(float(self.seed_slider.value()), 3),
+            seed_dynamic=round(float(self.seed_dynamic_slider.value()), 3),
             seed_h=round(float(self.seed_h_slider.value()), 3),
             min_size=int(self.min_size_slider.value()),
         )
