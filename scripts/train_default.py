@@ -19,17 +19,36 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_unet import __version__
 from napari_unet.augment import AugmentConfig
 from napari_unet.data import load_training_folder
+from napari_unet.instances import tune_instance_params
 from napari_unet.metrics import dataset_ap
-from napari_unet.modelfile import save_model
+from napari_unet.modelfile import load_model, save_model
 from napari_unet.normalize import Normalization
 from napari_unet.progress import Progress, run_to_end
 from napari_unet.segmentation import segment
 from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.training import TrainConfig, train
+from napari_unet.tiling import resolve_device
+from napari_unet.training import TrainConfig, predict_dataset, train
 
 HERE = Path(__file__).resolve().parent
+
+
+def retune(model, val_set, device: str):
+    """Re-tune the post-processing of a trained model on the validation images."""
+    probs = predict_dataset(model.net, val_set, resolve_device(device))
+    gts = [v.labels for v in val_set]
+    params, summary = tune_instance_params(probs, gts, start=model.postprocessing)
+    print(json.dumps({"stage": "tune", "postprocessing": params.to_dict(), **summary}), flush=True)
+    model.postprocessing = params
+    model.training["postprocessing_tuning"] = summary
+    model.training["postprocessing_retuned"] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "package_version": __version__,
+        "why": "the post-processing gained seed splitting (seed_dynamic); weights unchanged",
+    }
+    return model
 
 
 def main(argv=None) -> int:
@@ -64,6 +83,13 @@ def main(argv=None) -> int:
         default=None,
         help="start from this model (a file or a built-in name) instead of from scratch",
     )
+    ap.add_argument(
+        "--retune",
+        default=None,
+        metavar="MODEL",
+        help="do not train: re-tune MODEL's post-processing on val (e.g. after the "
+        "post-processing gained a parameter), then score and save it like a trained one",
+    )
     ap.add_argument("--strong-intensity", action="store_true", help="wider grey-value augmentation")
     args = ap.parse_args(argv)
 
@@ -73,8 +99,12 @@ def main(argv=None) -> int:
         return 2
     norm = Normalization()
     t_load = time.perf_counter()
-    train_set = load_training_folder(
-        data / "train/images", data / "train/masks", 1, norm, limit=args.limit
+    train_set = (
+        []
+        if args.retune
+        else load_training_folder(
+            data / "train/images", data / "train/masks", 1, norm, limit=args.limit
+        )
     )
     val_set = load_training_folder(data / "val/images", data / "val/masks", 1, norm)
     print(
@@ -133,19 +163,22 @@ def main(argv=None) -> int:
         "val": f"{data.name}/val ({len(val_set)} images)",
         "source": "2018 Data Science Bowl stage1_train, fluorescence subset (CC0)",
     }
-    model = run_to_end(
-        train(
-            train_set,
-            val_set,
-            init=args.init,
-            architecture=None if args.init else arch,
-            config=config,
-            data_description=description,
-            checkpoint=checkpoint,
-            resume=args.resume,
-        ),
-        report,
-    )
+    if args.retune:
+        model = retune(load_model(args.retune), val_set, args.device)
+    else:
+        model = run_to_end(
+            train(
+                train_set,
+                val_set,
+                init=args.init,
+                architecture=None if args.init else arch,
+                config=config,
+                data_description=description,
+                checkpoint=checkpoint,
+                resume=args.resume,
+            ),
+            report,
+        )
     model.name = "default"
 
     # Final scores with the tuned thresholds, exactly as users will get them.
