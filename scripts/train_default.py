@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,13 @@ def main(argv=None) -> int:
         metavar="MODEL",
         help="do not train: re-tune MODEL's post-processing on val (e.g. after the "
         "post-processing gained a parameter), then score and save it like a trained one",
+    )
+    ap.add_argument(
+        "--upscale-to-area",
+        type=float,
+        default=200.0,
+        help="segment images whose median nucleus is smaller than this (pixels) again, "
+        "enlarged; chosen on val among 0/150/200/300 (0 switches it off)",
     )
     ap.add_argument("--strong-intensity", action="store_true", help="wider grey-value augmentation")
     args = ap.parse_args(argv)
@@ -180,6 +188,7 @@ def main(argv=None) -> int:
             report,
         )
     model.name = "default"
+    model.postprocessing = replace(model.postprocessing, upscale_to_area=args.upscale_to_area)
 
     # Final scores with the tuned thresholds, exactly as users will get them.
     preds = [segment(v.image, model, axes="CYX", normalize_input=False) for v in val_set]

@@ -65,3 +65,57 @@ def test_default_model_segments_synthetic_nuclei(default_model_available):
     image, truth = synthetic_nuclei((256, 256), seed=5)
     labels = segment(image)
     assert matching(truth, labels, 0.5).ap > 0.7
+
+
+def test_upscale_factor_targets_the_median_object():
+    from napari_unet.segmentation import MAX_UPSCALE, MIN_UPSCALE, upscale_factor
+
+    labels = np.zeros((100, 100), np.int32)
+    for i in range(5):  # five 5x10 objects: median area 50
+        labels[i * 12 : i * 12 + 5, :10] = i + 1
+    assert upscale_factor(labels, 200) == pytest.approx(2.0)  # sqrt(200 / 50)
+    assert upscale_factor(labels, 100) == pytest.approx(np.sqrt(2))
+    assert upscale_factor(labels, 10_000) == MAX_UPSCALE  # capped
+    assert upscale_factor(labels, 50 * (MIN_UPSCALE**2) * 0.99) == 1.0  # not worth a second pass
+    assert upscale_factor(labels, 0) == 1.0  # switched off
+    assert upscale_factor(np.zeros((8, 8), np.int32), 200) == 1.0  # nothing found
+
+
+def test_resizing_there_and_back_keeps_objects_in_place():
+    from napari_unet.segmentation import _resize_channels
+
+    image = np.zeros((1, 41, 57), np.float32)
+    image[0, 10:17, 30:35] = 1.0
+    big = _resize_channels(image, (round(41 * 1.7), round(57 * 1.7)))
+    back = _resize_channels(big, (41, 57))
+    assert back.shape == image.shape
+    com = lambda a: np.array(np.nonzero(a[0] > 0.5)).mean(axis=1)  # noqa: E731
+    assert np.allclose(com(back), com(image), atol=0.05)
+    assert abs((back[0] > 0.5).sum() - (image[0] > 0.5).sum()) <= 4
+
+
+def test_tiny_objects_are_segmented_again_enlarged(default_model_available):
+    from dataclasses import replace
+
+    from napari_unet.modelfile import load_model
+
+    model = load_model("default")
+    image, truth = synthetic_nuclei((128, 128), n_nuclei=30, radius=(2.5, 4), seed=3)
+
+    def run(area):
+        events, gen = (
+            [],
+            iter_segment(image, model, params=replace(model.postprocessing, upscale_to_area=area)),
+        )
+        while True:
+            try:
+                events.append(next(gen))
+            except StopIteration as done:
+                return done.value, events
+
+    plain, plain_events = run(0)
+    enlarged, enlarged_events = run(200)
+    assert not any("upscaled" in e.info for e in plain_events)
+    assert {e.info.get("upscaled") for e in enlarged_events if e.stage == "predict"} >= {2.0}
+    assert enlarged.shape == plain.shape == image.shape
+    assert matching(truth, enlarged, 0.5).tp > 0

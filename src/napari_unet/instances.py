@@ -54,6 +54,11 @@ class InstanceParams:
         2-class: seeds are distance-transform maxima at least this high (pixels).
     min_size
         Objects with fewer pixels are removed.
+    upscale_to_area
+        Used by :func:`napari_unet.segmentation.segment`: when the median
+        object of a plane is smaller than this many pixels, the plane is
+        segmented again, enlarged (at most 2x) so that it reaches this size;
+        tiny nuclei get their outlines from more pixels. 0 never rescales.
     """
 
     foreground_threshold: float = 0.5
@@ -61,6 +66,7 @@ class InstanceParams:
     seed_dynamic: float = 0.0
     seed_h: float = 2.0
     min_size: int = 12
+    upscale_to_area: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -24,6 +24,38 @@ from .tiling import iter_predict_tiled, prepare_model, resolve_device, resolve_p
 
 _MODEL_CACHE: dict[str, SegmentationModel] = {}
 
+# Small objects are segmented again from an enlarged image, by at most this
+# much; a smaller enlargement than MIN_UPSCALE gains less than the second pass costs.
+MAX_UPSCALE = 2.0
+MIN_UPSCALE = 1.25
+
+
+def upscale_factor(labels: np.ndarray, target_area: float) -> float:
+    """How much to enlarge a plane so its median object covers ``target_area`` pixels (1: not at all)."""
+    if target_area <= 0:
+        return 1.0
+    areas = np.bincount(labels.reshape(-1))[1:]
+    areas = areas[areas > 0]
+    if len(areas) == 0:
+        return 1.0
+    factor = min(MAX_UPSCALE, float(np.sqrt(target_area / np.median(areas))))
+    return factor if factor >= MIN_UPSCALE else 1.0
+
+
+def _resize_channels(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(C, Y, X) resampled to ``shape``, linearly, pixel centres on pixel centres.
+
+    The same geometry both ways (smoothed when shrinking), so enlarging, then
+    shrinking the result, puts every object back where it was.
+    """
+    from skimage.transform import resize
+
+    shrinking = shape[0] < image.shape[1]
+    out = resize(
+        image, (image.shape[0], *shape), order=1, anti_aliasing=shrinking, preserve_range=True
+    )
+    return out.astype(np.float32)
+
 
 def get_model(model: str | Path | SegmentationModel) -> SegmentationModel:
     """Load a model once per process (by name or path); pass objects through."""
@@ -77,6 +109,17 @@ def resolve_axes(shape: tuple[int, ...], axes: str | None, rgb: bool | None = No
     return check_axes(axes, len(shape)) if axes else infer_axes(tuple(shape), rgb)
 
 
+def _predict_with_progress(net, chw: np.ndarray, info: dict, tiling: dict):
+    """Tiled prediction of one plane, re-yielding its progress with ``info`` added; returns probabilities."""
+    gen = iter_predict_tiled(net, chw, **tiling)
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as done:
+            return done.value
+        yield Progress("predict", ev.step, ev.total, {**ev.info, **info})
+
+
 def iter_segment(
     image,
     model: str | Path | SegmentationModel = "default",
@@ -120,19 +163,20 @@ def iter_segment(
         chw = to_channels_first(plane, channel_axis, seg_model.in_channels)
         if normalize_input:
             chw = normalize(chw, seg_model.normalization, value_range)
-        gen = iter_predict_tiled(
-            net, chw, tile_size=tile_size, batch_size=batch_size, device=dev, prepared=True
-        )
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as done:
-                probs = done.value
-                break
-            yield Progress(
-                "predict", ev.step, ev.total, {**ev.info, "plane": p, "planes": len(planes)}
-            )
-        labels = instances_from_probabilities(probs, params, seg_model.scheme).astype(np.uint32)
+        tiling = dict(tile_size=tile_size, batch_size=batch_size, device=dev, prepared=True)
+        info = {"plane": p, "planes": len(planes)}
+        probs = yield from _predict_with_progress(net, chw, info, tiling)
+        labels = instances_from_probabilities(probs, params, seg_model.scheme)
+        factor = upscale_factor(labels, params.upscale_to_area)
+        if factor > 1.0:
+            # Tiny objects: segment again from the plane enlarged, then bring the
+            # probabilities back to the plane's grid so labels keep its shape.
+            enlarged = _resize_channels(chw, tuple(round(n * factor) for n in chw.shape[1:]))
+            info["upscaled"] = round(factor, 2)
+            big = yield from _predict_with_progress(net, enlarged, info, tiling)
+            probs = _resize_channels(big, chw.shape[1:])
+            labels = instances_from_probabilities(probs, params, seg_model.scheme)
+        labels = labels.astype(np.uint32)
         # Ids stay unique across the whole stack so no two planes share an id by accident.
         labels[labels > 0] += offset
         offset = max(offset, int(labels.max()))

@@ -219,7 +219,12 @@ def test_post_processing_sliders_carry_every_model_parameter(make_napari_viewer,
 
     tiny_model.name = "tuned"
     tiny_model.postprocessing = InstanceParams(
-        foreground_threshold=0.6, seed_threshold=0.3, seed_dynamic=0.2, seed_h=1.5, min_size=24
+        foreground_threshold=0.6,
+        seed_threshold=0.3,
+        seed_dynamic=0.2,
+        seed_h=1.5,
+        min_size=24,
+        upscale_to_area=150.0,
     )
     registry().add("tuned", tiny_model)
     seg = SegmentWidget(make_napari_viewer())

@@ -131,11 +131,19 @@ class SegmentWidget(QWidget):
         self.seed_h_slider.setRange(0.0, 10.0)
         self.min_size_slider = QLabeledSlider()
         self.min_size_slider.setRange(0, 500)
+        self.upscale_slider = QLabeledSlider()
+        self.upscale_slider.setRange(0, 1000)
+        self.upscale_slider.setToolTip(
+            "When the median object is smaller than this many pixels, segment again "
+            "from the image enlarged (up to 2x) so tiny nuclei get finer outlines; 0: never. "
+            "Takes effect when segmenting, not when re-labelling."
+        )
         adv_layout.addWidget(labeled("foreground", self.foreground_slider))
         adv_layout.addWidget(labeled("seed (3-class)", self.seed_slider))
         adv_layout.addWidget(labeled("split (3-class)", self.seed_dynamic_slider))
         adv_layout.addWidget(labeled("seed h (2-class)", self.seed_h_slider))
         adv_layout.addWidget(labeled("min size", self.min_size_slider))
+        adv_layout.addWidget(labeled("upscale objects below (px)", self.upscale_slider))
         self.reset_params_button = QPushButton("Model defaults")
         adv_layout.addWidget(self.reset_params_button)
         self.advanced.addWidget(adv)
@@ -169,6 +177,7 @@ class SegmentWidget(QWidget):
             self.seed_dynamic_slider,
             self.seed_h_slider,
             self.min_size_slider,
+            self.upscale_slider,
         ):
             slider.valueChanged.connect(self._params_changed)
         for w, key in ((self.device_combo, "device"), (self.scope_combo, "scope")):
@@ -237,6 +246,7 @@ class SegmentWidget(QWidget):
             self.seed_dynamic_slider,
             self.seed_h_slider,
             self.min_size_slider,
+            self.upscale_slider,
         )
         for s in sliders:
             s.blockSignals(True)
@@ -245,6 +255,7 @@ class SegmentWidget(QWidget):
         self.seed_dynamic_slider.setValue(params.seed_dynamic)
         self.seed_h_slider.setValue(params.seed_h)
         self.min_size_slider.setValue(int(params.min_size))
+        self.upscale_slider.setValue(int(round(params.upscale_to_area)))
         for s in sliders:
             s.blockSignals(False)
         self._params_changed()
@@ -256,6 +267,7 @@ class SegmentWidget(QWidget):
             seed_dynamic=round(float(self.seed_dynamic_slider.value()), 3),
             seed_h=round(float(self.seed_h_slider.value()), 3),
             min_size=int(self.min_size_slider.value()),
+            upscale_to_area=float(self.upscale_slider.value()),
         )
 
     def _params_changed(self, *_) -> None:
