@@ -23,7 +23,6 @@ import numpy as np
 from napari_unet import __version__
 from napari_unet.augment import AugmentConfig
 from napari_unet.data import load_training_folder
-from napari_unet.instances import tune_instance_params
 from napari_unet.metrics import dataset_ap
 from napari_unet.modelfile import load_model, save_model
 from napari_unet.normalize import Normalization
@@ -31,16 +30,16 @@ from napari_unet.progress import Progress, run_to_end
 from napari_unet.segmentation import segment
 from napari_unet.synthetic import synthetic_nuclei
 from napari_unet.tiling import resolve_device
-from napari_unet.training import TrainConfig, predict_dataset, train
+from napari_unet.training import TrainConfig, train, tune_postprocessing
 
 HERE = Path(__file__).resolve().parent
 
 
 def retune(model, val_set, device: str):
     """Re-tune the post-processing of a trained model on the validation images."""
-    probs = predict_dataset(model.net, val_set, resolve_device(device))
-    gts = [v.labels for v in val_set]
-    params, summary = tune_instance_params(probs, gts, start=model.postprocessing)
+    params, summary = tune_postprocessing(
+        model.net, val_set, resolve_device(device), model.postprocessing
+    )
     print(json.dumps({"stage": "tune", "postprocessing": params.to_dict(), **summary}), flush=True)
     model.postprocessing = params
     model.training["postprocessing_tuning"] = summary

@@ -248,16 +248,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from .data import load_training_folder
-    from .instances import tune_instance_params
     from .modelfile import load_model, save_model
     from .tiling import resolve_device
-    from .training import predict_dataset
+    from .training import tune_postprocessing
 
     model = load_model(args.model)
     images = load_training_folder(args.images, args.masks, model.in_channels, model.normalization)
-    probs = predict_dataset(model.net, images, resolve_device(args.device))
-    params, summary = tune_instance_params(
-        probs, [im.labels for im in images], start=model.postprocessing
+    params, summary = tune_postprocessing(
+        model.net, images, resolve_device(args.device), model.postprocessing
     )
     model.postprocessing = params
     model.training = {**model.training, "postprocessing_tuning": summary}

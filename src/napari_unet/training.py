@@ -96,6 +96,19 @@ def predict_dataset(
     return [predict_tiled(prepared, item.image, device=device, prepared=True) for item in images]
 
 
+def tune_postprocessing(
+    net: UNet,
+    images: Sequence[TrainingImage],
+    device: torch.device,
+    start: InstanceParams,
+    precision: str = "auto",
+) -> tuple[InstanceParams, dict]:
+    """Post-processing thresholds tuned on annotated images (only their annotated regions count)."""
+    probs = predict_dataset(net, images, device, precision)
+    gts = [np.where(item.valid, item.labels, 0) for item in images]
+    return tune_instance_params(probs, gts, start=start)
+
+
 def score_probabilities(
     probs: Sequence[np.ndarray],
     images: Sequence[TrainingImage],
@@ -444,9 +457,7 @@ def train(
     }
     if val_images and config.tune_postprocessing:
         yield Progress("tune", 0, None, {})
-        probs = predict_dataset(net, val_images, device, config.precision)
-        gts = [np.where(v.valid, v.labels, 0) for v in val_images]
-        params, tuned = tune_instance_params(probs, gts, start=params)
+        params, tuned = tune_postprocessing(net, val_images, device, params, config.precision)
         summary["postprocessing_tuning"] = tuned
         yield Progress("tune", 1, 1, tuned)
     return replace(model, net=net.cpu(), postprocessing=params, training=summary, source=None)

@@ -138,6 +138,14 @@ class SegmentWidget(QWidget):
             "from the image enlarged (up to 2x) so tiny nuclei get finer outlines; 0: never. "
             "Takes effect when segmenting, not when re-labelling."
         )
+        self._param_sliders = (
+            self.foreground_slider,
+            self.seed_slider,
+            self.seed_dynamic_slider,
+            self.seed_h_slider,
+            self.min_size_slider,
+            self.upscale_slider,
+        )
         adv_layout.addWidget(labeled("foreground", self.foreground_slider))
         adv_layout.addWidget(labeled("seed (3-class)", self.seed_slider))
         adv_layout.addWidget(labeled("split (3-class)", self.seed_dynamic_slider))
@@ -171,14 +179,7 @@ class SegmentWidget(QWidget):
         self.open_model_button.clicked.connect(self.open_model_dialog)
         self.run_button.clicked.connect(self.run)
         self.reset_params_button.clicked.connect(self.reset_params)
-        for slider in (
-            self.foreground_slider,
-            self.seed_slider,
-            self.seed_dynamic_slider,
-            self.seed_h_slider,
-            self.min_size_slider,
-            self.upscale_slider,
-        ):
+        for slider in self._param_sliders:
             slider.valueChanged.connect(self._params_changed)
         for w, key in ((self.device_combo, "device"), (self.scope_combo, "scope")):
             w.currentTextChanged.connect(lambda text, key=key: update_settings(**{key: text}))
@@ -240,14 +241,7 @@ class SegmentWidget(QWidget):
         self.set_params(params)
 
     def set_params(self, params: InstanceParams) -> None:
-        sliders = (
-            self.foreground_slider,
-            self.seed_slider,
-            self.seed_dynamic_slider,
-            self.seed_h_slider,
-            self.min_size_slider,
-            self.upscale_slider,
-        )
+        sliders = self._param_sliders
         for s in sliders:
             s.blockSignals(True)
         self.foreground_slider.setValue(params.foreground_threshold)
