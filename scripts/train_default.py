@@ -98,6 +98,12 @@ def main(argv=None) -> int:
         "enlarged; chosen on val among 0/150/200/300 (0 switches it off)",
     )
     ap.add_argument("--strong-intensity", action="store_true", help="wider grey-value augmentation")
+    ap.add_argument(
+        "--max-zoom",
+        type=float,
+        default=0.0,
+        help="scale augmentation: show nuclei at 1/z..z times their size (0: off)",
+    )
     args = ap.parse_args(argv)
 
     data = Path(args.data)
@@ -131,9 +137,11 @@ def main(argv=None) -> int:
         workers=args.workers,
         device=args.device,
         validate_every=args.validate_every,
-        augment=AugmentConfig(intensity_scale=0.3, gamma=0.3, noise=0.05, blur=1.0)
+        augment=AugmentConfig(
+            intensity_scale=0.3, gamma=0.3, noise=0.05, blur=1.0, max_zoom=args.max_zoom
+        )
         if args.strong_intensity
-        else AugmentConfig(),
+        else AugmentConfig(max_zoom=args.max_zoom),
     )
     checkpoint = Path(args.out).with_name(Path(args.out).stem + ".checkpoint.safetensors")
     arch = dict(

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,25 @@ def test_crop_padded_matches_numpy_pad(y0, x0, h, w):
         crop_padded(a, y0, x0, h, w, "constant"),
         zeros[200 + y0 : 200 + y0 + h, 200 + x0 : 200 + x0 + w],
     )
+
+
+def test_zoom_shows_objects_smaller_and_larger_within_the_range():
+    # One disc of radius 12 in the middle; only the zoom is random here.
+    yy, xx = np.mgrid[:101, :101]
+    labels = ((yy - 50) ** 2 + (xx - 50) ** 2 <= 12**2).astype(np.int32)
+    image = labels[None].astype(np.float32)
+    valid = np.ones(labels.shape, bool)
+    config = replace(NO_AUGMENTATION, max_zoom=1.5)
+    ratios = []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        _, lab, _ = augment_pair(image, labels, valid, (64, 64), (50.0, 50.0), rng, config)
+        ratios.append(lab.sum() / labels.sum())
+    ratios = np.array(ratios)
+    # Area scales with 1/zoom^2; allow a little for pixelation.
+    assert ratios.min() > 1 / 1.5**2 * 0.9 and ratios.max() < 1.5**2 * 1.1
+    assert (ratios < 0.8).any() and (ratios > 1.25).any()
+    _, lab, _ = augment_pair(
+        image, labels, valid, (64, 64), (50.0, 50.0), np.random.default_rng(0), NO_AUGMENTATION
+    )
+    assert lab.sum() == labels.sum()

@@ -137,6 +137,8 @@ def test_train_from_scratch_and_fine_tune(pairs, model_file, tmp_path, capsys):
                 str(masks),
                 "--from",
                 model_file,
+                "--max-zoom",
+                "1.3",
                 "--epochs",
                 "1",
                 "--patches-per-epoch",
@@ -155,6 +157,7 @@ def test_train_from_scratch_and_fine_tune(pairs, model_file, tmp_path, capsys):
     assert main(["info", str(tuned)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["training"]["started_from"] == model_file
+    assert info["training"]["config"]["augment"]["max_zoom"] == 1.3
 
 
 def test_train_errors(pairs, tmp_path, capsys):
@@ -191,6 +194,10 @@ def test_train_errors(pairs, tmp_path, capsys):
         )
         == 2
     )
+    capsys.readouterr()
+    bad_zoom = ["train", "--images", str(images), "--masks", str(masks), "--max-zoom", "0.5"]
+    assert main([*bad_zoom, "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert "--max-zoom must be at least 1" in capsys.readouterr().err
 
 
 def test_demo_writes_labels_and_overlay(default_model_available, tmp_path, capsys):

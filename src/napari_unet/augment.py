@@ -28,6 +28,9 @@ class AugmentConfig:
     gamma: float = 0.2  # ** U(1 - g, 1 + g) on the [0, 1] range
     noise: float = 0.03  # Gaussian noise std, up to this
     blur: float = 0.0  # Gaussian blur sigma up to this (pixels)
+    # Objects shown at a size drawn log-uniformly in [1/z, z] of their own (0 or 1: off),
+    # so a model sees nuclei smaller and larger than its training set's.
+    max_zoom: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,8 +73,8 @@ def warp_coordinates(
 ) -> np.ndarray:
     """Source coordinates (2, Y, X) for an output patch centred on ``center``.
 
-    Rotation by a random small angle and shift about the centre, plus the
-    elastic field. Returns coordinates into the source array.
+    Rotation by a random small angle, zoom and shift about the centre, plus
+    the elastic field. Returns coordinates into the source array.
     """
     h, w = out_shape
     yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
@@ -80,7 +83,13 @@ def warp_coordinates(
         if config.max_rotation
         else 0.0
     )
-    c, s = np.cos(angle), np.sin(angle)
+    # A source step of ``scale`` pixels per output pixel shows objects 1/scale times their size.
+    scale = (
+        float(np.exp(rng.uniform(-np.log(config.max_zoom), np.log(config.max_zoom))))
+        if config.max_zoom > 1
+        else 1.0
+    )
+    c, s = scale * np.cos(angle), scale * np.sin(angle)
     sy = center[0] + (rng.uniform(-config.max_shift, config.max_shift) if config.max_shift else 0.0)
     sx = center[1] + (rng.uniform(-config.max_shift, config.max_shift) if config.max_shift else 0.0)
     coords = np.stack([c * yy - s * xx + sy, s * yy + c * xx + sx])

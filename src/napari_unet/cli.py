@@ -88,6 +88,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UNetError(f"{out} exists; choose another name or pass --overwrite")
     if (args.val_images is None) != (args.val_masks is None):
         raise UNetError("give both --val-images and --val-masks, or neither")
+    if args.max_zoom and args.max_zoom < 1:
+        raise UNetError(f"--max-zoom must be at least 1 (or 0 for off), got {args.max_zoom}")
     init = None if args.start_from == "scratch" else load_model(args.start_from)
     in_channels = init.in_channels if init is not None else args.channels
     norm = init.normalization if init is not None else Normalization()
@@ -108,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.loader_workers,
         device=args.device,
-        augment=NO_AUGMENTATION if args.no_augment else AugmentConfig(),
+        augment=NO_AUGMENTATION if args.no_augment else AugmentConfig(max_zoom=args.max_zoom),
     )
     architecture = dict(
         depth=args.depth,
@@ -390,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheme", default="3class", choices=["2class", "3class"], help="(from scratch) classes"
     )
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument(
+        "--max-zoom",
+        type=float,
+        default=0.0,
+        help="scale augmentation: show objects at 1/z..z times their size, e.g. 1.3 (0: off)",
+    )
     p.add_argument("--loader-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default="auto")
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default: beside --out)")
