@@ -33,6 +33,8 @@ from napari_unet.tiling import resolve_device
 from napari_unet.training import TrainConfig, train, tune_postprocessing
 
 HERE = Path(__file__).resolve().parent
+# --strong-intensity: wider grey-value changes than AugmentConfig's defaults.
+STRONG_INTENSITY = dict(intensity_scale=0.3, gamma=0.3, noise=0.05, blur=1.0)
 
 
 def retune(model, val_set, device: str):
@@ -137,9 +139,7 @@ def main(argv=None) -> int:
         workers=args.workers,
         device=args.device,
         validate_every=args.validate_every,
-        augment=AugmentConfig(
-            intensity_scale=0.3, gamma=0.3, noise=0.05, blur=1.0, max_zoom=args.max_zoom
-        )
+        augment=AugmentConfig(max_zoom=args.max_zoom, **STRONG_INTENSITY)
         if args.strong_intensity
         else AugmentConfig(max_zoom=args.max_zoom),
     )

@@ -3,6 +3,7 @@ import pytest
 
 from napari_unet.errors import UNetError
 from napari_unet.metrics import matching
+from napari_unet.progress import run_to_end
 from napari_unet.segmentation import iter_segment, labels_from_probabilities, segment
 from napari_unet.synthetic import synthetic_nuclei
 
@@ -103,15 +104,9 @@ def test_tiny_objects_are_segmented_again_enlarged(default_model_available):
     image, truth = synthetic_nuclei((128, 128), n_nuclei=30, radius=(2.5, 4), seed=3)
 
     def run(area):
-        events, gen = (
-            [],
-            iter_segment(image, model, params=replace(model.postprocessing, upscale_to_area=area)),
-        )
-        while True:
-            try:
-                events.append(next(gen))
-            except StopIteration as done:
-                return done.value, events
+        events = []
+        params = replace(model.postprocessing, upscale_to_area=area)
+        return run_to_end(iter_segment(image, model, params=params), events.append), events
 
     plain, plain_events = run(0)
     enlarged, enlarged_events = run(200)
