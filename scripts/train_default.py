@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="default.safetensors")
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--base", type=int, default=16)
-    ap.add_argument("--scheme", default="3class", choices=["2class", "3class"])
+    ap.add_argument("--scheme", default="3class", choices=["2class", "3class", "4class"])
     ap.add_argument("--no-batch-norm", action="store_true")
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--minutes", type=float, default=120.0)

@@ -105,6 +105,8 @@ def test_train_from_scratch_and_fine_tune(pairs, model_file, tmp_path, capsys):
         str(masks),
         "--from",
         "scratch",
+        "--scheme",
+        "4class",
         "--depth",
         "2",
         "--base-channels",
@@ -126,6 +128,11 @@ def test_train_from_scratch_and_fine_tune(pairs, model_file, tmp_path, capsys):
     assert "AP@0.5" in capsys.readouterr().err  # validation printed each epoch
     assert main(args) == 2  # refuses to overwrite
     assert "exists" in capsys.readouterr().err
+    assert main(["info", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"][-1] == "centre"
+    pred = tmp_path / "pred4"
+    assert main(["segment", str(images), "--out", str(pred), "--model", str(out), "--quiet"]) == 0
+    assert len(list(pred.glob("*_labels.tif"))) == 2
     tuned = tmp_path / "tuned.safetensors"
     assert (
         main(

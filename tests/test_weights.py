@@ -5,10 +5,12 @@ from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from napari_unet.errors import UNetError
+from napari_unet.synthetic import synthetic_nuclei
 from napari_unet.weights import (
     border_term,
     border_weight_map,
     cell_boundary,
+    cell_centres,
     class_targets,
     separated_labels,
     touching_border,
@@ -110,8 +112,35 @@ def test_class_targets_schemes():
     t2 = class_targets(labels, "2class")
     assert set(np.unique(t2)) == {0, 1}
     assert (t2[2:10, 5:7] == 0).all()
+    t4 = class_targets(labels, "4class")
+    assert (t4 == 3).any()
+    # 4-class is 3-class with the deeper interior relabelled as centre.
+    assert (np.where(t4 == 3, 1, t4) == t3).all()
     with pytest.raises(UNetError):
-        class_targets(labels, "4class")
+        class_targets(labels, "5class")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("fraction", [0.3, 0.5])
+def test_cell_centres_equal_the_per_cell_brute_force(seed, fraction):
+    _, labels = synthetic_nuclei((128, 128), touching=0.6, seed=seed)
+    centres = cell_centres(labels, fraction)
+    boundary = cell_boundary(labels)
+    expected = np.zeros_like(centres)
+    for i in np.unique(labels[labels > 0]):
+        core = (labels == i) & ~boundary
+        if not core.any():
+            continue
+        # The image edge is no contour: a cell cut by it continues beyond.
+        depth = ndi.distance_transform_edt(core)
+        cell_centre = core & (depth >= fraction * depth.max())
+        assert cell_centre.any()  # every cell with an interior keeps its deepest pixels
+        expected |= cell_centre
+    assert (centres == expected).all()
+    # Centres of different cells never touch, even where the cells do.
+    lab = np.where(centres, labels, 0)
+    grown = ndi.grey_dilation(lab, size=3)
+    assert not ((lab > 0) & (grown != lab)).any()
 
 
 def test_weight_map_speed_is_not_quadratic():

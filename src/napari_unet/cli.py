@@ -389,7 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--channels", type=int, default=1, help="(from scratch) input channels")
     p.add_argument(
-        "--scheme", default="3class", choices=["2class", "3class"], help="(from scratch) classes"
+        "--scheme",
+        default="3class",
+        choices=["2class", "3class", "4class"],
+        help="(from scratch) classes: 2class background/cell, 3class adds the boundary, "
+        "4class also the cells' centres",
     )
     p.add_argument("--no-augment", action="store_true")
     p.add_argument(

@@ -9,6 +9,9 @@ Two class schemes are supported:
   much above the level where they join, is split into one seed per peak: two
   touching nuclei whose boundary the network saw only faintly still get two
   seeds (a fast, level-set form of h-maxima seeding).
+* ``"4class"`` (background, interior, boundary, centre): the same, on the
+  score p(centre) + p(interior) / 2, a coarse depth inside each cell whose
+  peaks sit in the cells' centres, away from where touching cells meet.
 * ``"2class"`` (background, cell; the paper's set-up, where touching cells
   are separated by a thin background line in the targets): seeds are
   h-maxima of the distance transform of the foreground, flooding on the
@@ -35,7 +38,10 @@ from .metrics import MatchCounts, match_counts
 CLASS_SCHEMES = {
     "2class": ("background", "cell"),
     "3class": ("background", "interior", "boundary"),
+    "4class": ("background", "interior", "boundary", "centre"),
 }
+# Schemes whose seeds come from a predicted depth-like score (not a distance transform).
+SEEDED_SCHEMES = ("3class", "4class")
 
 
 @dataclass(frozen=True)
@@ -45,11 +51,12 @@ class InstanceParams:
     foreground_threshold
         A pixel belongs to some cell when 1 - p(background) exceeds this.
     seed_threshold
-        3-class: a seed is a connected region with p(interior) above this.
+        3-class: a seed is a connected region with p(interior) above this;
+        4-class: with p(centre) + p(interior) / 2 above this.
     seed_dynamic
-        3-class: split a seed region at every peak of the (lightly smoothed)
-        interior probability that rises at least this much above the level
-        where it meets another such peak; 0 keeps whole regions.
+        3- and 4-class: split a seed region at every peak of that (lightly
+        smoothed) score that rises at least this much above the level where
+        it meets another such peak; 0 keeps whole regions.
     seed_h
         2-class: seeds are distance-transform maxima at least this high (pixels).
     min_size
@@ -221,6 +228,13 @@ def _split_touching(
     return out.reshape(seeds.shape)
 
 
+def seed_score(probs: np.ndarray, scheme: str) -> np.ndarray:
+    """The map seeds are taken from and flooded on: high in cell centres, low at boundaries."""
+    if scheme == "4class":
+        return probs[3] + np.float32(0.5) * probs[1]
+    return probs[1]
+
+
 def instances_from_probabilities(
     probs: np.ndarray, params: InstanceParams = InstanceParams(), scheme: str | None = None
 ) -> np.ndarray:
@@ -230,12 +244,12 @@ def instances_from_probabilities(
         raise UNetError(f"expected probabilities of shape (classes, Y, X), got {probs.shape}")
     scheme = scheme or class_scheme_of(probs.shape[0])
     foreground = probs[0] < 1.0 - params.foreground_threshold
-    if scheme == "3class":
-        interior = probs[1]
-        seeds, n = ndi.label((interior > params.seed_threshold) & foreground)
+    if scheme in SEEDED_SCHEMES:
+        depth = seed_score(probs, scheme)
+        seeds, n = ndi.label((depth > params.seed_threshold) & foreground)
         if params.seed_dynamic > 0 and n > 0:
-            seeds = _split_touching(seeds, n, interior, params)
-        labels = watershed(-interior, markers=seeds, mask=foreground)
+            seeds = _split_touching(seeds, n, depth, params)
+        labels = watershed(-depth, markers=seeds, mask=foreground)
     elif scheme == "2class":
         distance = ndi.distance_transform_edt(foreground)
         peaks = h_maxima(distance, params.seed_h) if params.seed_h > 0 else foreground
@@ -288,7 +302,7 @@ def tune_instance_params(
         "foreground_threshold": np.round(np.arange(0.2, 0.96, 0.05), 2),
         "min_size": [0, 4, 8, 12, 16, 24, 32, 48, 64, 96],
     }
-    if scheme == "3class":
+    if scheme in SEEDED_SCHEMES:
         grids["seed_threshold"] = np.round(np.arange(0.2, 0.96, 0.05), 2)
         grids["seed_dynamic"] = [0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4]
     else:
@@ -308,7 +322,7 @@ def tune_instance_params(
         if score > best_score + 1e-9:
             best, best_score, best_aps = candidate, score, aps
 
-    if scheme == "3class":
+    if scheme in SEEDED_SCHEMES:
         # The seed threshold and the splitting interact (a high threshold
         # separates touching nuclei by itself, a low one needs splitting), so
         # they are first searched together on a coarse grid; one at a time

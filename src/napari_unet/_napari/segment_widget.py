@@ -147,8 +147,8 @@ class SegmentWidget(QWidget):
             self.upscale_slider,
         )
         adv_layout.addWidget(labeled("foreground", self.foreground_slider))
-        adv_layout.addWidget(labeled("seed (3-class)", self.seed_slider))
-        adv_layout.addWidget(labeled("split (3-class)", self.seed_dynamic_slider))
+        adv_layout.addWidget(labeled("seed (3/4-class)", self.seed_slider))
+        adv_layout.addWidget(labeled("split (3/4-class)", self.seed_dynamic_slider))
         adv_layout.addWidget(labeled("seed h (2-class)", self.seed_h_slider))
         adv_layout.addWidget(labeled("min size", self.min_size_slider))
         adv_layout.addWidget(labeled("upscale objects below (px)", self.upscale_slider))
