@@ -1,6 +1,6 @@
 """From class probabilities to one label per cell: marker-controlled watershed.
 
-Two class schemes are supported:
+Three class schemes are supported:
 
 * ``"3class"`` (background, interior, boundary): seeds are connected regions
   of high interior probability; they flood the predicted foreground
