@@ -23,6 +23,7 @@ import numpy as np
 from napari_unet import __version__
 from napari_unet.augment import AugmentConfig
 from napari_unet.data import load_training_folder
+from napari_unet.instances import CLASS_SCHEMES
 from napari_unet.metrics import dataset_ap
 from napari_unet.modelfile import load_model, save_model
 from napari_unet.normalize import Normalization
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="default.safetensors")
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--base", type=int, default=16)
-    ap.add_argument("--scheme", default="3class", choices=["2class", "3class", "4class"])
+    ap.add_argument("--scheme", default="3class", choices=sorted(CLASS_SCHEMES))
     ap.add_argument("--no-batch-norm", action="store_true")
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--minutes", type=float, default=120.0)

@@ -179,7 +179,9 @@ def separated_labels(labels: np.ndarray) -> np.ndarray:
 CENTRE_FRACTION = 0.4
 
 
-def cell_centres(labels: np.ndarray, fraction: float = CENTRE_FRACTION) -> np.ndarray:
+def cell_centres(
+    labels: np.ndarray, fraction: float = CENTRE_FRACTION, boundary: np.ndarray | None = None
+) -> np.ndarray:
     """Cell pixels at least ``fraction`` of their cell's largest inner distance from its contour.
 
     The distance is measured to the nearest pixel of the inner contour or
@@ -187,10 +189,13 @@ def cell_centres(labels: np.ndarray, fraction: float = CENTRE_FRACTION) -> np.nd
     image edge is no contour (a cell cut by it continues beyond, as in the
     mirrored borders the network sees).
     Every cell keeps at least its deepest pixels; centres of touching cells
-    never touch (they lie inside the contours).
+    never touch (they lie inside the contours). ``boundary``: the labels'
+    :func:`cell_boundary`, when the caller has it already.
     """
     labels = _check_labels(labels)
-    core = (labels > 0) & ~cell_boundary(labels)
+    if boundary is None:
+        boundary = cell_boundary(labels)
+    core = (labels > 0) & ~boundary
     if not core.any():
         return core
     depth = ndi.distance_transform_edt(core)
@@ -215,9 +220,10 @@ def class_targets(labels: np.ndarray, scheme: str = "3class") -> np.ndarray:
         return (separated_labels(labels) > 0).astype(np.int64)
     if scheme in ("3class", "4class"):
         target = (labels > 0).astype(np.int64)
-        target[cell_boundary(labels)] = 2
+        boundary = cell_boundary(labels)
+        target[boundary] = 2
         if scheme == "4class":
-            target[cell_centres(labels)] = 3
+            target[cell_centres(labels, boundary=boundary)] = 3
         return target
     raise UNetError(f"unknown class scheme {scheme!r}; choose one of {sorted(CLASS_SCHEMES)}")
 
