@@ -34,6 +34,12 @@ def touching_discs():
     return labels
 
 
+def neck_between_discs(labels: np.ndarray) -> np.ndarray:
+    """The pixels of :func:`touching_discs` around where the two touching discs meet."""
+    y, x = np.mgrid[: labels.shape[0], : labels.shape[1]]
+    return (labels > 0) & (np.abs(x - 37) <= 2) & (np.abs(y - 30) <= 6)
+
+
 @pytest.mark.parametrize("scheme", ["4class", "3class", "2class"])
 def test_touching_cells_come_out_separate(scheme):
     labels = touching_discs()
@@ -148,11 +154,7 @@ def test_faint_boundary_between_touching_cells_is_split_with_seed_dynamic():
     labels = touching_discs()
     probs = probabilities_from_labels(labels, "3class", blur=2.0)
     # The network saw the boundary only faintly: the interior runs across it.
-    neck = (
-        (labels > 0)
-        & (np.abs(np.mgrid[:60, :80][1] - 37) <= 2)
-        & (np.abs(np.mgrid[:60, :80][0] - 30) <= 6)
-    )
+    neck = neck_between_discs(labels)
     probs[1][neck] = np.maximum(probs[1][neck], 0.55)
     probs[2][neck] = 0.1
     probs[0][neck] = 1 - probs[1][neck] - probs[2][neck]
@@ -165,14 +167,10 @@ def test_faint_boundary_between_touching_cells_is_split_with_seed_dynamic():
 def test_four_classes_separate_touching_cells_whose_boundary_is_faint():
     """Where the boundary is faint the centres still lie apart: no seed splitting needed."""
     labels = touching_discs()
+    neck = neck_between_discs(labels)
     faint = {}
     for scheme in ("3class", "4class"):
         probs = probabilities_from_labels(labels, scheme, blur=2.0)
-        neck = (
-            (labels > 0)
-            & (np.abs(np.mgrid[:60, :80][1] - 37) <= 2)
-            & (np.abs(np.mgrid[:60, :80][0] - 30) <= 6)
-        )
         # The network took the neck for interior, not boundary.
         probs[:, neck] = 0.0
         probs[1][neck] = 0.8
