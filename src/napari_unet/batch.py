@@ -17,10 +17,8 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import math
 import os
-import shutil
 import tempfile
 import time
 import traceback
@@ -31,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UNetError
+from .modelfile import cached_model_from_bytes, model_display_name, model_to_bytes
 from .progress import Progress
 
 LABEL_SUFFIX = "_labels"
@@ -160,43 +159,14 @@ def check_output_folder(inputs: list[Path], out_dir: Path, allow_input_folder: b
 # --------------------------------------------------------------------------
 
 
-def _model_from_bytes(blob: bytes):
-    """Load a model from its file bytes once per process (cached by hash)."""
-    from .modelfile import load_model
-
-    key = hashlib.sha1(blob).hexdigest()
-    cache = _model_from_bytes.__dict__.setdefault("cache", {})
-    if key not in cache:
-        tmp = Path(tempfile.gettempdir()) / f"napari-unet-{key}.safetensors"
-        if not tmp.exists():
-            part = tmp.with_suffix(f".{os.getpid()}.part")
-            part.write_bytes(blob)
-            os.replace(part, tmp)
-        cache[key] = load_model(tmp)
-    return cache[key]
-
-
-def model_bytes(model) -> bytes:
-    """A model (name, path or object) as the bytes of its file, for shipping to workers."""
-    from .modelfile import SegmentationModel, builtin_model_path, save_model
-
-    if isinstance(model, SegmentationModel):
-        with tempfile.TemporaryDirectory() as d:
-            return save_model(model, Path(d) / "model.safetensors").read_bytes()
-    builtin = builtin_model_path(str(model)) if not Path(str(model)).suffix else None
-    path = builtin if builtin is not None else Path(model)
-    from .modelfile import read_model_config
-
-    read_model_config(path)  # a clear error before anything is sent anywhere
-    return path.read_bytes()
-
-
-def segment_one_file(path: str, out_path: str, options: BatchOptions, blob: bytes) -> dict:
+def segment_one_file(
+    path: str, out_path: str, options: BatchOptions, blob: bytes, model_name: str = "model"
+) -> dict:
     """Segment one file into ``out_path`` (runs in-process or on a dask worker)."""
     from .io import read_image
 
     path, out_path = Path(path), Path(out_path)
-    model = _model_from_bytes(blob)
+    model = cached_model_from_bytes(blob, model_name)
     image = read_image(path, axes=options.axes, lazy=True)
     axes = image.axes
     ny, nx = image.shape[axes.index("Y")], image.shape[axes.index("X")]
@@ -252,11 +222,16 @@ def _segment_in_memory(
 
 def write_ngff_labels(out_path: Path, labels, axes: str, source: Path | None = None) -> Path:
     """Write labels as an OME-Zarr (NGFF 0.4) label image, atomically (temp folder + rename)."""
+    from .io import atomic_dir
+
+    with atomic_dir(out_path) as tmp:
+        _write_ngff_group(tmp, out_path.name, labels, axes, source)
+    return out_path
+
+
+def _write_ngff_group(tmp: Path, name: str, labels, axes: str, source: Path | None) -> None:
     import zarr
 
-    tmp = out_path.with_name(f".{out_path.name}.part")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
     chunks = tuple(
         [1] * (len(axes) - 2) + [min(1024, labels.shape[-2]), min(1024, labels.shape[-1])]
@@ -274,7 +249,7 @@ def write_ngff_labels(out_path: Path, labels, axes: str, source: Path | None = N
     root.attrs["multiscales"] = [
         {
             "version": "0.4",
-            "name": out_path.name,
+            "name": name,
             "axes": [{"name": a.lower(), "type": kind[a]} for a in axes],
             "datasets": [
                 {
@@ -288,10 +263,6 @@ def write_ngff_labels(out_path: Path, labels, axes: str, source: Path | None = N
         "version": "0.4",
         "source": {"image": str(source) if source else None},
     }
-    if out_path.exists():
-        shutil.rmtree(out_path)
-    os.replace(tmp, out_path)
-    return out_path
 
 
 # --------------------------------------------------------------------------
@@ -319,7 +290,11 @@ def iter_segment_files(
     files = expand_inputs(inputs)
     check_output_folder(files, out_dir, options.allow_input_folder)
     out_dir.mkdir(parents=True, exist_ok=True)
-    blob = model_bytes(options.model)
+    blob = model_to_bytes(options.model)
+    model_name = model_display_name(options.model)
+    # Build the network once here: a file whose weights do not fit its config
+    # is one clear error before any work, not one failure per image.
+    cached_model_from_bytes(blob, model_name)
     report = BatchReport()
     t0 = time.perf_counter()
     todo = []
@@ -341,7 +316,7 @@ def iter_segment_files(
         if client is None:
             for f, target in todo:
                 try:
-                    segment_one_file(str(f), str(target), options, blob)
+                    segment_one_file(str(f), str(target), options, blob, model_name)
                     report.done.append(str(f))
                 except Exception as exc:  # one bad file must not stop the batch
                     report.failed[str(f)] = _describe(exc)
@@ -352,7 +327,9 @@ def iter_segment_files(
 
             blob_future = client.scatter(blob, broadcast=True)
             futures = {
-                client.submit(segment_one_file, str(f), str(t), options, blob_future, pure=False): f
+                client.submit(
+                    segment_one_file, str(f), str(t), options, blob_future, model_name, pure=False
+                ): f
                 for f, t in todo
             }
             for future in as_completed(futures):
@@ -553,10 +530,10 @@ def iter_segment_large(
     per block; returns a summary dict.
     """
     from .io import atomic_path, infer_axes
-    from .segmentation import get_model
+    from .modelfile import get_model
 
     options = options or BatchOptions()
-    seg_model = get_model(model) if not isinstance(model, bytes) else _model_from_bytes(model)
+    seg_model = get_model(model) if not isinstance(model, bytes) else cached_model_from_bytes(model)
     axes = axes or infer_axes(tuple(data.shape))
     if set(axes) - set("YXC"):
         raise UNetError(
@@ -573,7 +550,7 @@ def iter_segment_large(
         # Phase 1: labels of every block region (core + margin), kept on disk.
         offsets = np.zeros(len(blocks) + 1, dtype=np.int64)
         if client is not None:
-            blob = client.scatter(model_bytes(seg_model), broadcast=True)
+            blob = client.scatter(model_to_bytes(seg_model), broadcast=True)
             data_ref = (
                 client.scatter(data, broadcast=True) if isinstance(data, np.ndarray) else data
             )
@@ -738,7 +715,7 @@ def _block_task(
     data, axes, k: int, block: Block, blob, value_range, options, tmpdir
 ) -> tuple[int, int]:
     """Dask task: label block number ``k``'s region and store it in the shared temporary folder."""
-    model = _model_from_bytes(blob)
+    model = cached_model_from_bytes(blob)
     labels = _block_labels(data, axes, block, model, value_range, options)
     np.save(Path(tmpdir) / f"{k}.npy", labels)
     return k, int(labels.max())

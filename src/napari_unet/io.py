@@ -187,12 +187,69 @@ def _current_umask() -> int:
     return mask
 
 
+def _part_prefix(target: Path) -> str:
+    return f".{target.name}."
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """Delete leftovers of killed writes to ``target``: ours, plain, and of a process now gone.
+
+    Temporary names carry the writer's process id; a leftover is removed only
+    when it is a regular file or folder (never through a link), owned by this
+    user, and its writer no longer runs on this machine.
+    """
+    import shutil
+
+    prefix = _part_prefix(target)
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(".part")):
+            continue
+        pid_text = entry.name[len(prefix) :].split(".", 1)[0]
+        try:
+            info = entry.stat(follow_symlinks=False)
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if entry.is_symlink() or info.st_uid != os.getuid() or _process_alive(pid):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists but is someone else's
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it into place on success."""
+    """Yield a temporary path beside ``target``; rename it into place on success.
+
+    The temporary file is created exclusively (never through a planted link),
+    and renaming replaces a link at ``target`` rather than writing through it.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    _remove_stale_parts(target)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f"{_part_prefix(target)}{os.getpid()}.", suffix=".part", dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -202,8 +259,38 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, target)
     finally:
-        if tmp_path.exists():
+        if tmp_path.exists() or tmp_path.is_symlink():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Like :func:`atomic_path` for a folder (e.g. a zarr store): build it aside, then swap it in.
+
+    An existing ``target`` folder is replaced; a link at ``target`` is removed,
+    never followed.
+    """
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(target)
+    tmp_path = Path(
+        tempfile.mkdtemp(
+            prefix=f"{_part_prefix(target)}{os.getpid()}.", suffix=".part", dir=target.parent
+        )
+    )
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o777 & ~_current_umask())
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            shutil.rmtree(tmp_path)
 
 
 def write_tiff(path: str | Path, array: np.ndarray, axes: str | None = None) -> Path:

@@ -8,12 +8,12 @@ and a training summary. Writes are atomic.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import __version__
@@ -106,45 +106,165 @@ def save_model(model: SegmentationModel, path: str | Path, half: bool = False) -
 
 
 def builtin_model_path(name: str) -> Path | None:
-    filename = BUILTIN_MODELS.get(name.lower())
+    """The file of a built-in model (``"default"``, alias ``"nuclei"``), or None for other names."""
+    filename = BUILTIN_MODELS.get(str(name).lower())
     if filename is None:
         return None
     return Path(str(resources.files("napari_unet") / "models" / filename))
 
 
-def read_model_config(path: str | Path) -> dict:
-    """The JSON config of a model file, without loading the weights."""
-    from safetensors import safe_open
+def model_path(source: str | Path) -> Path:
+    """Where the model ``source`` (a built-in name or a file path) lives: the one resolver.
 
-    path = Path(path)
-    if not path.is_file():
-        raise UNetError(f"model file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as exc:
+    Raises UNetError naming ``source`` when it is neither.
+    """
+    text = str(source)
+    builtin = builtin_model_path(text) if not Path(text).suffix else None
+    if builtin is not None:
+        if not builtin.is_file():
+            raise UNetError(f"the built-in model {text!r} is not installed with this package")
+        return builtin
+    path = Path(text)
+    if not path.suffix and not path.exists():
         raise UNetError(
-            f"{path.name} is not a readable model file (corrupted or not safetensors): {exc}"
+            f"unknown model {text!r}; give a built-in name ({', '.join(BUILTIN_MODELS)}) "
+            "or a .safetensors file"
+        )
+    if not path.exists():
+        raise UNetError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise UNetError(f"{path} is not a model file (it is a folder or a special file)")
+    return path
+
+
+def read_model_bytes(source: str | Path) -> tuple[bytes, str, str]:
+    """The bytes of a model, the file name to show in messages, and its source label.
+
+    The label is the built-in name for built-in models and the path otherwise.
+    """
+    path = model_path(source)
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise UNetError(f"cannot read the model file {path}: {exc.strerror or exc}") from exc
+    text = str(source)
+    label = text if not Path(text).suffix and builtin_model_path(text) is not None else str(path)
+    return blob, path.name, label
+
+
+def _header_metadata(blob: bytes, name: str) -> dict:
+    """The ``__metadata__`` of a safetensors file held in memory (no parsing of tensors)."""
+    if len(blob) < 8:
+        raise UNetError(f"{name} is not a readable model file (corrupted or not safetensors)")
+    size = int.from_bytes(blob[:8], "little")
+    if size <= 0 or 8 + size > len(blob):
+        raise UNetError(f"{name} is not a readable model file (corrupted or not safetensors)")
+    try:
+        header = json.loads(blob[8 : 8 + size])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UNetError(
+            f"{name} is not a readable model file (corrupted or not safetensors): {exc}"
         ) from exc
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _check_fraction(config: dict, section: str, key: str, name: str, low=0.0, high=1.0) -> None:
+    value = config.get(section, {}).get(key)
+    if value is None:
+        return
+    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+        raise UNetError(
+            f"{name} is not a valid model: {section}.{key} is {value!r}, "
+            f"expected a number in [{low}, {high}]"
+        )
+
+
+def config_from_metadata(metadata: dict, name: str) -> dict:
+    """Check and return the model config stored in a file's metadata.
+
+    Anything crafted or damaged (not JSON, not an object, a bad version or
+    out-of-range thresholds) is a UNetError naming the file, never a traceback.
+    """
     if METADATA_KEY not in metadata:
         raise UNetError(
-            f"{path.name} is a safetensors file but not a napari-unet model (no model config)"
+            f"{name} is a safetensors file but not a napari-unet model (no model config)"
         )
     try:
         config = json.loads(metadata[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise UNetError(f"{path.name}: the model config is damaged ({exc})") from exc
-    if config.get("format") != FORMAT:
-        raise UNetError(f"{path.name} is not a napari-unet model file")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise UNetError(f"{path.name} was written by a newer napari-unet; please upgrade")
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise UNetError(f"{name}: the model config is damaged ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise UNetError(f"{name} is not a napari-unet model file")
+    version = config.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise UNetError(f"{name} is not a valid model: format_version is {version!r}")
+    if version > FORMAT_VERSION:
+        raise UNetError(f"{name} was written by a newer napari-unet; please upgrade")
+    for section in ("architecture", "normalization", "postprocessing", "training"):
+        if not isinstance(config.get(section, {}), dict):
+            raise UNetError(f"{name} is not a valid model: its {section!r} is not a mapping")
+    for key in ("foreground_threshold", "seed_threshold"):
+        _check_fraction(config, "postprocessing", key, name)
+    for key in ("low", "high"):
+        _check_fraction(config, "normalization", key, name, 0.0, 100.0)
+    norm = config.get("normalization", {})
+    if isinstance(norm.get("low"), int | float) and isinstance(norm.get("high"), int | float):
+        if not norm["low"] < norm["high"]:
+            raise UNetError(f"{name} is not a valid model: normalization low >= high")
     return config
+
+
+def read_model_config(source: str | Path) -> dict:
+    """The JSON config of a model (built-in name or file), checked, without building the network."""
+    blob, name, _ = read_model_bytes(source)
+    return config_from_metadata(_header_metadata(blob, name), name)
+
+
+def model_from_bytes(blob: bytes, name: str = "model", source: str | None = None):
+    """Build a model from the bytes of its file, in memory (nothing is written or cached on disk).
+
+    Never unpickles. Raises UNetError naming ``name`` for anything that is not
+    a valid napari-unet model.
+    """
+    from safetensors.torch import load as load_tensors
+
+    config = config_from_metadata(_header_metadata(blob, name), name)
+    try:
+        arch = UNetConfig.from_dict(config.get("architecture", {}))
+        net = UNet(**arch.to_dict())
+        state = load_tensors(blob)
+    except UNetError:
+        raise
+    except Exception as exc:
+        raise UNetError(f"{name} is not a valid model: {exc}") from exc
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise UNetError(f"{name} is not a valid model: its weights {key!r} hold NaN or inf")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        net.load_state_dict(state, strict=True)
+        normalization = Normalization.from_dict(config.get("normalization", {}))
+        postprocessing = InstanceParams.from_dict(config.get("postprocessing", {}))
+    except UNetError:
+        raise
+    except Exception as exc:
+        raise UNetError(f"{name}: the weights do not fit the stored architecture ({exc})") from exc
+    net.eval()
+    return SegmentationModel(
+        net,
+        normalization,
+        postprocessing,
+        config.get("training", {}),
+        str(config.get("name", Path(name).stem)),
+        source,
+    )
 
 
 def load_model(
     source: str | Path | SegmentationModel = "default", in_channels: int | None = None
 ) -> SegmentationModel:
-    """Load a model file or a built-in model by name ("default", alias "nuclei").
+    """Load a model file or a built-in model by name ("default", alias "nuclei"): a fresh copy.
 
     Never unpickles. Raises UNetError for a missing, corrupted or non-model
     file, and when ``in_channels`` is given and the model takes another count.
@@ -152,34 +272,13 @@ def load_model(
     if isinstance(source, SegmentationModel):
         model = source
     else:
-        from safetensors.torch import load_file
+        model = model_from_bytes(*read_model_bytes(source))
+    check_channels(model, in_channels)
+    return model
 
-        builtin = builtin_model_path(str(source)) if not Path(str(source)).suffix else None
-        path = builtin if builtin is not None else Path(source)
-        if builtin is not None and not builtin.is_file():
-            raise UNetError(f"the built-in model {source!r} is not installed with this package")
-        config = read_model_config(path)
-        try:
-            arch = UNetConfig.from_dict(config["architecture"])
-            net = UNet(**arch.to_dict())
-            state = load_file(str(path))
-            state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-            net.load_state_dict(state, strict=True)
-        except UNetError:
-            raise
-        except Exception as exc:
-            raise UNetError(
-                f"{path.name}: the weights do not fit the stored architecture ({exc})"
-            ) from exc
-        net.eval()
-        model = SegmentationModel(
-            net,
-            Normalization.from_dict(config.get("normalization", {})),
-            InstanceParams.from_dict(config.get("postprocessing", {})),
-            config.get("training", {}),
-            config.get("name", path.stem),
-            str(source) if builtin is not None else str(path),
-        )
+
+def check_channels(model: SegmentationModel, in_channels: int | None) -> None:
+    """Raise UNetError when data with ``in_channels`` channels cannot go into ``model``."""
     if (
         in_channels is not None
         and model.in_channels != in_channels
@@ -188,8 +287,50 @@ def load_model(
         raise UNetError(
             f"the model {model.name!r} takes {model.in_channels} channel(s) but the data has {in_channels}"
         )
-    return model
 
 
-def model_size_bytes(model: SegmentationModel) -> int:
-    return int(sum(np.prod(p.shape) * p.element_size() for p in model.net.state_dict().values()))
+# One cache per process, keyed by the *content* of the file (its SHA-256), so a
+# file replaced on disk is read again and two names for the same bytes share
+# one network. Nothing is cached on disk: a shared temp folder is not trusted.
+_LOADED: dict[str, SegmentationModel] = {}
+
+
+def model_digest(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def cached_model_from_bytes(blob: bytes, name: str = "model", source: str | None = None):
+    """:func:`model_from_bytes`, built once per process for the same bytes (checked by hash)."""
+    key = model_digest(blob)
+    if key not in _LOADED:
+        _LOADED[key] = model_from_bytes(blob, name, source)
+    return _LOADED[key]
+
+
+def get_model(model: str | Path | SegmentationModel) -> SegmentationModel:
+    """The model to segment with: objects pass through, names and files are loaded once.
+
+    The returned object is shared: copy it (:func:`load_model`) before changing it.
+    """
+    if isinstance(model, SegmentationModel):
+        return model
+    return cached_model_from_bytes(*read_model_bytes(model))
+
+
+def model_display_name(model: str | Path | SegmentationModel) -> str:
+    """How to name ``model`` in a message: the user's own name or file, never a copy's."""
+    if isinstance(model, SegmentationModel):
+        return model.source or model.name
+    return str(model)
+
+
+def model_to_bytes(model: str | Path | SegmentationModel) -> bytes:
+    """A model (name, path or object) as the bytes of its file, e.g. for dask workers."""
+    from safetensors.torch import save
+
+    if not isinstance(model, SegmentationModel):
+        blob, name, _ = read_model_bytes(model)
+        config_from_metadata(_header_metadata(blob, name), name)  # fail before sending
+        return blob
+    state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    return save(state, metadata={METADATA_KEY: json.dumps(model.config_dict())})

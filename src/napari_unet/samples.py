@@ -36,20 +36,24 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("napari-unet", appauthor=False))
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _verified_bytes(path: Path, sha256: str) -> bytes | None:
+    """The file's bytes if they hash to ``sha256`` (read once: what was checked is what is used)."""
+    try:
+        payload = path.read_bytes() if path.is_file() else None
+    except OSError:
+        return None
+    if payload is None or hashlib.sha256(payload).hexdigest() != sha256:
+        return None
+    return payload
 
 
-def fetch_sample(name: str, timeout: float = 30.0) -> Path:
-    """Path of a verified cached sample, downloading it only if missing or damaged."""
+def fetch_sample_bytes(name: str, timeout: float = 30.0) -> bytes:
+    """The verified bytes of a sample, downloading it only if the cached copy is missing or damaged."""
     entry = SAMPLES[name]
     path = cache_dir() / entry["filename"]
-    if path.is_file() and sha256_of(path) == entry["sha256"]:
-        return path
+    payload = _verified_bytes(path, entry["sha256"])
+    if payload is not None:
+        return payload
     try:
         with urllib.request.urlopen(entry["url"], timeout=timeout) as response:
             payload = response.read()
@@ -65,10 +69,18 @@ def fetch_sample(name: str, timeout: float = 30.0) -> Path:
         )
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
-    return path
+    return payload
+
+
+def fetch_sample(name: str, timeout: float = 30.0) -> Path:
+    """Path of a verified cached sample (downloaded only if missing or damaged)."""
+    fetch_sample_bytes(name, timeout)
+    return cache_dir() / SAMPLES[name]["filename"]
 
 
 def human_mitosis() -> np.ndarray:
+    import io
+
     import tifffile
 
-    return tifffile.imread(fetch_sample("human_mitosis"))
+    return tifffile.imread(io.BytesIO(fetch_sample_bytes("human_mitosis")))

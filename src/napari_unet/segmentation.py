@@ -17,12 +17,10 @@ import numpy as np
 from .errors import UNetError
 from .instances import InstanceParams, instances_from_probabilities
 from .io import check_axes, infer_axes
-from .modelfile import SegmentationModel, load_model
+from .modelfile import SegmentationModel, get_model
 from .normalize import check_finite_array, normalize, to_channels_first
 from .progress import Progress, run_to_end
 from .tiling import iter_predict_tiled, prepare_model, resolve_device, resolve_precision
-
-_MODEL_CACHE: dict[str, SegmentationModel] = {}
 
 # Small objects are segmented again from an enlarged image, by at most this
 # much; a smaller enlargement than MIN_UPSCALE gains less than the second pass costs.
@@ -55,16 +53,6 @@ def _resize_channels(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         image, (image.shape[0], *shape), order=1, anti_aliasing=shrinking, preserve_range=True
     )
     return out.astype(np.float32)
-
-
-def get_model(model: str | Path | SegmentationModel) -> SegmentationModel:
-    """Load a model once per process (by name or path); pass objects through."""
-    if isinstance(model, SegmentationModel):
-        return model
-    key = str(model)
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = load_model(model)
-    return _MODEL_CACHE[key]
 
 
 @dataclass

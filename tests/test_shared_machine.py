@@ -1,0 +1,175 @@
+"""A shared lab machine: nothing in a shared folder is trusted by its name, no write follows a link.
+
+These are the hostile-neighbour cases of issue 16: a model planted in the
+temp folder under the name an old version used, links planted where outputs
+or temporary files go, and crafted model files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from safetensors.torch import load_file, save_file
+
+from napari_unet.batch import BatchOptions, segment_files
+from napari_unet.errors import UNetError
+from napari_unet.io import atomic_path, write_tiff
+from napari_unet.modelfile import (
+    cached_model_from_bytes,
+    get_model,
+    load_model,
+    model_to_bytes,
+    read_model_config,
+    save_model,
+)
+from napari_unet.synthetic import synthetic_nuclei
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """A temp folder of its own, standing in for the machine's shared /tmp."""
+    shared = tmp_path / "shared_tmp"
+    shared.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    monkeypatch.setenv("TMPDIR", str(shared))
+    return shared
+
+
+def _image_folder(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    img, _ = synthetic_nuclei((64, 64), n_nuclei=5, seed=3)
+    tifffile.imwrite(d / "a.tif", img)
+    return d
+
+
+def test_planted_model_in_temp_folder_is_never_loaded(tmp_path, tiny_model, private_tmp):
+    model_file = save_model(tiny_model, tmp_path / "mine.safetensors")
+    blob = model_file.read_bytes()
+    # What older versions would have loaded: a file named after the model's public hash.
+    for digest in (hashlib.sha1(blob).hexdigest(), hashlib.sha256(blob).hexdigest()):
+        (private_tmp / f"napari-unet-{digest}.safetensors").write_bytes(b"planted garbage")
+    folder = _image_folder(tmp_path)
+    report = segment_files([folder], tmp_path / "out", BatchOptions(model=str(model_file)))
+    assert not report.failed and len(report.done) == 1
+    expected = get_model(tiny_model)
+    from napari_unet.segmentation import segment
+
+    truth = segment(tifffile.imread(folder / "a.tif"), expected)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "a_labels.tif"), truth)
+
+
+def test_batch_writes_nothing_into_the_temp_folder(tmp_path, tiny_model, private_tmp):
+    model_file = save_model(tiny_model, tmp_path / "mine.safetensors")
+    folder = _image_folder(tmp_path)
+    segment_files([folder], tmp_path / "out", BatchOptions(model=str(model_file)))
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_models_in_memory_are_cached_by_content_not_name(tmp_path, tiny_model):
+    path = save_model(tiny_model, tmp_path / "m.safetensors")
+    first = get_model(path)
+    assert get_model(path) is first
+    # The same name with other bytes is another model.
+    with torch.no_grad():
+        tiny_model.net.head.bias.add_(1.0)
+    save_model(tiny_model, path)
+    second = get_model(path)
+    assert second is not first
+    assert torch.equal(second.net.head.bias, tiny_model.net.head.bias)
+    # Objects go to bytes and back without any file.
+    again = cached_model_from_bytes(model_to_bytes(tiny_model))
+    assert torch.equal(again.net.head.bias, tiny_model.net.head.bias)
+
+
+def test_writes_replace_a_planted_link_instead_of_following_it(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a_labels.tif").symlink_to(victim)
+    write_tiff(out / "a_labels.tif", np.zeros((4, 4), np.uint16))
+    assert victim.read_text() == "precious"
+    assert not (out / "a_labels.tif").is_symlink()
+
+
+def test_stale_parts_of_dead_writers_are_removed_others_kept(tmp_path):
+    target = tmp_path / "x.tif"
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    stale = tmp_path / f".x.tif.{dead}.abc.part"
+    stale.write_bytes(b"left by a killed run")
+    live = tmp_path / f".x.tif.{os.getpid()}.def.part"
+    live.write_bytes(b"being written right now")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    link = tmp_path / f".x.tif.{dead}.ghi.part"
+    link.symlink_to(victim)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"result")
+    assert target.read_bytes() == b"result"
+    assert not stale.exists()
+    assert live.exists()
+    assert victim.read_text() == "precious"
+
+
+def _crafted(tmp_path, tiny_model, name, change_config=None, change_state=None):
+    path = save_model(tiny_model, tmp_path / "good.safetensors")
+    config = read_model_config(path)
+    state = load_file(str(path))
+    if change_config is not None:
+        config = change_config(config)
+    if change_state is not None:
+        change_state(state)
+    out = tmp_path / name
+    save_file(state, str(out), metadata={"napari_unet": json.dumps(config)})
+    return out
+
+
+def _set(section, key, value):
+    def change(config):
+        config[section][key] = value
+        return config
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change_config, message",
+    [
+        (lambda c: {**c, "format_version": "abc"}, "format_version"),
+        (lambda c: [c], "not a napari-unet model"),
+        (_set("postprocessing", "foreground_threshold", 7.0), "foreground_threshold"),
+        (_set("postprocessing", "seed_threshold", -1), "seed_threshold"),
+        (_set("normalization", "high", 250.0), "high"),
+        (_set("normalization", "low", "abc"), "low"),
+        (lambda c: {**c, "architecture": "unet"}, "architecture"),
+    ],
+)
+def test_crafted_model_metadata_is_a_clear_error(tmp_path, tiny_model, change_config, message):
+    path = _crafted(tmp_path, tiny_model, "crafted.safetensors", change_config)
+    with pytest.raises(UNetError, match=message) as info:
+        load_model(path)
+    assert "crafted.safetensors" in str(info.value)
+
+
+def test_nan_weights_are_refused(tmp_path, tiny_model):
+    def poison(state):
+        state["head.weight"][:] = float("nan")
+
+    path = _crafted(tmp_path, tiny_model, "nan.safetensors", change_state=poison)
+    with pytest.raises(UNetError, match="NaN"):
+        load_model(path)
+
+
+def test_napari_reader_declines_crafted_models(tmp_path, tiny_model):
+    from napari_unet._napari.reader import get_reader
+
+    path = _crafted(tmp_path, tiny_model, "crafted.safetensors", lambda c: [c])
+    assert get_reader(str(path)) is None
