@@ -103,11 +103,11 @@ def gui_run(seconds: float) -> dict:
 
 def cli_run(seconds: float) -> dict:
     from napari_unet.data import make_training_image
-    from napari_unet.training import train
+    from napari_unet.training import iter_train
 
     data = [make_training_image(i, lab, 1) for i, lab in make_data()]
     stamps = []
-    for event in train(data, config=training_config(seconds)):
+    for event in iter_train(data, config=training_config(seconds)):
         if event.stage == "train":
             stamps.append(time.perf_counter())
     return {"patches_per_s": round(rate_from(stamps, 8), 2), "steps": len(stamps)}

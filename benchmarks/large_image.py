@@ -69,7 +69,8 @@ def write_input(path: Path, size: int, fmt: str) -> None:
 
 def run_segmentation(src: str, out: str, block: int) -> None:
     """In a fresh process: segment and print timing and peak RSS as JSON."""
-    from napari_unet.batch import BatchOptions, segment_large
+    from napari_unet.batch import BatchOptions
+    from napari_unet.blockwise import segment_large
     from napari_unet.io import read_image
 
     image = read_image(src, lazy=True)

@@ -22,7 +22,7 @@ from napari_unet.model import UNet, valid_input_size
 from napari_unet.progress import Progress
 from napari_unet.synthetic import synthetic_nuclei
 from napari_unet.tiling import native_bfloat16
-from napari_unet.training import TrainConfig, train
+from napari_unet.training import TrainConfig, iter_train
 
 
 def main() -> None:
@@ -51,7 +51,9 @@ def main() -> None:
         if e.stage == "train":
             stamps.append(time.perf_counter())
 
-    gen = train(data, architecture=dict(depth=args.depth, base_channels=args.base), config=config)
+    gen = iter_train(
+        data, architecture=dict(depth=args.depth, base_channels=args.base), config=config
+    )
     for e in gen:
         on_event(e)
     skip = min(5, len(stamps) // 4)  # warm-up steps

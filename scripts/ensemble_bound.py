@@ -29,7 +29,7 @@ from napari_unet.modelfile import load_model
 from napari_unet.normalize import Normalization
 
 # The same enlargement rule and resampling as `segment`, so the bound includes the shipped upscaling.
-from napari_unet.segmentation import _resize_channels, upscale_factor
+from napari_unet.segmentation import rescale_factor, resize_channels
 from napari_unet.tiling import predict_tiled, prepare_model, resolve_device, resolve_precision
 
 HERE = Path(__file__).resolve().parent
@@ -83,11 +83,14 @@ def main(argv=None) -> int:
 
     upscaled = 0
     for i, item in enumerate(val):
-        factor = upscale_factor(instances_from_probabilities(probs[i], params), UPSCALE_TO_AREA)
+        factor = rescale_factor(
+            instances_from_probabilities(probs[i], params),
+            replace(params, upscale_to_area=UPSCALE_TO_AREA),
+        )
         if factor > 1.0:
             shape = tuple(round(n * factor) for n in item.image.shape[1:])
-            big = d4_average(nets, _resize_channels(item.image, shape), device)
-            probs[i] = _resize_channels(big, item.image.shape[1:])
+            big = d4_average(nets, resize_channels(item.image, shape), device)
+            probs[i] = resize_channels(big, item.image.shape[1:])
             upscaled += 1
     params, summary = tune_instance_params(probs, gts, start=params)
     report = {

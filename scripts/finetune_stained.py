@@ -30,7 +30,7 @@ from napari_unet.metrics import dataset_ap
 from napari_unet.modelfile import load_model
 from napari_unet.progress import run_to_end
 from napari_unet.segmentation import segment
-from napari_unet.training import TrainConfig, train
+from napari_unet.training import TrainConfig, iter_train
 
 HERE = Path(__file__).resolve().parent
 
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
             )
         )
         t = time.perf_counter()
-        model = run_to_end(train(train_set, init=init, architecture=arch, config=config))
+        model = run_to_end(iter_train(train_set, init=init, architecture=arch, config=config))
         if init is None:
             model.postprocessing = default.postprocessing  # same thresholds for a fair comparison
         result[name] = {

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.batch import BatchOptions, expand_inputs, plan_blocks, segment_files, segment_large
+from napari_unet.batch import BatchOptions, expand_inputs, segment_files
+from napari_unet.blockwise import plan_blocks, segment_large
 from napari_unet.errors import UNetError
 from napari_unet.metrics import matching
 from napari_unet.segmentation import segment
@@ -129,3 +130,36 @@ def test_local_cluster_with_two_workers(folder, tmp_path, tiny_model):
         assert np.array_equal(
             tifffile.imread(tmp_path / "cluster" / name), tifffile.imread(tmp_path / "local" / name)
         )
+
+
+def test_blocks_use_the_same_rescaling_as_the_whole_image(default_model_available, tmp_path):
+    # Tiny nuclei: the whole image is segmented again at 2x; so must every block.
+    image, truth = synthetic_nuclei((1200, 1200), n_nuclei=900, radius=(2.5, 4), seed=2)
+    whole = segment(image, "default")
+    info = segment_large(
+        image, tmp_path / "tiny_labels.tif", "default", options=BatchOptions(block_size=512)
+    )
+    assert info["scale"] == pytest.approx(2.0)
+    blocks = tifffile.imread(tmp_path / "tiny_labels.tif")
+    m = matching(whole, blocks, 0.8)
+    assert m.tp >= 0.95 * int(whole.max())
+
+
+def test_brightfield_blocks_equal_their_fluorescence_twin(tmp_path, tiny_model):
+    image, _ = synthetic_nuclei((300, 260), n_nuclei=40, seed=5)
+    bright = (int(image.max()) - image.astype(np.int64)).astype(np.uint16)
+    options = BatchOptions(block_size=128, diameter=None)
+    fluo_info = segment_large(image, tmp_path / "f_labels.tif", tiny_model, options=options)
+    bright_info = segment_large(bright, tmp_path / "b_labels.tif", tiny_model, options=options)
+    assert (fluo_info["image_type"], bright_info["image_type"]) == ("fluorescence", "brightfield")
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "f_labels.tif"), tifffile.imread(tmp_path / "b_labels.tif")
+    )
+
+
+def test_wide_image_whose_height_is_not_a_multiple_of_256(tmp_path, tiny_model):
+    image, _ = synthetic_nuclei((300, 1100), n_nuclei=30, seed=6)
+    out = tmp_path / "wide_labels.tif"
+    segment_large(image, out, tiny_model, options=BatchOptions(block_size=512))
+    labels = tifffile.imread(out)
+    assert labels.shape == image.shape and labels.max() > 0

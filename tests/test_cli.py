@@ -212,3 +212,115 @@ def test_demo_writes_labels_and_overlay(default_model_available, tmp_path, capsy
     assert (tmp_path / "demo" / "nuclei_labels.tif").exists()
     assert (tmp_path / "demo" / "nuclei_overlay.png").exists()
     assert "AP@0.5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["evaluate", "--pred", "p", "--gt", "g", "--thresholds", "abc"],
+            "IoU thresholds are numbers",
+        ),
+        (["evaluate", "--pred", "p", "--gt", "g", "--thresholds", "1.5"], "in \\(0, 1\\]"),
+        (["evaluate", "--pred", "p", "--gt", "g", "--thresholds", "0"], "in \\(0, 1\\]"),
+        (["demo", "--size", "0"], "at least 1"),
+        (["demo", "--size", "-5"], "at least 1"),
+        (["segment", "x.tif", "--out", "o", "--block-size", "0"], "at least 1"),
+        (["segment", "x.tif", "--out", "o", "--diameter", "nan"], "positive number"),
+        (["segment", "x.tif", "--out", "o", "--image-type", "phase"], "invalid choice"),
+        (
+            ["train", "--images", "i", "--masks", "m", "--out", "o.safetensors", "--epochs", "0"],
+            "at least 1",
+        ),
+        (
+            ["train", "--images", "i", "--masks", "m", "--out", "o.safetensors", "--minutes", "-1"],
+            "positive",
+        ),
+        (
+            [
+                "train",
+                "--images",
+                "i",
+                "--masks",
+                "m",
+                "--out",
+                "o.safetensors",
+                "--minutes",
+                "nan",
+            ],
+            "positive",
+        ),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("napari-unet: error:")
+    assert __import__("re").search(message, err), err
+
+
+def test_unwritable_outputs_fail_before_any_work(pairs, model_file, tmp_path, capsys):
+    images, masks = pairs
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    folder = tmp_path / "a_folder.safetensors"
+    folder.mkdir()
+    cases = [
+        ["segment", str(images), "--out", str(a_file), "--model", model_file],
+        ["segment", str(images), "--out", str(tmp_path / "o"), "--json", str(folder)],
+        [
+            "train",
+            "--images",
+            str(images),
+            "--masks",
+            str(masks),
+            "--out",
+            str(folder),
+            "--overwrite",
+        ],
+        [
+            "tune",
+            "--images",
+            str(images),
+            "--masks",
+            str(masks),
+            "--out",
+            str(a_file.with_suffix(".safetensors")),
+            "--model",
+            model_file,
+        ],
+    ]
+    a_file.with_suffix(".safetensors").write_text("existing")
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("napari-unet: error:") and err.count("\n") == 1, err
+    assert a_file.read_text() == "mine"
+    assert a_file.with_suffix(".safetensors").read_text() == "existing"
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_checkpoint_needs_resume(pairs, tmp_path, capsys):
+    images, masks = pairs
+    out = tmp_path / "m.safetensors"
+    (tmp_path / "m.checkpoint.safetensors").write_bytes(b"an earlier run")
+    argv = ["train", "--images", str(images), "--masks", str(masks), "--out", str(out)]
+    assert main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_segment_reports_how_a_brightfield_image_was_read(tmp_path, model_file, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    img, _ = synthetic_nuclei((64, 64), n_nuclei=5, seed=1)
+    tifffile.imwrite(d / "bf.tif", (int(img.max()) - img.astype(np.int64)).astype(np.uint16))
+    assert (
+        main(["segment", str(d), "--out", str(tmp_path / "o"), "--model", model_file, "--quiet"])
+        == 0
+    )
+    assert "bf.tif: bright background: read as brightfield" in capsys.readouterr().err
+    argv = ["segment", str(d), "--out", str(tmp_path / "o2"), "--model", model_file, "--quiet"]
+    assert main(argv + ["--image-type", "fluorescence"]) == 0
+    assert "looks like brightfield" in capsys.readouterr().err

@@ -95,3 +95,30 @@ def test_class_weights_grow_for_rare_classes():
     w = dataset_class_weights(items, "3class", 3, balance=1.0)
     assert w[0] == 1.0 and w[1] > 1.0 and w[2] > w[1]
     assert np.allclose(dataset_class_weights(items, "3class", 3, balance=0.0), 1.0)
+
+
+@pytest.mark.parametrize(
+    "ids, message",
+    [
+        (np.array([0, -3]), "negative ids"),
+        (np.array([0, 2**31], dtype=np.uint32), "below 2\\*\\*31"),
+    ],
+)
+def test_label_ids_that_would_be_lost_are_refused(ids, message):
+    from napari_unet.data import make_training_image
+
+    labels = np.zeros((16, 16), dtype=ids.dtype)
+    labels[4:8, 4:8] = ids[1]
+    with pytest.raises(UNetError, match=message):
+        make_training_image(np.ones((16, 16)), labels, 1)
+
+
+def test_training_images_of_brightfield_are_inverted_like_segmentation():
+    from napari_unet.data import make_training_image
+    from napari_unet.synthetic import synthetic_nuclei
+
+    fluo, truth = synthetic_nuclei((64, 64), n_nuclei=5, seed=2)
+    bright = (int(fluo.max()) - fluo.astype(np.int64)).astype(np.uint16)
+    a = make_training_image(fluo, truth, 1)
+    b = make_training_image(bright, truth, 1)
+    np.testing.assert_allclose(a.image, b.image, atol=1e-5)

@@ -53,3 +53,48 @@ def test_channel_conversions():
     assert to_channels_first(rgb[..., 0], None, 3).shape == (3, 10, 12)
     with pytest.raises(UNetError, match="channels"):
         to_channels_first(np.zeros((5, 10, 12)), 0, 2)
+
+
+# --------------------------------------------------------------------------
+# Image type: brightfield / stained images are recognised and inverted
+# --------------------------------------------------------------------------
+
+
+def _fluorescence_and_brightfield_twins():
+    from napari_unet.synthetic import synthetic_nuclei
+
+    fluo, truth = synthetic_nuclei((96, 96), n_nuclei=8, seed=4)
+    bright = (int(fluo.max()) - fluo.astype(np.int64)).astype(np.uint16)
+    return fluo, bright, truth
+
+
+def test_bright_background_is_detected_as_brightfield():
+    from napari_unet.normalize import bright_background_score, detect_image_type
+
+    fluo, bright, _ = _fluorescence_and_brightfield_twins()
+    assert bright_background_score(fluo[None]) < 0.3 < bright_background_score(bright[None])
+    assert detect_image_type(fluo[None]) == "fluorescence"
+    assert detect_image_type(bright[None]) == "brightfield"
+    # An RGB stain: dark purple nuclei on near-white.
+    rgb = np.stack([bright, (bright * 0.8).astype(np.uint16), bright], axis=-1)
+    assert detect_image_type(np.moveaxis(rgb, -1, 0)) == "brightfield"
+
+
+def test_brightfield_twin_becomes_the_fluorescence_input():
+    from napari_unet.normalize import prepare_plane
+
+    fluo, bright, _ = _fluorescence_and_brightfield_twins()
+    a, kind_a = prepare_plane(fluo, None, 1, Normalization())
+    b, kind_b = prepare_plane(bright, None, 1, Normalization())
+    assert (kind_a, kind_b) == ("fluorescence", "brightfield")
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    # Forced types are obeyed.
+    c, kind_c = prepare_plane(bright, None, 1, Normalization(), image_type="fluorescence")
+    assert kind_c == "fluorescence" and not np.allclose(a, c)
+
+
+def test_unknown_image_type_is_a_clear_error():
+    from napari_unet.normalize import prepare_plane
+
+    with pytest.raises(UNetError, match="image type 'phase'"):
+        prepare_plane(np.zeros((8, 8)), None, 1, Normalization(), image_type="phase")

@@ -68,27 +68,58 @@ def test_default_model_segments_synthetic_nuclei(default_model_available):
     assert matching(truth, labels, 0.5).ap > 0.7
 
 
-def test_upscale_factor_targets_the_median_object():
-    from napari_unet.segmentation import MAX_UPSCALE, MIN_UPSCALE, upscale_factor
+def test_rescale_factor_brings_objects_to_the_training_sizes():
+    from napari_unet.instances import InstanceParams
+    from napari_unet.segmentation import (
+        MAX_UPSCALE,
+        MIN_DOWNSCALE,
+        RESCALE_WORTH,
+        rescale_factor,
+    )
 
     labels = np.zeros((100, 100), np.int32)
     for i in range(5):  # five 5x10 objects: median area 50
         labels[i * 12 : i * 12 + 5, :10] = i + 1
-    assert upscale_factor(labels, 200) == pytest.approx(2.0)  # sqrt(200 / 50)
-    assert upscale_factor(labels, 100) == pytest.approx(np.sqrt(2))
-    assert upscale_factor(labels, 10_000) == MAX_UPSCALE  # capped
-    assert upscale_factor(labels, 50 * (MIN_UPSCALE**2) * 0.99) == 1.0  # not worth a second pass
-    assert upscale_factor(labels, 0) == 1.0  # switched off
-    assert upscale_factor(np.zeros((8, 8), np.int32), 200) == 1.0  # nothing found
+
+    def up(area):
+        return rescale_factor(labels, InstanceParams(upscale_to_area=area))
+
+    def down(above, target):
+        return rescale_factor(labels, InstanceParams(downscale_from_area=above, object_area=target))
+
+    assert up(200) == pytest.approx(2.0)  # sqrt(200 / 50)
+    assert up(100) == pytest.approx(np.sqrt(2))
+    assert up(10_000) == MAX_UPSCALE  # capped
+    assert up(50 * (RESCALE_WORTH**2) * 0.99) == 1.0  # not worth a second pass
+    assert up(0) == 1.0  # switched off
+    assert rescale_factor(np.zeros((8, 8), np.int32), InstanceParams(upscale_to_area=200)) == 1.0
+    assert down(40, 12.5) == pytest.approx(0.5)  # sqrt(12.5 / 50)
+    assert down(40, 0.01) == MIN_DOWNSCALE  # capped
+    assert down(60, 12.5) == 1.0  # not above the limit
+    assert down(40, 45) == 1.0  # not worth it
+
+
+def test_diameter_sets_the_scale_and_bad_diameters_are_clear():
+    from napari_unet.instances import InstanceParams
+    from napari_unet.segmentation import diameter_factor
+
+    params = InstanceParams(object_area=np.pi * 10**2)  # trained on 20 px wide nuclei
+    assert diameter_factor(40, params) == pytest.approx(0.5)
+    assert diameter_factor(10, params) == pytest.approx(2.0)
+    for bad in (0, -3, float("nan")):
+        with pytest.raises(UNetError, match="diameter"):
+            diameter_factor(bad, params)
+    with pytest.raises(UNetError, match="does not record"):
+        diameter_factor(20, InstanceParams())
 
 
 def test_resizing_there_and_back_keeps_objects_in_place():
-    from napari_unet.segmentation import _resize_channels
+    from napari_unet.segmentation import resize_channels
 
     image = np.zeros((1, 41, 57), np.float32)
     image[0, 10:17, 30:35] = 1.0
-    big = _resize_channels(image, (round(41 * 1.7), round(57 * 1.7)))
-    back = _resize_channels(big, (41, 57))
+    big = resize_channels(image, (round(41 * 1.7), round(57 * 1.7)))
+    back = resize_channels(big, (41, 57))
     assert back.shape == image.shape
     com = lambda a: np.array(np.nonzero(a[0] > 0.5)).mean(axis=1)  # noqa: E731
     assert np.allclose(com(back), com(image), atol=0.05)
@@ -110,7 +141,31 @@ def test_tiny_objects_are_segmented_again_enlarged(default_model_available):
 
     plain, plain_events = run(0)
     enlarged, enlarged_events = run(200)
-    assert not any("upscaled" in e.info for e in plain_events)
-    assert {e.info.get("upscaled") for e in enlarged_events if e.stage == "predict"} >= {2.0}
+    assert not any("rescaled" in e.info for e in plain_events)
+    assert {e.info.get("rescaled") for e in enlarged_events if e.stage == "predict"} >= {2.0}
     assert enlarged.shape == plain.shape == image.shape
     assert matching(truth, enlarged, 0.5).tp > 0
+
+
+def test_brightfield_twin_gets_the_same_labels_and_a_note(tiny_model):
+    fluo, truth = synthetic_nuclei((96, 96), n_nuclei=8, seed=4)
+    bright = (int(fluo.max()) - fluo.astype(np.int64)).astype(np.uint16)
+    events = []
+    labels_bright = run_to_end(iter_segment(bright, tiny_model), events.append)
+    np.testing.assert_array_equal(labels_bright, segment(fluo, tiny_model))
+    last = [e for e in events if e.stage == "segment"][-1]
+    assert last.info["image_type"] == "brightfield"
+    assert any("brightfield" in n for n in last.info["notes"])
+
+
+def test_forcing_the_wrong_image_type_warns(tiny_model):
+    from napari_unet.segmentation import InputWarning
+
+    fluo, _ = synthetic_nuclei((96, 96), n_nuclei=8, seed=4)
+    bright = (int(fluo.max()) - fluo.astype(np.int64)).astype(np.uint16)
+    with pytest.warns(InputWarning, match="looks like brightfield"):
+        segment(bright, tiny_model, image_type="fluorescence")
+    with pytest.warns(InputWarning, match="looks like fluorescence"):
+        segment(fluo, tiny_model, image_type="brightfield")
+    with pytest.raises(UNetError, match="image type"):
+        segment(fluo, tiny_model, image_type="phase")

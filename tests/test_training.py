@@ -10,7 +10,7 @@ from napari_unet.errors import UNetError
 from napari_unet.modelfile import load_model, save_model
 from napari_unet.progress import run_to_end
 from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.training import TrainConfig, learning_rate, train, weighted_cross_entropy
+from napari_unet.training import TrainConfig, iter_train, learning_rate, weighted_cross_entropy
 
 ARCH = dict(depth=2, base_channels=8, scheme="3class", batch_norm=True, dropout=0.0)
 
@@ -43,7 +43,7 @@ def test_loss_falls_on_synthetic_data(data):
     train_set, _ = data
     events = []
     config = small_config(epochs=8, lr=3e-3, schedule="constant")
-    model = run_to_end(train(train_set, architecture=ARCH, config=config), events.append)
+    model = run_to_end(iter_train(train_set, architecture=ARCH, config=config), events.append)
     losses = [e.info["loss"] for e in events if e.stage == "train"]
     assert len(losses) == 16
     assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4])
@@ -54,7 +54,9 @@ def test_validation_selects_and_reports(data):
     train_set, val_set = data
     events = []
     model = run_to_end(
-        train(train_set, val_set, architecture=ARCH, config=small_config(tune_postprocessing=True)),
+        iter_train(
+            train_set, val_set, architecture=ARCH, config=small_config(tune_postprocessing=True)
+        ),
         events.append,
     )
     validations = [e for e in events if e.stage == "validate"]
@@ -67,7 +69,9 @@ def test_validation_selects_and_reports(data):
 def test_stop_keeps_the_best_model(data):
     train_set, val_set = data
     stop = threading.Event()
-    gen = train(train_set, val_set, architecture=ARCH, config=small_config(epochs=100), stop=stop)
+    gen = iter_train(
+        train_set, val_set, architecture=ARCH, config=small_config(epochs=100), stop=stop
+    )
     events = []
     try:
         while True:
@@ -85,7 +89,7 @@ def test_stop_keeps_the_best_model(data):
 def test_time_limit(data):
     train_set, _ = data
     model = run_to_end(
-        train(train_set, architecture=ARCH, config=small_config(epochs=10_000, minutes=0.05))
+        iter_train(train_set, architecture=ARCH, config=small_config(epochs=10_000, minutes=0.05))
     )
     assert model.training["stopped_by"] == "time"
     assert model.training["time_s"] < 30
@@ -95,12 +99,14 @@ def test_resume_continues_from_checkpoint(data, tmp_path):
     train_set, _ = data
     ckpt = tmp_path / "run.ckpt.safetensors"
     first = run_to_end(
-        train(train_set, architecture=ARCH, config=small_config(epochs=1, seed=1), checkpoint=ckpt)
+        iter_train(
+            train_set, architecture=ARCH, config=small_config(epochs=1, seed=1), checkpoint=ckpt
+        )
     )
     assert ckpt.exists() and first.training["steps"] == 2
     events = []
     resumed = run_to_end(
-        train(
+        iter_train(
             train_set,
             architecture=ARCH,
             config=small_config(epochs=3, seed=1),
@@ -113,7 +119,7 @@ def test_resume_continues_from_checkpoint(data, tmp_path):
     assert [e.info["epoch"] for e in events if e.stage == "train"][0] == 1
     with pytest.raises(UNetError, match="checkpoint"):
         run_to_end(
-            train(
+            iter_train(
                 train_set,
                 architecture=ARCH,
                 config=small_config(),
@@ -126,7 +132,9 @@ def test_resume_continues_from_checkpoint(data, tmp_path):
 def test_fine_tune_from_model_file_and_sgd(data, tiny_model, tmp_path):
     train_set, _ = data
     path = save_model(tiny_model, tmp_path / "start.safetensors")
-    model = run_to_end(train(train_set, init=path, config=small_config(epochs=1, optimizer="sgd")))
+    model = run_to_end(
+        iter_train(train_set, init=path, config=small_config(epochs=1, optimizer="sgd"))
+    )
     assert model.net.config == tiny_model.net.config
     assert not torch.equal(model.net.head.weight, tiny_model.net.head.weight)
     assert model.training["started_from"] == str(path)
@@ -137,12 +145,12 @@ def test_fine_tune_from_model_file_and_sgd(data, tiny_model, tmp_path):
 def test_errors_for_bad_inputs(data):
     train_set, _ = data
     with pytest.raises(UNetError, match="at least one"):
-        run_to_end(train([], architecture=ARCH))
+        run_to_end(iter_train([], architecture=ARCH))
     rgb_item = make_training_image(np.zeros((40, 40, 3), np.uint8), np.ones((40, 40), np.int32), 3)
     with pytest.raises(UNetError, match="channels"):
-        run_to_end(train([rgb_item], architecture=ARCH, config=small_config()))
+        run_to_end(iter_train([rgb_item], architecture=ARCH, config=small_config()))
     with pytest.raises(UNetError, match="optimizer"):
-        run_to_end(train(train_set, architecture=ARCH, config=small_config(optimizer="lbfgs")))
+        run_to_end(iter_train(train_set, architecture=ARCH, config=small_config(optimizer="lbfgs")))
 
 
 def test_weighted_cross_entropy_ignores_zero_weight_pixels():
@@ -159,3 +167,50 @@ def test_learning_rate_schedule():
     assert learning_rate(1.0, 0.0, 0, config) == pytest.approx(0.1)
     assert learning_rate(1.0, 0.0, 20, config) == pytest.approx(1.0)
     assert learning_rate(1.0, 1.0, 20, config) == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_lean_optimizers_match_torch(name):
+    from napari_unet.training import make_optimizer
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(5, 3)
+    b = torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    ours = make_optimizer(name, a.parameters(), 1e-2, 1e-3)
+    if name == "adam":
+        theirs = torch.optim.Adam(b.parameters(), lr=1e-2, weight_decay=1e-3)
+    else:
+        theirs = torch.optim.SGD(b.parameters(), lr=1e-2, momentum=0.99, weight_decay=1e-3)
+    for step in range(5):
+        x = torch.randn(7, 5, generator=torch.Generator().manual_seed(step))
+        for net, opt in ((a, ours), (b, theirs)):
+            opt.zero_grad()
+            net(x).square().sum().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    # Its state survives a save/restore round trip in torch's layout.
+    restored = make_optimizer(name, a.parameters(), 1e-2, 1e-3)
+    restored.load_state_dict(ours.state_dict())
+    assert restored.state.keys() == ours.state.keys()
+
+
+def test_stop_before_the_first_step_makes_no_model(data):
+    from napari_unet.training import TrainingStopped
+
+    train_set, _ = data
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(TrainingStopped, match="before its first step"):
+        run_to_end(iter_train(train_set, architecture=ARCH, config=small_config(), stop=stop))
+
+
+def test_progress_total_follows_a_binding_minutes_limit(data):
+    train_set, _ = data
+    events = []
+    config = small_config(epochs=100_000, minutes=0.03)
+    run_to_end(iter_train(train_set, architecture=ARCH, config=config), events.append)
+    totals = [e.total for e in events if e.stage == "train"]
+    steps_by_epochs = 100_000 * 2
+    assert totals and max(totals[1:] or totals) < steps_by_epochs

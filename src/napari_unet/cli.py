@@ -9,14 +9,85 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import UNetError
 from .progress import Progress, run_to_end
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a user's mistake is one line on stderr and exit status 2."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"napari-unet: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _iou_threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"IoU thresholds are numbers, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"IoU thresholds lie in (0, 1], got {text}")
+    return value
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_file(path: str | Path, what: str, overwrite: bool = True) -> Path:
+    """Raise UNetError now, before any work, when ``path`` cannot be written as a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UNetError(f"{what} {path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise UNetError(f"{what} {path} exists; choose another name or pass --overwrite")
+    folder = _nearest_existing(path.parent)
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UNetError(f"cannot write {what} {path}: {folder} is not a writable folder")
+    return path
+
+
+def check_writable_folder(path: str | Path, what: str) -> Path:
+    """Raise UNetError now when ``path`` cannot be (or become) a writable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UNetError(f"{what} {path} is a file; give a folder")
+    folder = _nearest_existing(path)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UNetError(f"cannot write into {what} {path}: {folder} is not writable")
+    return path
 
 
 def _progress_bar(total: int | None, desc: str, disable: bool = False):
@@ -35,6 +106,9 @@ def _progress_bar(total: int | None, desc: str, disable: bool = False):
 def cmd_segment(args: argparse.Namespace) -> int:
     from .batch import BatchOptions, iter_segment_files
 
+    check_writable_folder(args.out, "--out")
+    if args.json:
+        check_writable_file(args.json, "--json")
     options = BatchOptions(
         model=args.model,
         tile_size=args.tile,
@@ -46,6 +120,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         precision=args.precision,
         save_probabilities=args.probabilities,
         overlay=args.overlay,
+        image_type=args.image_type,
+        diameter=args.diameter,
     )
     gen = iter_segment_files(
         args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler
@@ -79,17 +155,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_training_folder
     from .modelfile import load_model, save_model
     from .normalize import Normalization
-    from .training import TrainConfig, train
+    from .training import FINE_TUNE, TrainConfig, iter_train
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise UNetError(f"--out must end in .safetensors, got {out.name}")
-    if out.exists() and not args.overwrite:
-        raise UNetError(f"{out} exists; choose another name or pass --overwrite")
+    check_writable_file(out, "--out", overwrite=args.overwrite)
     if (args.val_images is None) != (args.val_masks is None):
         raise UNetError("give both --val-images and --val-masks, or neither")
     if args.max_zoom and args.max_zoom < 1:
         raise UNetError(f"--max-zoom must be at least 1 (or 0 for off), got {args.max_zoom}")
+    checkpoint = (
+        Path(args.checkpoint)
+        if args.checkpoint
+        else out.with_name(out.stem + ".checkpoint.safetensors")
+    )
+    check_writable_file(checkpoint, "--checkpoint")
+    if checkpoint.exists() and not args.resume:
+        raise UNetError(
+            f"a checkpoint of an earlier run is at {checkpoint}; pass --resume to continue it, "
+            "or remove it (or give --checkpoint) to start afresh"
+        )
     init = None if args.start_from == "scratch" else load_model(args.start_from)
     in_channels = init.in_channels if init is not None else args.channels
     norm = init.normalization if init is not None else Normalization()
@@ -99,14 +185,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.val_images
         else []
     )
-    config = TrainConfig(
-        epochs=args.epochs,
-        minutes=args.minutes,
-        patches_per_epoch=args.patches_per_epoch,
-        batch_size=args.batch_size,
-        patch_size=args.patch_size,
+    # One source of defaults: the fine-tuning recipe when starting from a
+    # model, TrainConfig's own from scratch; options given override them.
+    preset = FINE_TUNE if init is not None else TrainConfig()
+    given = {
+        "epochs": args.epochs,
+        "minutes": args.minutes,
+        "patches_per_epoch": args.patches_per_epoch,
+        "batch_size": args.batch_size,
+        "patch_size": args.patch_size,
+        "lr": args.lr,
+    }
+    config = replace(
+        preset,
+        **{k: v for k, v in given.items() if v is not None},
         optimizer=args.optimizer,
-        lr=args.lr,
         seed=args.seed,
         workers=args.loader_workers,
         device=args.device,
@@ -126,11 +219,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         "val_images": str(args.val_images) if val_set else None,
         "n_val": len(val_set),
     }
-    checkpoint = (
-        Path(args.checkpoint)
-        if args.checkpoint
-        else out.with_name(out.stem + ".checkpoint.safetensors")
-    )
     stop = threading.Event()
 
     def on_interrupt(signum, frame):
@@ -143,7 +231,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    gen = train(
+    gen = iter_train(
         train_set,
         val_set,
         init=init,
@@ -216,6 +304,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .io import read_image, write_json
     from .metrics import DSB_THRESHOLDS, matching_dataset
 
+    if args.json:
+        check_writable_file(args.json, "--json")
     pairs = pair_predictions(Path(args.pred), Path(args.gt))
     preds, gts = [], []
     for p, g in pairs:
@@ -254,6 +344,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .tiling import resolve_device
     from .training import tune_postprocessing
 
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise UNetError(f"--out must end in .safetensors, got {out.name}")
+    check_writable_file(out, "--out", overwrite=args.overwrite)
     model = load_model(args.model)
     images = load_training_folder(args.images, args.masks, model.in_channels, model.normalization)
     params, summary = tune_postprocessing(
@@ -261,9 +355,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     )
     model.postprocessing = params
     model.training = {**model.training, "postprocessing_tuning": summary}
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise UNetError(f"{out} exists; choose another name or pass --overwrite")
     save_model(model, out)
     print(json.dumps({"postprocessing": params.to_dict(), **summary}, indent=2))
     return 0
@@ -285,7 +376,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .segmentation import segment
     from .synthetic import synthetic_nuclei
 
-    out = Path(args.out)
+    out = check_writable_folder(args.out, "--out")
     image, truth = synthetic_nuclei((args.size, args.size), seed=args.seed)
     t = time.perf_counter()
     labels = segment(image, args.model)
@@ -309,13 +400,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="napari-unet", description="U-Net segmentation of cells and nuclei."
-    )
+    from .batch import BatchOptions
+    from .normalize import IMAGE_TYPES
+
+    parser = _Parser(prog="napari-unet", description="U-Net segmentation of cells and nuclei.")
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__import__('napari_unet').__version__}"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser(
         "segment", help="segment images or folders; one <stem>_labels file per input"
@@ -329,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tile",
-        type=int,
+        type=_positive_int,
         default=None,
         help="output pixels per tile and axis (default: from memory)",
     )
@@ -345,9 +437,22 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
     p.add_argument(
         "--block-size",
-        type=int,
-        default=4096,
-        help="images larger than this are done block by block",
+        type=_positive_int,
+        default=BatchOptions.block_size,
+        help="images with a side above this are done block by block (pixels)",
+    )
+    p.add_argument(
+        "--image-type",
+        default=None,
+        choices=list(IMAGE_TYPES),
+        help="auto (the model's default: bright-background brightfield and stained images are "
+        "recognised and inverted), fluorescence, or brightfield",
+    )
+    p.add_argument(
+        "--diameter",
+        type=_positive_float,
+        default=None,
+        help="typical nucleus diameter in pixels (default: estimated from a first pass)",
     )
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists")
     p.add_argument(
@@ -375,13 +480,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="'default', a .safetensors file, or 'scratch' (default: fine-tune the default model)",
     )
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
-    p.add_argument("--patches-per-epoch", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--patch-size", type=int, default=252)
+    recipe = "(default: the fine-tuning recipe from a model, TrainConfig's from scratch)"
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help=f"whichever of epochs and minutes ends first wins {recipe}",
+    )
+    p.add_argument(
+        "--minutes",
+        type=_positive_float,
+        default=None,
+        help=f"stop after this many minutes {recipe}",
+    )
+    p.add_argument("--patches-per-epoch", type=_positive_int, default=None, help=recipe)
+    p.add_argument("--batch-size", type=_positive_int, default=None, help=recipe)
+    p.add_argument("--patch-size", type=_positive_int, default=None, help=recipe)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr", type=_positive_float, default=None, help=recipe)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--depth", type=int, default=3, help="(from scratch) U-Net depth")
     p.add_argument(
@@ -414,7 +530,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="folder of <stem>_labels.tif or <stem>.tif")
     p.add_argument("--gt", required=True, help="folder of <stem>.tif ground-truth labels")
     p.add_argument(
-        "--thresholds", nargs="*", default=None, help="IoU thresholds (default 0.5..0.95)"
+        "--thresholds",
+        nargs="+",
+        type=_iou_threshold,
+        default=None,
+        help="IoU thresholds in (0, 1] (default 0.5..0.95)",
     )
     p.add_argument("--per-image", action="store_true")
     p.add_argument("--json", default=None)
@@ -438,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="demo_output")
     p.add_argument("--model", default="default")
-    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--size", type=_positive_int, default=512, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -16,7 +16,7 @@ import torch
 
 from .augment import AugmentConfig, augment_pair, crop_padded
 from .errors import UNetError
-from .normalize import Normalization, normalize, to_channels_first
+from .normalize import Normalization, prepare_plane
 from .weights import class_targets, class_weights_from_counts, training_weights
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -44,8 +44,14 @@ def make_training_image(
     valid: np.ndarray | None = None,
     channel_axis: int | None = None,
     name: str = "",
+    image_type: str | None = None,
 ) -> TrainingImage:
-    """Check and normalize one image/labels pair (raises UNetError with the name on problems)."""
+    """Check and prepare one image/labels pair (raises UNetError with the name on problems).
+
+    The image goes through :func:`~napari_unet.normalize.prepare_plane`, as
+    it will when segmented: brightfield and stained images are inverted
+    (``image_type`` overrides the normalization's own setting).
+    """
     what = f" ({name})" if name else ""
     image = np.asarray(image)
     labels = np.asarray(labels)
@@ -58,7 +64,16 @@ def make_training_image(
             labels = labels.astype(np.int64)
         else:
             raise UNetError(f"the mask{what} must hold integer instance ids, got {labels.dtype}")
-    chw = to_channels_first(image, channel_axis, in_channels)
+    if labels.size and labels.min() < 0:
+        raise UNetError(
+            f"the mask{what} has negative ids; instance ids must be 0 (background) or more"
+        )
+    if labels.size and int(labels.max()) > np.iinfo(np.int32).max:
+        raise UNetError(
+            f"the mask{what} has ids up to {int(labels.max())}; ids must stay below 2**31 "
+            "(relabel it, e.g. skimage.segmentation.relabel_sequential)"
+        )
+    chw, _ = prepare_plane(image, channel_axis, in_channels, normalization, image_type)
     if chw.shape[1:] != labels.shape:
         raise UNetError(
             f"image{what} is {chw.shape[1:]} but its mask is {labels.shape}; they must match"
@@ -69,9 +84,7 @@ def make_training_image(
         raise UNetError(f"the annotated region{what} is {valid.shape}, the mask {labels.shape}")
     if not valid.any():
         raise UNetError(f"the annotated region{what} is empty")
-    return TrainingImage(
-        normalize(chw, normalization), labels.astype(np.int32), valid.astype(bool), name
-    )
+    return TrainingImage(chw, labels.astype(np.int32), valid.astype(bool), name)
 
 
 def files_by_stem(folder: Path, strip_suffixes: tuple[str, ...] = ()) -> dict[str, Path]:

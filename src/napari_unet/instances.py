@@ -74,6 +74,8 @@ class InstanceParams:
     seed_h: float = 2.0
     min_size: int = 12
     upscale_to_area: float = 0.0
+    downscale_from_area: float = 0.0
+    object_area: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

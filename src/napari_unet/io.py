@@ -321,6 +321,49 @@ def write_json(path: str | Path, obj) -> Path:
     return path
 
 
+def write_ngff_labels(out_path: Path, labels, axes: str, source: Path | None = None) -> Path:
+    """Write labels as an OME-Zarr (NGFF 0.4) label image, atomically (temp folder + rename)."""
+    with atomic_dir(out_path) as tmp:
+        _write_ngff_group(tmp, out_path.name, labels, axes, source)
+    return out_path
+
+
+def _write_ngff_group(tmp: Path, name: str, labels, axes: str, source: Path | None) -> None:
+    import zarr
+
+    root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+    chunks = tuple(
+        [1] * (len(axes) - 2) + [min(1024, labels.shape[-2]), min(1024, labels.shape[-1])]
+    )
+    arr = root.create_array(
+        "0", shape=labels.shape, dtype=labels.dtype, chunks=chunks, fill_value=0
+    )
+    if isinstance(labels, np.ndarray):
+        arr[...] = labels
+    else:  # a zarr array: copy chunk by chunk
+        step = chunks[-2] * 4
+        for y in range(0, labels.shape[-2], step):
+            arr[..., y : y + step, :] = np.asarray(labels[..., y : y + step, :])
+    kind = {"T": "time", "Z": "space", "C": "channel", "Y": "space", "X": "space"}
+    root.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "name": name,
+            "axes": [{"name": a.lower(), "type": kind[a]} for a in axes],
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(axes)}],
+                }
+            ],
+        }
+    ]
+    root.attrs["image-label"] = {
+        "version": "0.4",
+        "source": {"image": str(source) if source else None},
+    }
+
+
 def overlay_png(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """An RGB picture of a grey (or RGB) image with label outlines in colour."""
     from skimage.segmentation import find_boundaries

@@ -8,8 +8,9 @@ channel axes are mapped to what the model takes.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,29 +19,65 @@ from .errors import UNetError
 from .instances import InstanceParams, instances_from_probabilities
 from .io import check_axes, infer_axes
 from .modelfile import SegmentationModel, get_model
-from .normalize import check_finite_array, normalize, to_channels_first
+from .normalize import (
+    check_finite_array,
+    check_image_type,
+    detect_image_type,
+    prepare_plane,
+    to_channels_first,
+)
 from .progress import Progress, run_to_end
 from .tiling import iter_predict_tiled, prepare_model, resolve_device, resolve_precision
 
-# Small objects are segmented again from an enlarged image, by at most this
-# much; a smaller enlargement than MIN_UPSCALE gains less than the second pass costs.
+# A plane is segmented again, rescaled, when its objects are far from the
+# training sizes: enlarged by at most MAX_UPSCALE, shrunk by at most
+# 1 / MIN_DOWNSCALE; a change smaller than RESCALE_WORTH gains less than the
+# second pass costs.
 MAX_UPSCALE = 2.0
-MIN_UPSCALE = 1.25
+MIN_DOWNSCALE = 0.25
+RESCALE_WORTH = 1.25
 
 
-def upscale_factor(labels: np.ndarray, target_area: float) -> float:
-    """How much to enlarge a plane so its median object covers ``target_area`` pixels (1: not at all)."""
-    if target_area <= 0:
-        return 1.0
+def median_object_area(labels: np.ndarray) -> float | None:
+    """Median area of the objects in ``labels`` (None when there are none)."""
     areas = np.bincount(labels.reshape(-1))[1:]
     areas = areas[areas > 0]
-    if len(areas) == 0:
+    return float(np.median(areas)) if len(areas) else None
+
+
+def rescale_factor(labels: np.ndarray, params: InstanceParams) -> float:
+    """How much to resize a plane whose first-pass objects are ``labels`` (1: not at all).
+
+    Tiny objects (median under ``upscale_to_area``) are enlarged to reach it;
+    huge ones (over ``downscale_from_area``) shrunk to reach ``object_area``.
+    """
+    area = median_object_area(labels)
+    if area is None:
         return 1.0
-    factor = min(MAX_UPSCALE, float(np.sqrt(target_area / np.median(areas))))
-    return factor if factor >= MIN_UPSCALE else 1.0
+    factor = 1.0
+    if params.upscale_to_area > 0 and area < params.upscale_to_area:
+        factor = min(MAX_UPSCALE, float(np.sqrt(params.upscale_to_area / area)))
+    elif params.downscale_from_area > 0 and area > params.downscale_from_area:
+        target = params.object_area or params.downscale_from_area / 4
+        factor = max(MIN_DOWNSCALE, float(np.sqrt(target / area)))
+    worth = factor >= RESCALE_WORTH or factor <= 1 / RESCALE_WORTH
+    return factor if worth else 1.0
 
 
-def _resize_channels(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def diameter_factor(diameter: float, params: InstanceParams) -> float:
+    """Resize factor that brings nuclei of ``diameter`` pixels to the model's training size."""
+    if not diameter > 0:
+        raise UNetError(f"the nucleus diameter must be a positive number of pixels, got {diameter}")
+    if params.object_area <= 0:
+        raise UNetError(
+            "this model does not record the nucleus size it was trained on; "
+            "segment without a diameter (sizes are then estimated)"
+        )
+    area = np.pi * diameter**2 / 4
+    return float(np.clip(np.sqrt(params.object_area / area), MIN_DOWNSCALE, MAX_UPSCALE * 2))
+
+
+def resize_channels(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(C, Y, X) resampled to ``shape``, linearly, pixel centres on pixel centres.
 
     The same geometry both ways (smoothed when shrinking), so enlarging, then
@@ -53,6 +90,95 @@ def _resize_channels(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         image, (image.shape[0], *shape), order=1, anti_aliasing=shrinking, preserve_range=True
     )
     return out.astype(np.float32)
+
+
+@dataclass
+class PlaneResult:
+    """What :func:`iter_segment_plane` returns for one plane."""
+
+    labels: np.ndarray  # uint32, ids 1..n
+    probabilities: np.ndarray  # classes first, on the plane's grid
+    image_type: str  # "fluorescence", "brightfield", or "prepared" (input given normalized)
+    scale: float  # the resize factor used for the final pass (1: none)
+    notes: list[str] = field(default_factory=list)
+
+
+def iter_segment_plane(
+    plane: np.ndarray,
+    channel_axis: int | None,
+    model: SegmentationModel,
+    net,
+    params: InstanceParams,
+    tiling: dict,
+    *,
+    image_type: str | None = None,
+    value_range: tuple[float, float] | None = None,
+    scale: float | None = None,
+    normalize_input: bool = True,
+    info: dict | None = None,
+    region: tuple[slice, slice] | None = None,
+) -> Generator[Progress, None, PlaneResult]:
+    """The one per-plane pipeline: prepare, predict, post-process, rescale if sizes are off.
+
+    Used for whole images, stacks and the blocks of images bigger than
+    memory. ``scale`` fixes the resize factor (None: decide from a first
+    pass); ``net`` is the model's network prepared for the device;
+    ``region`` limits the labels (and returned probabilities) to that part
+    of the plane, the rest being context, as for a block of a larger image.
+    """
+    region = region or (slice(None), slice(None))
+    info = dict(info or {})
+    if normalize_input:
+        chw, kind = prepare_plane(
+            plane, channel_axis, model.in_channels, model.normalization, image_type, value_range
+        )
+    else:
+        check_finite_array(plane)
+        chw, kind = to_channels_first(plane, channel_axis, model.in_channels), "prepared"
+    notes = input_notes(chw, kind, image_type or model.normalization.image_type)
+    factor = scale
+    probs = None
+    if factor is None or factor == 1.0:
+        probs = (yield from _predict_with_progress(net, chw, info, tiling))[:, region[0], region[1]]
+        labels = instances_from_probabilities(probs, params, model.scheme)
+        if factor is None:
+            factor = rescale_factor(labels, params)
+    if factor != 1.0:
+        # Objects far from the training sizes: segment the plane again resized,
+        # then bring the probabilities back to its grid so labels keep its shape.
+        resized = resize_channels(chw, tuple(max(1, round(n * factor)) for n in chw.shape[1:]))
+        info["rescaled"] = round(factor, 2)
+        big = yield from _predict_with_progress(net, resized, info, tiling)
+        probs = resize_channels(big, chw.shape[1:])[:, region[0], region[1]]
+        labels = instances_from_probabilities(probs, params, model.scheme)
+    area = median_object_area(labels)
+    if area is not None and params.object_area > 0:
+        ratio = area / params.object_area
+        if not 1 / 30 <= ratio <= 30:
+            notes.append(
+                f"warning: nuclei here ({area:.0f} px) are far from the model's training size "
+                f"({params.object_area:.0f} px) even after rescaling; give their diameter"
+            )
+    return PlaneResult(labels.astype(np.uint32), probs, kind, factor, notes)
+
+
+def input_notes(chw: np.ndarray, used: str, requested: str) -> list[str]:
+    """One-line notes on how a plane was read, and warnings when it looks unlike that."""
+    if used == "prepared":
+        return []
+    if requested == "auto":
+        if used == "brightfield":
+            return ["bright background: read as brightfield/stained (inverted)"]
+        return []
+    detected = detect_image_type(chw if used == "fluorescence" else -chw)
+    if detected != used:
+        other = "brightfield/stained" if detected == "brightfield" else "fluorescence"
+        return [
+            f"warning: this image looks like {other} (background "
+            f"{'bright' if detected == 'brightfield' else 'dark'}) but was segmented as "
+            f"{used}; use image type 'auto' or '{detected}'"
+        ]
+    return []
 
 
 @dataclass
@@ -122,8 +248,14 @@ def iter_segment(
     normalize_input: bool = True,
     return_probabilities: bool = False,
     value_range: tuple[float, float] | None = None,
+    image_type: str | None = None,
+    diameter: float | None = None,
 ) -> Generator[Progress, None, np.ndarray | tuple[np.ndarray, np.ndarray]]:
-    """Generator form of :func:`segment`: yields progress per tile batch and plane."""
+    """Generator form of :func:`segment`: yields progress per tile batch and plane.
+
+    The last event of each plane (stage "segment") carries ``notes``: how the
+    plane was read and warnings when it looks unlike that.
+    """
     seg_model = get_model(model)
     arr = image if hasattr(image, "shape") else np.asarray(image)
     if len(arr.shape) < 2:
@@ -132,8 +264,11 @@ def iter_segment(
         )
     if 0 in arr.shape:
         raise UNetError(f"the image is empty (shape {tuple(arr.shape)})")
+    if image_type is not None:
+        check_image_type(image_type)
     layout = PlaneLayout(resolve_axes(arr.shape, axes, rgb))
     params = params or seg_model.postprocessing
+    scale = None if diameter is None else diameter_factor(diameter, params)
     dev = resolve_device(device)
     net = prepare_model(seg_model.net, dev, resolve_precision(precision, dev))
     planes = layout.plane_indices(arr.shape)
@@ -144,34 +279,41 @@ def iter_segment(
         if return_probabilities
         else None
     )
+    tiling = dict(tile_size=tile_size, batch_size=batch_size, device=dev, prepared=True)
     offset = 0
     for p, index in enumerate(planes):
         plane, channel_axis = layout.take_plane(arr, index)
-        check_finite_array(plane)
-        chw = to_channels_first(plane, channel_axis, seg_model.in_channels)
-        if normalize_input:
-            chw = normalize(chw, seg_model.normalization, value_range)
-        tiling = dict(tile_size=tile_size, batch_size=batch_size, device=dev, prepared=True)
-        info = {"plane": p, "planes": len(planes)}
-        probs = yield from _predict_with_progress(net, chw, info, tiling)
-        labels = instances_from_probabilities(probs, params, seg_model.scheme)
-        factor = upscale_factor(labels, params.upscale_to_area)
-        if factor > 1.0:
-            # Tiny objects: segment again from the plane enlarged, then bring the
-            # probabilities back to the plane's grid so labels keep its shape.
-            enlarged = _resize_channels(chw, tuple(round(n * factor) for n in chw.shape[1:]))
-            info["upscaled"] = round(factor, 2)
-            big = yield from _predict_with_progress(net, enlarged, info, tiling)
-            probs = _resize_channels(big, chw.shape[1:])
-            labels = instances_from_probabilities(probs, params, seg_model.scheme)
-        labels = labels.astype(np.uint32)
+        result = yield from iter_segment_plane(
+            plane,
+            channel_axis,
+            seg_model,
+            net,
+            params,
+            tiling,
+            image_type=image_type,
+            value_range=value_range,
+            scale=scale,
+            normalize_input=normalize_input,
+            info={"plane": p, "planes": len(planes)},
+        )
+        labels = result.labels
         # Ids stay unique across the whole stack so no two planes share an id by accident.
         labels[labels > 0] += offset
         offset = max(offset, int(labels.max()))
         labels_out[index] = labels
         if probs_out is not None:
-            probs_out[(slice(None), *index)] = probs
-        yield Progress("segment", p + 1, len(planes), {"objects": offset})
+            probs_out[(slice(None), *index)] = result.probabilities
+        yield Progress(
+            "segment",
+            p + 1,
+            len(planes),
+            {
+                "objects": offset,
+                "image_type": result.image_type,
+                "scale": round(result.scale, 3),
+                "notes": result.notes,
+            },
+        )
     if offset <= np.iinfo(np.uint16).max:
         labels_out = labels_out.astype(np.uint16)
     return (labels_out, probs_out) if return_probabilities else labels_out
@@ -197,13 +339,41 @@ def segment(image, model: str | Path | SegmentationModel = "default", **kwargs):
         False when ``image`` is already normalized.
     return_probabilities
         Also return the class probabilities (classes first).
+    image_type
+        "auto" (default: the model's setting, which detects brightfield and
+        stained images by their bright background and inverts them),
+        "fluorescence" or "brightfield".
+    diameter
+        Typical nucleus diameter in pixels; the image is resized so nuclei
+        match the model's training size. Default: estimated from a first pass.
 
     Returns
     -------
     labels (uint16, or uint32 above 65535 objects) with the image's shape
     minus its channel axis; or ``(labels, probabilities)``.
+
+    Warns
+    -----
+    InputWarning
+        When a plane looks unlike what it was segmented as (e.g. a bright
+        background segmented as fluorescence), or its nuclei are far from
+        the model's training size.
     """
-    return run_to_end(iter_segment(image, model, **kwargs))
+    warned: list[str] = []
+
+    def collect(event: Progress) -> None:
+        for note in event.info.get("notes", ()) if event.stage == "segment" else ():
+            if note.startswith("warning:") and note not in warned:
+                warned.append(note)
+
+    result = run_to_end(iter_segment(image, model, **kwargs), collect)
+    for note in warned:
+        warnings.warn(note.removeprefix("warning: "), InputWarning, stacklevel=2)
+    return result
+
+
+class InputWarning(UserWarning):
+    """An image looks unlike what the model was asked to segment it as."""
 
 
 def labels_from_probabilities(

@@ -1,9 +1,23 @@
 """Training and fine-tuning as a generator of progress events.
 
-``train(...)`` yields :class:`~napari_unet.progress.Progress` events (one per
-optimizer step, one per validation) and returns the best model. The CLI and
-the napari widget drive the same generator. Setting the ``stop`` event makes
-it finish after the current step and return the best model so far.
+``iter_train(...)`` yields :class:`~napari_unet.progress.Progress` events (one
+per optimizer step, one per validation) and returns the best model;
+``train(...)`` is its blocking form. The CLI and the napari widget drive the
+same generator. Setting the ``stop`` event makes it finish after the current
+step and return the best model so far; a run stopped before its first step
+raises :class:`TrainingStopped` (there is no model to return).
+
+Progress stages and their ``info`` keys:
+
+``"prepare"``
+    ``what``: what is being set up before the first step.
+``"train"``
+    ``epoch``, ``loss``, ``lr``, ``eta_s``, ``patches_per_s``; ``total`` follows
+    the minutes limit when it ends the run before the epochs do.
+``"validate"``
+    ``ap50`` ... ``ap90``, ``score``, ``epoch``, ``best``.
+``"tune"``
+    empty at the start; the tuning summary at the end.
 
 Loss: the paper's pixelwise softmax cross-entropy weighted by the border
 weight map. Model selection: validation AP through the same instance
@@ -70,6 +84,120 @@ class TrainConfig:
         d = asdict(self)
         d["augment"] = None if self.augment is None else self.augment.to_dict()
         return d
+
+
+class TrainingStopped(UNetError):
+    """Training was stopped before its first step: there is no model."""
+
+
+class LeanAdam:
+    """Adam (torch.optim.Adam's update, L2 weight decay added to the gradient) in plain tensor ops.
+
+    torch.optim's optimizers import ``torch._dynamo`` on first use, which took
+    up to 18 s in the GUI before the first training step; this one imports
+    nothing. ``state_dict``/``load_state_dict`` keep torch's layout, so
+    checkpoints store them the same way.
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps=1e-8):
+        self.params = [p for p in params if p.requires_grad]
+        self.param_groups = [
+            {"lr": lr, "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps}
+        ]
+        self.state: dict[int, dict[str, torch.Tensor]] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        beta1, beta2 = group["betas"]
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            grad = p.grad
+            if group["weight_decay"]:
+                grad = grad.add(p, alpha=group["weight_decay"])
+            st = self.state.get(i)
+            if st is None:
+                st = self.state[i] = {
+                    "step": torch.zeros((), dtype=torch.float32),
+                    "exp_avg": torch.zeros_like(p),
+                    "exp_avg_sq": torch.zeros_like(p),
+                }
+            st["step"] += 1
+            t = float(st["step"])
+            st["exp_avg"].lerp_(grad, 1 - beta1)
+            st["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (st["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
+            p.addcdiv_(st["exp_avg"], denom, value=-group["lr"] / (1 - beta1**t))
+
+    def state_dict(self) -> dict:
+        group = self.param_groups[0]
+        groups = [{**group, "betas": list(group["betas"]), "params": list(range(len(self.params)))}]
+        return {"state": self.state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        group = state_dict["param_groups"][0]
+        self.param_groups[0].update(
+            {k: (tuple(v) if k == "betas" else v) for k, v in group.items() if k != "params"}
+        )
+        self.state = {
+            int(i): {k: v.clone() for k, v in entries.items()}
+            for i, entries in state_dict["state"].items()
+        }
+
+
+class LeanSGD(LeanAdam):
+    """SGD with momentum (torch.optim.SGD's update) without importing torch._dynamo."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.99, weight_decay: float = 0.0):
+        super().__init__(params, lr, weight_decay)
+        self.param_groups[0] = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            grad = p.grad
+            if group["weight_decay"]:
+                grad = grad.add(p, alpha=group["weight_decay"])
+            st = self.state.get(i)
+            if st is None:
+                st = self.state[i] = {"momentum_buffer": grad.clone()}
+            else:
+                st["momentum_buffer"].mul_(group["momentum"]).add_(grad)
+            p.add_(st["momentum_buffer"], alpha=-group["lr"])
+
+    def state_dict(self) -> dict:
+        groups = [{**self.param_groups[0], "params": list(range(len(self.params)))}]
+        return {"state": self.state, "param_groups": groups}
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float):
+    """The optimizer called ``name`` ("adam" or "sgd") over ``params``."""
+    if name == "adam":
+        return LeanAdam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return LeanSGD(params, lr=lr, momentum=0.99, weight_decay=weight_decay)
+    raise UNetError(f"unknown optimizer {name!r}; use adam or sgd")
+
+
+# The recipe for adapting a trained model to a few annotated images in minutes:
+# the default of the CLI, the API (train(..., config=FINE_TUNE)) and the Train
+# widget when they start from a model. Training from scratch uses TrainConfig().
+FINE_TUNE = TrainConfig(
+    epochs=10_000,
+    minutes=5.0,
+    patches_per_epoch=64,
+    batch_size=8,
+    lr=5e-4,
+    warmup_steps=10,
+)
 
 
 def weighted_cross_entropy(
@@ -222,7 +350,7 @@ def _restore_optimizer(optimizer, tensors: dict, meta: dict) -> None:
 # --------------------------------------------------------------------------
 
 
-def train(
+def iter_train(
     train_images: Sequence[TrainingImage],
     val_images: Sequence[TrainingImage] = (),
     *,
@@ -271,6 +399,7 @@ def train(
         )
     net = model.net.to(device)
     in_ch = model.in_channels
+    yield Progress("prepare", 0, None, {"what": "training patches"})
     for item in list(train_images) + list(val_images):
         if item.image.shape[0] != in_ch:
             raise UNetError(
@@ -302,14 +431,7 @@ def train(
         persistent_workers=False,
     )
     base_lr = config.lr or (1e-3 if config.optimizer == "adam" else 1e-2)
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(net.parameters(), lr=base_lr, weight_decay=config.weight_decay)
-    elif config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(
-            net.parameters(), lr=base_lr, momentum=0.99, weight_decay=config.weight_decay
-        )
-    else:
-        raise UNetError(f"unknown optimizer {config.optimizer!r}; use adam or sgd")
+    optimizer = make_optimizer(config.optimizer, net.parameters(), base_lr, config.weight_decay)
     bf16 = _use_bf16(config.precision, device)
     steps_per_epoch = math.ceil(config.patches_per_epoch / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -324,9 +446,15 @@ def train(
         if checkpoint is None:
             raise UNetError("resume needs a checkpoint path")
         tensors, meta = load_checkpoint(checkpoint)
-        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-        _restore_optimizer(optimizer, tensors, meta)
+        try:
+            net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+            _restore_optimizer(optimizer, tensors, meta)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UNetError(
+                f"the checkpoint {checkpoint.name} is of another network than this run "
+                f"(architecture or start model differ); start without --resume ({exc})"
+            ) from exc
         st = meta["state"]
         start_epoch, step, elapsed_before = st["epoch"], st["step"], st["elapsed_s"]
         best_score, best_epoch, history = st["best_score"], st["best_epoch"], st["history"]
@@ -382,12 +510,15 @@ def train(
             rate = seen / max(time.perf_counter() - epoch_t0, 1e-9)
             remaining_steps = total_steps - step
             eta = remaining_steps * config.batch_size / max(rate, 1e-9)
-            if limit_s is not None:
-                eta = min(eta, max(limit_s - elapsed(), 0.0))
+            shown_total = total_steps
+            if limit_s is not None and max(limit_s - elapsed(), 0.0) < eta:
+                # The minutes limit ends the run first: total and ETA follow it.
+                eta = max(limit_s - elapsed(), 0.0)
+                shown_total = step + math.ceil(eta * rate / config.batch_size)
             yield Progress(
                 "train",
                 step,
-                total_steps,
+                shown_total,
                 {
                     "epoch": epoch,
                     "loss": float(loss.detach()),
@@ -433,6 +564,12 @@ def train(
     if val_images and last_validated != epoch and stopped_by == "time":
         yield run_validation(epoch)
 
+    if step == 0:
+        raise TrainingStopped(
+            "training was stopped before its first step; no model was made"
+            if stopped_by == "stop"
+            else "training ended before its first step (time limit too short); no model was made"
+        )
     net.load_state_dict(best_state)
     net.eval()
     summary = {
@@ -461,3 +598,10 @@ def train(
         summary["postprocessing_tuning"] = tuned
         yield Progress("tune", 1, 1, tuned)
     return replace(model, net=net.cpu(), postprocessing=params, training=summary, source=None)
+
+
+def train(*args, **kwargs) -> SegmentationModel:
+    """Blocking form of :func:`iter_train` (same arguments): the trained model."""
+    from .progress import run_to_end
+
+    return run_to_end(iter_train(*args, **kwargs))

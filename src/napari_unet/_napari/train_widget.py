@@ -39,7 +39,7 @@ from ..modelfile import SegmentationModel, save_model
 from ..normalize import Normalization
 from ..progress import Progress
 from ..settings import load_settings, update_settings
-from ..training import TrainConfig, train
+from ..training import TrainConfig, iter_train
 from ._common import LayerCombo, TaskBar, labeled, report_error
 from .annotate_widget import region_mask
 from .models import registry
@@ -291,7 +291,7 @@ class TrainWidget(QWidget):
         architecture = {"in_channels": self._in_channels_for_scratch()} if init is None else None
 
         def make():
-            return train(
+            return iter_train(
                 train_set, val_set, init=init, config=config, stop=stop, architecture=architecture
             )
 

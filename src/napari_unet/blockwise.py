@@ -1,0 +1,433 @@
+"""One image bigger than memory, segmented block by block with bounded memory.
+
+Each block reads its core, a margin for objects, and enough context for the
+network (its halo, more when the image is shrunk), and goes through the same
+per-plane pipeline as whole images
+(:func:`~napari_unet.segmentation.iter_segment_plane`). Image type and
+intensity percentiles are decided once for the whole image from a regular
+subsample (the grid in-memory images use), and the resize factor once from
+the middle block, so every block sees the same input conversion; at scale 1
+a block's probabilities equal the whole-image ones. Blocks label their core
+and margin; labels of neighbouring blocks that cover the same object in
+their shared region are merged (union-find), so each cell ends with exactly
+one label.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .batch import BatchOptions
+from .errors import UNetError
+from .io import write_ngff_labels
+from .modelfile import SegmentationModel, cached_model_from_bytes, get_model, model_to_bytes
+from .progress import Progress, run_to_end
+
+TIFF_TILE = 256
+
+
+@dataclass(frozen=True)
+class Block:
+    index: tuple[int, int]
+    core: tuple[slice, slice]  # what this block finally writes
+    region: tuple[slice, slice]  # core + object margin: where it computes labels
+
+
+def plan_blocks(shape: tuple[int, int], block_size: int, margin: int, stride: int) -> list[Block]:
+    """Blocks whose cores tile the image; core origins and margins are multiples of ``stride``."""
+    size = max(stride, block_size // stride * stride)
+    margin = math.ceil(margin / stride) * stride
+    blocks = []
+    ny, nx = math.ceil(shape[0] / size), math.ceil(shape[1] / size)
+    for i in range(ny):
+        for j in range(nx):
+            y0, x0 = i * size, j * size
+            y1, x1 = min(y0 + size, shape[0]), min(x0 + size, shape[1])
+            region = (
+                slice(max(y0 - margin, 0), min(y1 + margin, shape[0])),
+                slice(max(x0 - margin, 0), min(x1 + margin, shape[1])),
+            )
+            blocks.append(Block((i, j), (slice(y0, y1), slice(x0, x1)), region))
+    return blocks
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """Decided once per image: its type and the percentiles of its converted input."""
+
+    value_range: tuple[float, float]
+    image_type: str
+
+
+def sampled_input_stats(
+    data, axes: str, model: SegmentationModel, image_type: str | None = None
+) -> InputStats:
+    """Image type and normalization percentiles of a lazy image, from a regular subsample.
+
+    The subsample is the Y/X grid :func:`~napari_unet.normalize.percentile_range`
+    uses for an in-memory plane of the same size, taken after the same
+    channel mapping and inversion, so both paths normalize alike.
+    """
+    import dask.array as da
+
+    from .normalize import as_fluorescence, resolve_image_type, subsample_step, to_channels_first
+
+    arr = da.from_array(data, chunks=getattr(data, "chunks", "auto"))
+    ny, nx = data.shape[axes.index("Y")], data.shape[axes.index("X")]
+    step = subsample_step(model.in_channels * ny * nx)
+    order = [axes.index("Y"), axes.index("X")] + [i for i, a in enumerate(axes) if a not in "YX"]
+    sample = np.asarray(arr.transpose(order)[::step, ::step].compute())
+    chw = to_channels_first(sample, 2 if sample.ndim == 3 else None, model.in_channels)
+    kind = resolve_image_type(chw, image_type or model.normalization.image_type)
+    converted = np.asarray(as_fluorescence(chw, kind), dtype=np.float32)
+    lo, hi = np.percentile(converted, [model.normalization.low, model.normalization.high])
+    return InputStats((float(lo), float(hi)), kind)
+
+
+def context_margin(depth: int, scale: float) -> int:
+    """Pixels of real context a block needs around its region (a multiple of the pooling stride).
+
+    The network sees ``halo`` pixels of the plane it runs on; on a plane
+    shrunk by ``scale`` that is ``halo / scale`` pixels of the image.
+    """
+    from .model import halo
+
+    stride = 2**depth
+    return math.ceil(halo(depth) / min(scale, 1.0) / stride) * stride
+
+
+def _segment_block(
+    data, axes: str, block: Block, model: SegmentationModel, stats: InputStats, scale, options
+):
+    """The per-plane pipeline on a block's region with its context; returns the region's result."""
+    from .segmentation import iter_segment_plane
+    from .tiling import prepare_model, resolve_device, resolve_precision
+
+    dev = resolve_device(options.device)
+    net = prepare_model(model.net, dev, resolve_precision(options.precision, dev))
+    depth = model.net.config.depth
+    margin = context_margin(depth, scale if scale is not None else 0.25)
+    ry, rx = block.region
+    rows = np.arange(ry.start - margin, ry.stop + margin)
+    cols = np.arange(rx.start - margin, rx.stop + margin)
+    window = read_window(data, axes, rows, cols)
+    tiling = dict(tile_size=options.tile_size, device=dev, prepared=True)
+    result = run_to_end(
+        iter_segment_plane(
+            window,
+            2 if window.ndim == 3 else None,
+            model,
+            net,
+            model.postprocessing,
+            tiling,
+            image_type=stats.image_type,
+            value_range=stats.value_range,
+            scale=scale,
+            region=(
+                slice(margin, margin + len(rows) - 2 * margin),
+                slice(margin, margin + len(cols) - 2 * margin),
+            ),
+        )
+    )
+    return result
+
+
+def read_window(data, axes: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """data at (possibly mirrored, out-of-range) row/column indices, as a (Y, X[, C]) plane."""
+    from .augment import reflect_index
+
+    H, W = data.shape[axes.index("Y")], data.shape[axes.index("X")]
+    ry, rx = reflect_index(rows, H), reflect_index(cols, W)
+    y0, y1, x0, x1 = int(ry.min()), int(ry.max()) + 1, int(rx.min()), int(rx.max()) + 1
+    index = tuple(
+        slice(y0, y1) if a == "Y" else slice(x0, x1) if a == "X" else slice(None) for a in axes
+    )
+    window = np.asarray(data[index])
+    # Put Y, X first (then C), as the plane readers expect.
+    order = [axes.index("Y"), axes.index("X")] + [i for i, a in enumerate(axes) if a not in "YX"]
+    window = np.transpose(window, order)
+    return window[(ry - y0)[:, None], (rx - x0)[None, :]]
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, a: int) -> int:
+        root = a
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while self.parent.get(a, a) != root:
+            self.parent[a], a = root, self.parent[a]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _shared_pairs(
+    region_a: np.ndarray, a_offset, region_b: np.ndarray, b_offset, min_iou: float
+) -> list[tuple[int, int]]:
+    """Label pairs of two blocks that cover the same object in their shared pixels."""
+    a = region_a.reshape(-1).astype(np.int64)
+    b = region_b.reshape(-1).astype(np.int64)
+    both = (a > 0) & (b > 0)
+    if not both.any():
+        return []
+    ids_a, size_a = np.unique(a[a > 0], return_counts=True)
+    ids_b, size_b = np.unique(b[b > 0], return_counts=True)
+    codes, inter = np.unique(a[both] * (int(b.max()) + 1) + b[both], return_counts=True)
+    pa, pb = np.divmod(codes, int(b.max()) + 1)
+    union = size_a[np.searchsorted(ids_a, pa)] + size_b[np.searchsorted(ids_b, pb)] - inter
+    keep = inter / union >= min_iou
+    return [(int(x) + a_offset, int(y) + b_offset) for x, y in zip(pa[keep], pb[keep])]
+
+
+def iter_segment_large(
+    data,
+    output: str | Path,
+    model="default",
+    *,
+    axes: str | None = None,
+    options: BatchOptions | None = None,
+    client=None,
+    min_merge_iou: float = 0.5,
+) -> Generator[Progress, None, dict]:
+    """Segment one 2D image (optionally with channels) block by block with bounded memory.
+
+    ``data`` is any array-like with numpy slicing (zarr, tifffile's zarr
+    store, dask, numpy). Writes ``output`` (``.tif``: a tiled TIFF written
+    block row by block row; ``.zarr``: an NGFF label image). Yields progress
+    per block; returns a summary dict.
+    """
+    from .io import atomic_path, infer_axes
+    from .segmentation import diameter_factor
+
+    options = options or BatchOptions()
+    seg_model = get_model(model) if not isinstance(model, bytes) else cached_model_from_bytes(model)
+    axes = axes or infer_axes(tuple(data.shape))
+    if set(axes) - set("YXC"):
+        raise UNetError(
+            f"block-wise segmentation takes one 2D plane (axes YX, YXC or CYX), got {axes}"
+        )
+    shape = (data.shape[axes.index("Y")], data.shape[axes.index("X")])
+    output = Path(output)
+    stats = sampled_input_stats(data, axes, seg_model, options.image_type)
+    blocks = plan_blocks(shape, options.block_size, options.object_margin, seg_model.net.stride)
+    index_of = {b.index: k for k, b in enumerate(blocks)}
+    t0 = time.perf_counter()
+    params = seg_model.postprocessing
+    if options.diameter is not None:
+        scale = diameter_factor(options.diameter, params)
+        notes = []
+    else:
+        # One resize factor for all blocks (decided on the middle one), so
+        # neighbouring blocks see the same input and their labels merge.
+        first = _segment_block(
+            data, axes, blocks[len(blocks) // 2], seg_model, stats, None, options
+        )
+        scale, notes = first.scale, first.notes
+    yield Progress(
+        "blocks",
+        0,
+        2 * len(blocks),
+        {"phase": "plan", "image_type": stats.image_type, "scale": scale, "notes": notes},
+    )
+    with tempfile.TemporaryDirectory(prefix="napari-unet-blocks-", dir=output.parent) as tmpdir:
+        tmp = Path(tmpdir)
+        # Phase 1: labels of every block region (core + margin), kept on disk.
+        offsets = np.zeros(len(blocks) + 1, dtype=np.int64)
+        if client is not None:
+            blob = client.scatter(model_to_bytes(seg_model), broadcast=True)
+            data_ref = (
+                client.scatter(data, broadcast=True) if isinstance(data, np.ndarray) else data
+            )
+            futures = [
+                client.submit(
+                    _block_task,
+                    data_ref,
+                    axes,
+                    k,
+                    b,
+                    blob,
+                    stats,
+                    scale,
+                    options,
+                    str(tmp),
+                    pure=False,
+                )
+                for k, b in enumerate(blocks)
+            ]
+            from dask.distributed import as_completed
+
+            for n, fut in enumerate(as_completed(futures), start=1):
+                k, count = fut.result()
+                offsets[k + 1] = count
+                yield Progress("blocks", n, 2 * len(blocks), {"phase": "label"})
+        else:
+            for n, b in enumerate(blocks, start=1):
+                labels = _segment_block(data, axes, b, seg_model, stats, scale, options).labels
+                np.save(tmp / f"{index_of[b.index]}.npy", labels)
+                offsets[index_of[b.index] + 1] = int(labels.max())
+                yield Progress("blocks", n, 2 * len(blocks), {"phase": "label"})
+        offsets = np.cumsum(offsets)
+
+        def region_labels(k: int) -> np.ndarray:
+            return np.load(tmp / f"{k}.npy", mmap_mode="r")
+
+        # Phase 2: merge labels that cover the same object where regions overlap.
+        uf = _UnionFind()
+        for k, b in enumerate(blocks):
+            i, j = b.index
+            for di, dj in ((0, 1), (1, -1), (1, 0), (1, 1)):
+                other = index_of.get((i + di, j + dj))
+                if other is None:
+                    continue
+                ob = blocks[other]
+                # Compare both blocks' labels on the overlap of their regions.
+                ys = slice(
+                    max(b.region[0].start, ob.region[0].start),
+                    min(b.region[0].stop, ob.region[0].stop),
+                )
+                xs = slice(
+                    max(b.region[1].start, ob.region[1].start),
+                    min(b.region[1].stop, ob.region[1].stop),
+                )
+                if ys.start >= ys.stop or xs.start >= xs.stop:
+                    continue
+                mine = region_labels(k)[
+                    ys.start - b.region[0].start : ys.stop - b.region[0].start,
+                    xs.start - b.region[1].start : xs.stop - b.region[1].start,
+                ]
+                theirs = region_labels(other)[
+                    ys.start - ob.region[0].start : ys.stop - ob.region[0].start,
+                    xs.start - ob.region[1].start : xs.stop - ob.region[1].start,
+                ]
+                for x, y in _shared_pairs(
+                    np.asarray(mine), offsets[k], np.asarray(theirs), offsets[other], min_merge_iou
+                ):
+                    uf.union(x, y)
+        # Final ids: sequential over the merged objects that appear in some core.
+        core_ids = []
+        for k, b in enumerate(blocks):
+            lab = region_labels(k)[_core_in_region(b)]
+            ids = np.unique(lab)
+            core_ids.append(ids[ids > 0].astype(np.int64) + offsets[k])
+        all_ids = np.concatenate(core_ids) if core_ids else np.zeros(0, np.int64)
+        roots = np.array([uf.find(int(x)) for x in all_ids], dtype=np.int64)
+        unique_roots = np.unique(roots)
+        final_of_root = {int(r): n + 1 for n, r in enumerate(unique_roots)}
+        n_objects = len(unique_roots)
+        dtype = np.uint16 if n_objects <= np.iinfo(np.uint16).max else np.uint32
+        # Phase 3: write each core with its final ids.
+        luts = []
+        for k in range(len(blocks)):
+            top = int(offsets[k + 1] - offsets[k])
+            lut = np.zeros(top + 1, dtype=dtype)
+            ids = core_ids[k]
+            if len(ids):
+                lut[ids - offsets[k]] = [final_of_root[uf.find(int(x))] for x in ids]
+            luts.append(lut)
+
+        def core_labels(k: int) -> np.ndarray:
+            return luts[k][np.asarray(region_labels(k)[_core_in_region(blocks[k])])]
+
+        done = len(blocks)
+        if output.name.endswith(".zarr"):
+            import zarr
+
+            store = tmp / "labels.zarr"
+            arr = zarr.open_array(
+                str(store),
+                mode="w",
+                shape=shape,
+                dtype=dtype,
+                chunks=(min(1024, shape[0]), min(1024, shape[1])),
+                zarr_format=2,
+                fill_value=0,
+            )
+            for k, b in enumerate(blocks):
+                arr[b.core] = core_labels(k)
+                done += 1
+                yield Progress("blocks", done, 2 * len(blocks), {"phase": "write"})
+            write_ngff_labels(output, arr, "YX")
+        else:
+            import tifffile
+
+            rows_of_blocks = sorted({b.index[0] for b in blocks})
+
+            def strips():
+                for i in rows_of_blocks:
+                    row = [k for k, b in enumerate(blocks) if b.index[0] == i]
+                    yield np.concatenate([core_labels(k) for k in row], axis=1)
+
+            def bands():
+                # Rows of TIFF_TILE from strips of any height (the last may be shorter).
+                carry = np.zeros((0, shape[1]), dtype=dtype)
+                for strip in strips():
+                    carry = np.concatenate([carry, strip])
+                    while len(carry) >= TIFF_TILE:
+                        yield carry[:TIFF_TILE]
+                        carry = carry[TIFF_TILE:]
+                if len(carry):
+                    yield carry
+
+            def tiles():
+                # tifffile wants tiles in row-major order.
+                for band in bands():
+                    for x in range(0, shape[1], TIFF_TILE):
+                        t = np.zeros((TIFF_TILE, TIFF_TILE), dtype=dtype)
+                        part = band[:, x : x + TIFF_TILE]
+                        t[: part.shape[0], : part.shape[1]] = part
+                        yield t
+
+            with atomic_path(output) as part:
+                tifffile.imwrite(
+                    part,
+                    tiles(),
+                    shape=shape,
+                    dtype=dtype,
+                    tile=(TIFF_TILE, TIFF_TILE),
+                    compression="zlib",
+                    bigtiff=True,
+                    metadata={"axes": "YX"},
+                )
+            done = 2 * len(blocks)
+            yield Progress("blocks", done, 2 * len(blocks), {"phase": "write"})
+    return {
+        "image_type": stats.image_type,
+        "scale": scale,
+        "notes": notes,
+        "objects": n_objects,
+        "blocks": len(blocks),
+        "seconds": time.perf_counter() - t0,
+        "output": str(output),
+    }
+
+
+def _core_in_region(b: Block) -> tuple[slice, slice]:
+    return tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(b.core, b.region))
+
+
+def _block_task(
+    data, axes, k: int, block: Block, blob, stats, scale, options, tmpdir
+) -> tuple[int, int]:
+    """Dask task: label block number ``k``'s region and store it in the shared temporary folder."""
+    model = cached_model_from_bytes(blob)
+    labels = _segment_block(data, axes, block, model, stats, scale, options).labels
+    np.save(Path(tmpdir) / f"{k}.npy", labels)
+    return k, int(labels.max())
+
+
+def segment_large(data, output, model="default", **kwargs) -> dict:
+    """Blocking form of :func:`iter_segment_large`."""
+    return run_to_end(iter_segment_large(data, output, model, **kwargs))
