@@ -87,6 +87,51 @@ def make_training_image(
     return TrainingImage(chw, labels.astype(np.int32), valid.astype(bool), name)
 
 
+def training_images_from_stack(
+    image: np.ndarray,
+    labels: np.ndarray,
+    axes: str,
+    in_channels: int,
+    normalization: Normalization = Normalization(),
+    valid: np.ndarray | None = None,
+    name: str = "",
+) -> list[TrainingImage]:
+    """The annotated planes of an image (2D, or a Z/T stack with axes like "ZYX", "TZYXC").
+
+    ``labels`` has the image's shape without C; planes with no labelled
+    pixel inside ``valid`` (the annotated Y/X region, default all) are
+    skipped. Raises UNetError when shapes differ or nothing is annotated.
+    """
+    image, labels = np.asarray(image), np.asarray(labels)
+    expected = tuple(s for s, a in zip(image.shape, axes) if a != "C")
+    if labels.shape != expected:
+        raise UNetError(f"labels {name!r} {labels.shape} do not match the image {expected}")
+    n_lead = sum(a not in "YXC" for a in axes)
+    plane_axes = axes[n_lead:]
+    channel_axis = plane_axes.index("C") if "C" in plane_axes else None
+    if valid is None:
+        valid = np.ones(labels.shape[-2:], dtype=bool)
+    items = []
+    for index in np.ndindex(*labels.shape[:n_lead]):
+        plane_labels = labels[index]
+        if not np.any(plane_labels[valid]):
+            continue  # an unannotated plane
+        items.append(
+            make_training_image(
+                image[index],
+                plane_labels.astype(np.int64),
+                in_channels,
+                normalization,
+                valid,
+                channel_axis=channel_axis,
+                name=f"{name}{list(index) if index else ''}",
+            )
+        )
+    if not items:
+        raise UNetError(f"{name!r} has no labelled cell inside the annotated region")
+    return items
+
+
 def files_by_stem(folder: Path, strip_suffixes: tuple[str, ...] = ()) -> dict[str, Path]:
     """Image files of a folder keyed by stem, with suffixes like ``_labels`` removed.
 

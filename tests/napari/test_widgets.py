@@ -225,9 +225,65 @@ def test_post_processing_sliders_carry_every_model_parameter(make_napari_viewer,
         seed_h=1.5,
         min_size=24,
         upscale_to_area=150.0,
+        downscale_from_area=3000.0,
+        object_area=400.0,
     )
     registry().add("tuned", tiny_model)
     seg = SegmentWidget(make_napari_viewer())
     seg.model_combo.setCurrentText("tuned")
     seg.reset_params()
     assert seg.params() == tiny_model.postprocessing
+
+
+def test_brightfield_image_is_inverted_and_said_so(make_napari_viewer, qtbot, registered_tiny):
+    viewer = make_napari_viewer()
+    image, _ = synthetic_nuclei((96, 96), n_nuclei=6, seed=0)
+    viewer.add_image(image, name="fluo")
+    viewer.add_image((int(image.max()) - image.astype(np.int64)).astype(np.uint16), name="bf")
+    seg = SegmentWidget(viewer)
+    seg.model_combo.setCurrentText("tiny")
+    seg.foreground_slider.setValue(0.05)
+    seg.min_size_slider.setValue(0)
+    for name in ("fluo", "bf"):
+        seg.image_combo.set_layer(viewer.layers[name])
+        seg.run()
+        wait_idle(qtbot, seg)
+    assert "brightfield" in seg.status.text()
+    np.testing.assert_array_equal(
+        viewer.layers["bf labels"].data, viewer.layers["fluo labels"].data
+    )
+
+
+def test_forced_image_type_that_does_not_fit_warns(
+    make_napari_viewer, qtbot, registered_tiny, monkeypatch
+):
+    import napari_unet._napari.segment_widget as sw
+
+    warnings = []
+    monkeypatch.setattr(sw, "show_warning", warnings.append)
+    viewer = make_napari_viewer()
+    image, _ = synthetic_nuclei((96, 96), n_nuclei=6, seed=0)
+    viewer.add_image((int(image.max()) - image.astype(np.int64)).astype(np.uint16), name="bf")
+    seg = SegmentWidget(viewer)
+    seg.model_combo.setCurrentText("tiny")
+    seg.image_type_combo.setCurrentText("fluorescence")
+    seg.run()
+    wait_idle(qtbot, seg)
+    assert len(warnings) == 1 and "looks like brightfield" in warnings[0]
+
+
+def test_stop_before_the_first_step_says_no_model(
+    make_napari_viewer, qtbot, registered_tiny, errors
+):
+    viewer = make_napari_viewer()
+    image, labels = synthetic_nuclei((96, 96), n_nuclei=6, seed=4)
+    viewer.add_image(image, name="img")
+    viewer.add_labels(labels, name="truth")
+    trainer = TrainWidget(viewer)
+    trainer.add_pair(viewer.layers["img"], viewer.layers["truth"])
+    trainer.start_combo.setCurrentText("tiny")
+    trainer.start()
+    trainer.stop()  # at once: before any training step
+    wait_idle(qtbot, trainer)
+    assert trainer.trained is None
+    assert any("before its first step" in e for e in errors)

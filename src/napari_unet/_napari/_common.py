@@ -116,6 +116,7 @@ class TaskBar(QWidget):
         on_done: Callable[[object], None] | None = None,
         on_stop: Callable[[], None] | None = None,
         description: str = "working",
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> GeneratorWorker:
         """Start ``make_generator()`` in a thread; events and the result come back in the GUI thread.
 
@@ -128,7 +129,9 @@ class TaskBar(QWidget):
         def drive():
             return (yield from make_generator())
 
-        worker = create_worker(drive, _start_thread=False)
+        # Errors are reported once, here (report_error), not re-raised in the
+        # event loop as a second message with a console traceback.
+        worker = create_worker(drive, _start_thread=False, _ignore_errors=True)
         self.worker = worker
         self._on_stop = on_stop
         if self.napari_activity:
@@ -157,8 +160,9 @@ class TaskBar(QWidget):
             self.worker = None
             self.stop_button.setEnabled(False)
             self.bar.setRange(0, 1)
-            self.bar.setValue(1 if self.bar.format() != "stopped" else 0)
-            if self.bar.format() != "stopped":
+            ended_well = self.bar.format() not in ("stopped", "failed")
+            self.bar.setValue(1 if ended_well else 0)
+            if ended_well:
                 self.bar.setFormat("done")
             if self._pbar is not None:
                 self._pbar.close()
@@ -167,6 +171,8 @@ class TaskBar(QWidget):
         def errored(exc: BaseException) -> None:
             self.bar.setFormat("failed")
             report_error(exc)
+            if on_error is not None:
+                on_error(exc)
 
         worker.yielded.connect(yielded)
         worker.returned.connect(returned)

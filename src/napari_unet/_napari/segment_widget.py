@@ -7,11 +7,12 @@ network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import napari
 import numpy as np
 import torch
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -28,6 +29,7 @@ from superqt import QCollapsible, QLabeledDoubleSlider, QLabeledSlider
 
 from ..errors import UNetError
 from ..instances import InstanceParams
+from ..normalize import IMAGE_TYPES
 from ..progress import Progress
 from ..segmentation import iter_segment, labels_from_probabilities
 from ..settings import load_settings, update_settings
@@ -110,6 +112,24 @@ class SegmentWidget(QWidget):
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(SCOPES)
         layout.addWidget(labeled("segment", self.scope_combo))
+
+        self.image_type_combo = QComboBox()
+        self.image_type_combo.addItems(IMAGE_TYPES)
+        self.image_type_combo.setToolTip(
+            "auto: brightfield and stained images (dark nuclei on a bright background) are "
+            "recognised and inverted; or force fluorescence / brightfield"
+        )
+        layout.addWidget(labeled("image type", self.image_type_combo))
+
+        self.diameter_spin = QSpinBox()
+        self.diameter_spin.setRange(0, 1000)
+        self.diameter_spin.setSpecialValueText("auto")
+        self.diameter_spin.setSuffix(" px")
+        self.diameter_spin.setToolTip(
+            "typical nucleus diameter; the image is resized so nuclei match the model's "
+            "training size. 'auto' estimates it from a first pass"
+        )
+        layout.addWidget(labeled("nucleus diameter", self.diameter_spin))
 
         self.probabilities_check = QCheckBox("also show probability maps")
         layout.addWidget(self.probabilities_check)
@@ -255,7 +275,12 @@ class SegmentWidget(QWidget):
         self._params_changed()
 
     def params(self) -> InstanceParams:
-        return InstanceParams(
+        try:
+            base = self.current_model().postprocessing
+        except (UNetError, KeyError):
+            base = InstanceParams()
+        return replace(
+            base,
             foreground_threshold=round(float(self.foreground_slider.value()), 3),
             seed_threshold=round(float(self.seed_slider.value()), 3),
             seed_dynamic=round(float(self.seed_dynamic_slider.value()), 3),
@@ -305,6 +330,9 @@ class SegmentWidget(QWidget):
         device = self.device_combo.currentText()
         tile = self.tile_spin.value() or None
         params = self.params()
+        image_type = self.image_type_combo.currentText()
+        diameter = float(self.diameter_spin.value()) or None
+        notes: list[str] = []
         self.status.setText("segmenting…")
         self.run_button.setEnabled(False)
 
@@ -317,6 +345,8 @@ class SegmentWidget(QWidget):
                 tile_size=tile,
                 params=params,
                 return_probabilities=True,
+                image_type=image_type,
+                diameter=diameter,
             )
 
         def done(result) -> None:
@@ -325,13 +355,26 @@ class SegmentWidget(QWidget):
             self._write_labels(layer, labels, target)
             if self.probabilities_check.isChecked():
                 self._show_probabilities(layer, model, probs, target)
-            self.status.setText(f"{int(labels.max())} objects")
+            self.status.setText(f"{int(labels.max())} objects" + "".join(f"; {n}" for n in notes))
+            for note in notes:
+                if note.startswith("warning:"):
+                    show_warning(f"{layer.name}: {note.removeprefix('warning: ')}")
 
         def on_event(event: Progress) -> None:
-            if event.stage == "segment" and event.total and event.total > 1:
-                self.status.setText(f"plane {event.step}/{event.total}")
+            if event.stage == "segment":
+                notes.extend(n for n in event.info.get("notes", ()) if n not in notes)
+                if event.total and event.total > 1:
+                    self.status.setText(f"plane {event.step}/{event.total}")
 
-        worker = self.task.run(make, on_event, done, description="segment")
+        def failed(exc: BaseException) -> None:
+            self.status.setText("segmentation failed: see the message")
+
+        worker = self.task.run(make, on_event, done, description="segment", on_error=failed)
+        worker.finished.connect(
+            lambda: (
+                self.status.setText("cancelled") if self.task.bar.format() == "stopped" else None
+            )
+        )
         worker.finished.connect(lambda: self.run_button.setEnabled(True))
 
     def relabel(self) -> None:

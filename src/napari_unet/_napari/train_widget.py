@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import napari
@@ -33,13 +34,13 @@ from qtpy.QtWidgets import (
 )
 
 from ..augment import NO_AUGMENTATION, AugmentConfig
-from ..data import load_training_folder, make_training_image
+from ..data import load_training_folder, training_images_from_stack
 from ..errors import UNetError
 from ..modelfile import SegmentationModel, save_model
 from ..normalize import Normalization
 from ..progress import Progress
 from ..settings import load_settings, update_settings
-from ..training import TrainConfig, iter_train
+from ..training import FINE_TUNE, TrainConfig, iter_train
 from ._common import LayerCombo, TaskBar, labeled, report_error
 from .annotate_widget import region_mask
 from .models import registry
@@ -93,21 +94,23 @@ class TrainWidget(QWidget):
         layout.addWidget(labeled("start from", self.start_combo))
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 100000)
-        self.epochs_spin.setValue(int(settings.get("train_epochs", 20)))
+        self.epochs_spin.setValue(int(settings.get("train_epochs", FINE_TUNE.epochs)))
+        self.epochs_spin.setToolTip("whichever of epochs and minutes ends first wins")
         layout.addWidget(labeled("epochs", self.epochs_spin))
         self.minutes_spin = QDoubleSpinBox()
         self.minutes_spin.setRange(0, 100000)
         self.minutes_spin.setDecimals(1)
         self.minutes_spin.setSpecialValueText("no limit")
-        self.minutes_spin.setValue(float(settings.get("train_minutes", 5.0)))
+        self.minutes_spin.setValue(float(settings.get("train_minutes", FINE_TUNE.minutes)))
+        self.minutes_spin.setToolTip("whichever of epochs and minutes ends first wins")
         layout.addWidget(labeled("minutes", self.minutes_spin))
         self.patches_spin = QSpinBox()
         self.patches_spin.setRange(1, 100000)
-        self.patches_spin.setValue(int(settings.get("train_patches", 64)))
+        self.patches_spin.setValue(int(settings.get("train_patches", FINE_TUNE.patches_per_epoch)))
         layout.addWidget(labeled("patches/epoch", self.patches_spin))
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 256)
-        self.batch_spin.setValue(int(settings.get("train_batch", 8)))
+        self.batch_spin.setValue(int(settings.get("train_batch", FINE_TUNE.batch_size)))
         layout.addWidget(labeled("batch size", self.batch_spin))
         self.augment_check = QCheckBox("augment (elastic, rotations, grey values)")
         self.augment_check.setChecked(True)
@@ -187,46 +190,26 @@ class TrainWidget(QWidget):
             raise UNetError(f"the layer {name!r} is no longer in the viewer; remove its pair")
         return self.viewer.layers[name]
 
-    def collect_layer_pairs(self, in_channels: int, norm: Normalization) -> tuple[list, list]:
-        """Training and validation images from the pairs table (annotated planes of stacks)."""
-        train_set, val_set = [], []
+    def layer_pairs(self) -> list[dict]:
+        """The pairs table as plain data (read in the GUI thread; the labels copied)."""
+        pairs = []
         for row in range(self.pairs.rowCount()):
             image = self._layer(self.pairs.item(row, 0).text())
             labels = self._layer(self.pairs.item(row, 1).text())
             region_name = self.pairs.item(row, 2).text()
             region = self._layer(region_name) if region_name else None
-            role = self.pairs.item(row, 3).text()
-            data = np.asarray(image.data[0] if image.multiscale else image.data)
-            axes = image_axes(image)
-            n_lead = sum(a not in "YXC" for a in axes)
-            lab = np.asarray(labels.data)
-            if lab.shape != tuple(s for s, a in zip(data.shape, axes) if a != "C"):
-                raise UNetError(
-                    f"labels {labels.name!r} {lab.shape} do not match image {image.name!r}"
-                )
-            shape_yx = lab.shape[-2:]
-            valid = region_mask(region, shape_yx)
-            planes = list(np.ndindex(*lab.shape[:n_lead])) if n_lead else [()]
-            added = 0
-            for index in planes:
-                plane_labels = lab[index] if index else lab
-                if not np.any(plane_labels[valid]):
-                    continue  # unannotated plane
-                plane = data[index] if index else data
-                item = make_training_image(
-                    plane,
-                    plane_labels.astype(np.int64),
-                    in_channels,
-                    norm,
-                    valid,
-                    channel_axis=-1 if image.rgb else None,
-                    name=f"{image.name}{list(index) if index else ''}",
-                )
-                (val_set if role == "validation" else train_set).append(item)
-                added += 1
-            if not added:
-                raise UNetError(f"{labels.name!r} has no labelled cell inside the annotated region")
-        return train_set, val_set
+            lab = np.array(labels.data, copy=True)  # later edits do not change this run
+            pairs.append(
+                {
+                    "image": image.data[0] if image.multiscale else image.data,
+                    "labels": lab,
+                    "axes": image_axes(image),
+                    "valid": region_mask(region, lab.shape[-2:]),
+                    "role": self.pairs.item(row, 3).text(),
+                    "name": image.name,
+                }
+            )
+        return pairs
 
     def _in_channels_for_scratch(self) -> int:
         for row in range(self.pairs.rowCount()):
@@ -234,27 +217,26 @@ class TrainWidget(QWidget):
                 return 3
         return 1
 
-    def collect_data(self, init) -> tuple[list, list]:
-        in_channels = init.in_channels if init is not None else self._in_channels_for_scratch()
-        norm = init.normalization if init is not None else Normalization()
-        train_set, val_set = self.collect_layer_pairs(in_channels, norm)
-        ti, tm = self.train_images.text().strip(), self.train_masks.text().strip()
-        vi, vm = self.val_images.text().strip(), self.val_masks.text().strip()
-        if bool(ti) != bool(tm) or bool(vi) != bool(vm):
+    def data_sources(self) -> dict:
+        """Everything training reads, gathered in the GUI thread (cheap: no normalization)."""
+        folders = {
+            "train": (self.train_images.text().strip(), self.train_masks.text().strip()),
+            "validation": (self.val_images.text().strip(), self.val_masks.text().strip()),
+        }
+        if any(bool(a) != bool(b) for a, b in folders.values()):
             raise UNetError("give both an images and a masks folder (or neither)")
-        if ti:
-            train_set += load_training_folder(ti, tm, in_channels, norm)
-        if vi:
-            val_set += load_training_folder(vi, vm, in_channels, norm)
-        if not train_set:
+        pairs = self.layer_pairs()
+        if not any(p["role"] == "train" for p in pairs) and not folders["train"][0]:
             raise UNetError(
                 "add at least one training pair (image + labels layer) or a training folder"
             )
-        return train_set, val_set
+        return {"pairs": pairs, "folders": folders}
 
-    def config(self) -> TrainConfig:
+    def config(self, from_model: bool = True) -> TrainConfig:
+        """The run's schedule: the library's recipe with this form's values."""
         minutes = float(self.minutes_spin.value()) or None
-        return TrainConfig(
+        return replace(
+            FINE_TUNE if from_model else TrainConfig(),
             epochs=int(self.epochs_spin.value()),
             minutes=minutes,
             patches_per_epoch=int(self.patches_spin.value()),
@@ -271,11 +253,11 @@ class TrainWidget(QWidget):
         start_from = self.start_combo.currentText()
         try:
             init = None if start_from == "scratch" else registry().get(start_from)
-            train_set, val_set = self.collect_data(init)
+            sources = self.data_sources()
         except UNetError as exc:
             report_error(exc)
             return
-        config = self.config()
+        config = self.config(init is not None)
         update_settings(
             train_epochs=config.epochs,
             train_minutes=config.minutes or 0.0,
@@ -286,13 +268,31 @@ class TrainWidget(QWidget):
         self._stop.clear()
         self.plot.clear()
         self.start_button.setEnabled(False)
-        self.status.setText(f"training on {len(train_set)} image(s), validating on {len(val_set)}")
+        self.status.setText("preparing the training images…")
         stop = self._stop
-        architecture = {"in_channels": self._in_channels_for_scratch()} if init is None else None
+        in_channels = init.in_channels if init is not None else self._in_channels_for_scratch()
+        norm = init.normalization if init is not None else Normalization()
+        architecture = {"in_channels": in_channels} if init is None else None
 
         def make():
-            return iter_train(
-                train_set, val_set, init=init, config=config, stop=stop, architecture=architecture
+            # Normalizing the images takes time: it runs here, in the worker.
+            yield Progress("prepare", 0, None, {"what": "training images"})
+            train_set, val_set = prepare_training_data(sources, in_channels, norm)
+            yield Progress(
+                "prepare",
+                0,
+                None,
+                {"what": f"{len(train_set)} training, {len(val_set)} validation"},
+            )
+            return (
+                yield from iter_train(
+                    train_set,
+                    val_set,
+                    init=init,
+                    config=config,
+                    stop=stop,
+                    architecture=architecture,
+                )
             )
 
         def on_event(event: Progress) -> None:
@@ -309,6 +309,8 @@ class TrainWidget(QWidget):
                     f"validation: AP@0.5 {event.info['ap50']:.3f}, AP@0.7 {event.info['ap70']:.3f}"
                     + (" (best so far)" if event.info.get("best") else "")
                 )
+            elif event.stage == "prepare":
+                self.status.setText(f"preparing: {event.info.get('what', '')}…")
             elif event.stage == "tune":
                 self.status.setText("tuning post-processing thresholds on the validation images…")
 
@@ -325,7 +327,12 @@ class TrainWidget(QWidget):
                 + (f"; best AP@0.5 {score['ap50']:.3f}" if score else "")
             )
 
-        worker = self.task.run(make, on_event, done, on_stop=stop.set, description="train")
+        def failed(exc: BaseException) -> None:
+            self.status.setText(str(exc) if isinstance(exc, UNetError) else "training failed")
+
+        worker = self.task.run(
+            make, on_event, done, on_stop=stop.set, description="train", on_error=failed
+        )
         worker.finished.connect(lambda: self.start_button.setEnabled(True))
 
     def _last_step(self) -> float:
@@ -357,3 +364,22 @@ class TrainWidget(QWidget):
             return None
         self.status.setText(f"saved {path}")
         return path
+
+
+def prepare_training_data(sources: dict, in_channels: int, norm: Normalization):
+    """Training and validation images from :meth:`TrainWidget.data_sources` (run in the worker)."""
+    sets = {"train": [], "validation": []}
+    for pair in sources["pairs"]:
+        sets[pair["role"]] += training_images_from_stack(
+            pair["image"],
+            pair["labels"],
+            pair["axes"],
+            in_channels,
+            norm,
+            pair["valid"],
+            pair["name"],
+        )
+    for role, (images, masks) in sources["folders"].items():
+        if images:
+            sets[role] += load_training_folder(images, masks, in_channels, norm)
+    return sets["train"], sets["validation"]
