@@ -163,3 +163,33 @@ def test_wide_image_whose_height_is_not_a_multiple_of_256(tmp_path, tiny_model):
     segment_large(image, out, tiny_model, options=BatchOptions(block_size=512))
     labels = tifffile.imread(out)
     assert labels.shape == image.shape and labels.max() > 0
+
+
+def test_pipes_are_skipped_with_a_note(folder, tmp_path, tiny_model):
+    import os
+
+    os.mkfifo(folder / "stuck.tif")
+    report = segment_files([folder], tmp_path / "out", BatchOptions(model=tiny_model))
+    assert len(report.done) == 3 and not report.failed
+    assert "not a regular file" in report.summary()
+
+
+def test_linked_inputs_keep_their_own_names(folder, tmp_path, tiny_model):
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "first.tif").symlink_to(folder / "img0.tif")
+    (links / "second.tif").symlink_to(folder / "img0.tif")
+    report = segment_files([links], tmp_path / "out", BatchOptions(model=tiny_model))
+    assert len(report.done) == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "first_labels.tif",
+        "second_labels.tif",
+    ]
+
+
+def test_a_name_too_long_fails_only_that_file(folder, tmp_path, tiny_model):
+    long_name = "x" * 250 + ".tif"  # its output name, + "_labels", is too long
+    (folder / long_name).write_bytes((folder / "img0.tif").read_bytes())
+    report = segment_files([folder], tmp_path / "out", BatchOptions(model=tiny_model))
+    assert len(report.done) == 3
+    assert len(report.failed) == 1 and "too long" in next(iter(report.failed.values()))

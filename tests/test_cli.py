@@ -324,3 +324,12 @@ def test_segment_reports_how_a_brightfield_image_was_read(tmp_path, model_file, 
     argv = ["segment", str(d), "--out", str(tmp_path / "o2"), "--model", model_file, "--quiet"]
     assert main(argv + ["--image-type", "fluorescence"]) == 0
     assert "looks like brightfield" in capsys.readouterr().err
+
+
+def test_evaluate_reads_a_folder_with_overlays_and_probabilities(pairs, model_file, tmp_path):
+    images, masks = pairs
+    out = tmp_path / "pred"
+    argv = ["segment", str(images), "--out", str(out), "--model", model_file, "--quiet"]
+    assert main(argv + ["--overlay", "--probabilities"]) == 0
+    assert any(p.name.endswith("_overlay.png") for p in out.iterdir())
+    assert main(["evaluate", "--pred", str(out), "--gt", str(masks)]) == 0

@@ -106,3 +106,14 @@ def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(written.stat().st_mode) == 0o644
+
+
+def test_planar_rgb_tiff_is_one_colour_image(tmp_path, tiny_model):
+    from napari_unet.io import read_image
+    from napari_unet.segmentation import segment
+
+    rgb = np.random.default_rng(0).integers(0, 255, (3, 40, 50), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate")
+    image = read_image(tmp_path / "planar.tif")
+    assert image.axes == "CYX" and image.shape == (3, 40, 50)
+    assert segment(image.data, tiny_model, axes=image.axes).shape == (40, 50)

@@ -98,3 +98,13 @@ def test_unknown_image_type_is_a_clear_error():
 
     with pytest.raises(UNetError, match="image type 'phase'"):
         prepare_plane(np.zeros((8, 8)), None, 1, Normalization(), image_type="phase")
+
+
+def test_float64_beyond_float32_range_is_normalized_not_lost():
+    from napari_unet.synthetic import synthetic_nuclei
+
+    image, _ = synthetic_nuclei((64, 64), n_nuclei=5, seed=1)
+    huge = image.astype(np.float64) * 1e300
+    out = normalize(huge)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    np.testing.assert_allclose(out, normalize(image), atol=1e-5)

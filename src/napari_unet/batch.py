@@ -81,7 +81,7 @@ def is_zarr_path(path: Path) -> bool:
     return is_zarr(path)
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+def expand_inputs(inputs: Iterable[str | Path], ignored: list[Path] | None = None) -> list[Path]:
     """Files, folders (their images, not recursive) and globs; zarr folders count as one image."""
     found: list[Path] = []
     for item in inputs:
@@ -101,14 +101,33 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
                     if child.name.startswith("."):
                         continue
                     if is_zarr_path(child) or child.suffix.lower() in INPUT_SUFFIXES:
-                        if not _stem(child).endswith(LABEL_SUFFIX):
+                        if _stem(child).endswith(LABEL_SUFFIX):
+                            continue
+                        if _readable_kind(child):
                             found.append(child)
-            else:
+                        elif ignored is not None:
+                            ignored.append(child)
+            elif _readable_kind(path):
                 found.append(path)
-    unique = list(dict.fromkeys(p.resolve() for p in found))
+            else:
+                raise UNetError(f"{path} is not a regular file (a pipe or device?); not reading it")
+    # Absolute paths, not resolved ones: a link keeps the name the user gave it,
+    # and two links to one file are two inputs with their own outputs.
+    unique = list(dict.fromkeys(Path(os.path.abspath(p)) for p in found))
     if not unique:
         raise UNetError("no input images found (TIFF, PNG, JPEG or zarr)")
     return unique
+
+
+def _readable_kind(path: Path) -> bool:
+    """A regular file or a folder (zarr); never a pipe, socket or device, which could hang a read."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
 def _stem(path: Path) -> str:
@@ -260,7 +279,8 @@ def iter_segment_files(
     """
     options = options or BatchOptions()
     out_dir = Path(out_dir)
-    files = expand_inputs(inputs)
+    ignored: list[Path] = []
+    files = expand_inputs(inputs, ignored)
     check_output_folder(files, out_dir, options.allow_input_folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     blob = model_to_bytes(options.model)
@@ -269,16 +289,23 @@ def iter_segment_files(
     # is one clear error before any work, not one failure per image.
     cached_model_from_bytes(blob, model_name)
     report = BatchReport()
+    for path in ignored:
+        report.notes[str(path)] = ["not a regular file (a pipe or device?): skipped"]
     t0 = time.perf_counter()
     todo = []
     for f in files:
         target = output_path(f, out_dir)
-        if target.exists() and not options.overwrite:
+        try:
+            exists = target.exists()
+        except OSError as exc:  # e.g. a name too long for this file system: this file only
+            report.failed[str(f)] = f"cannot write {target.name}: {exc.strerror or exc}"
+            continue
+        if exists and not options.overwrite:
             report.skipped.append(str(f))
         else:
             todo.append((f, target))
     total = len(files)
-    done = len(report.skipped)
+    done = len(report.skipped) + len(report.failed)
     if report.skipped:
         yield Progress("batch", done, total, {"file": "", "skipped": len(report.skipped)})
 

@@ -292,9 +292,15 @@ def pair_predictions(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
     gts = files_by_stem(gt_dir)
     if not gts:
         raise UNetError(f"no ground-truth images in {gt_dir}")
-    pairs = match_stems(
-        gts, files_by_stem(pred_dir, ("_labels",)), "ground-truth file", "prediction"
-    )
+    predictions = files_by_stem(pred_dir, ("_labels",))
+    # A folder written by `segment` also holds its side outputs: only the labels count.
+    side_outputs = ("_overlay", "_probabilities")
+    if any(p.stem.endswith("_labels") for p in predictions.values()):
+        predictions = {s: p for s, p in predictions.items() if p.stem.endswith("_labels")}
+    predictions = {
+        s: p for s, p in predictions.items() if not any(s.endswith(x) for x in side_outputs)
+    }
+    pairs = match_stems(gts, predictions, "ground-truth file", "prediction")
     return [(pred, gt) for gt, pred in pairs]
 
 

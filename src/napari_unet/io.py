@@ -116,7 +116,10 @@ def read_image(path: str | Path, axes: str | None = None, lazy: bool = False) ->
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                file_axes = _ome_axes(tif) if (tif.is_ome or tif.is_imagej) else None
+                # OME/ImageJ axes, and colour samples (S, e.g. planar RGB "SYX"),
+                # which a shape alone would take for a 3-plane stack.
+                samples = "S" in (getattr(tif.series[0], "axes", "") or "")
+                file_axes = _ome_axes(tif) if (tif.is_ome or tif.is_imagej or samples) else None
                 if not lazy:
                     data = tif.asarray()
             if lazy:
@@ -299,8 +302,13 @@ def write_tiff(path: str | Path, array: np.ndarray, axes: str | None = None) -> 
 
     path = Path(path)
     with atomic_path(path) as tmp:
+        # Labels and probabilities are never colour: a leading 3 must not become RGB.
         tifffile.imwrite(
-            tmp, np.asarray(array), compression="zlib", metadata={"axes": axes} if axes else None
+            tmp,
+            np.asarray(array),
+            compression="zlib",
+            photometric="minisblack",
+            metadata={"axes": axes} if axes else None,
         )
     return path
 

@@ -75,6 +75,11 @@ def check_finite_array(image: np.ndarray, what: str = "image") -> None:
         )
 
 
+def working_dtype(array: np.ndarray) -> type:
+    """float64 for float64 input (its values may lie beyond float32's range), else float32."""
+    return np.float64 if np.asarray(array).dtype == np.float64 else np.float32
+
+
 def check_image_type(image_type: str) -> str:
     """``image_type`` if it is one of IMAGE_TYPES, else a UNetError listing them."""
     if image_type not in IMAGE_TYPES:
@@ -91,7 +96,7 @@ def bright_background_score(chw: np.ndarray) -> float:
     near 0 in fluorescence, near 1 in brightfield and stained images.
     Channels are averaged.
     """
-    grey = np.asarray(chw, dtype=np.float32)
+    grey = np.asarray(chw, dtype=working_dtype(chw))
     grey = grey.mean(axis=0) if grey.ndim == 3 else grey
     step = subsample_step(grey.size)
     sample = grey[::step, ::step] if step > 1 else grey
@@ -118,7 +123,7 @@ def as_fluorescence(chw: np.ndarray, image_type: str) -> np.ndarray:
     maps the new range to 0..1 again.
     """
     if image_type == "brightfield":
-        return -np.asarray(chw, dtype=np.float32)
+        return -np.asarray(chw, dtype=working_dtype(chw))
     return chw
 
 
@@ -157,7 +162,7 @@ def percentile_range(image: np.ndarray, low: float, high: float) -> tuple[float,
     image = np.asarray(image)
     step = subsample_step(image.size)
     sample = image[..., ::step, ::step] if step > 1 else image
-    lo, hi = np.percentile(sample.astype(np.float32), [low, high])
+    lo, hi = np.percentile(sample.astype(working_dtype(sample)), [low, high])
     return float(lo), float(hi)
 
 
@@ -176,9 +181,12 @@ def normalize(
         value_range if value_range is not None else percentile_range(image, norm.low, norm.high)
     )
     scale = 1.0 / (hi - lo) if hi > lo else 1.0
-    out = np.asarray(image, dtype=np.float32) - np.float32(lo)
-    out *= np.float32(scale)
-    return out
+    # float64 input is scaled in float64 first: values beyond float32's range
+    # would otherwise become inf and every pixel the same.
+    dtype = working_dtype(image)
+    out = np.asarray(image, dtype=dtype) - dtype(lo)
+    out *= dtype(scale)
+    return out.astype(np.float32, copy=False)
 
 
 def to_channels_first(plane: np.ndarray, channel_axis: int | None, in_channels: int) -> np.ndarray:
@@ -204,8 +212,9 @@ def to_channels_first(plane: np.ndarray, channel_axis: int | None, in_channels: 
     if c == in_channels:
         return chw
     if c == 3 and in_channels == 1:
-        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        return np.tensordot(weights, chw.astype(np.float32), axes=1)[None]
+        dtype = working_dtype(chw)
+        weights = np.array([0.299, 0.587, 0.114], dtype=dtype)
+        return np.tensordot(weights, chw.astype(dtype), axes=1)[None]
     if c == 1 and in_channels == 3:
         return np.repeat(chw, 3, axis=0)
     raise UNetError(

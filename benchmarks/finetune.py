@@ -1,0 +1,204 @@
+"""Fine-tuning pays off? AP on held-back images after minutes of fine-tuning on a few annotated ones.
+
+    python benchmarks/finetune.py --shifts stained fluo-2x --images 3 --minutes 5
+    python benchmarks/finetune.py            # the whole grid (hours on 2 CPU cores)
+
+For each image shift, N annotated training images (seeded draw from a
+``train`` split) and M minutes on this machine, it trains
+
+* ``fine_tuned``: from the default model with the library's FINE_TUNE recipe
+  (what ``napari-unet train`` and the Train widget do from a model),
+* ``scratch``: a new network of the same architecture for the same time,
+
+and scores both, and the default model as shipped, on held-back images
+(the ``val`` split, shifted the same way), segmenting them as
+``napari-unet segment`` does (image-type detection, rescaling, the start
+model's post-processing: a lab with three annotated images has nothing to
+tune on). Shifts: the real ``dsb2018-stained`` set, and ``dsb2018-fluo``
+made unfamiliar (2x and 0.5x magnification, strong blur and noise, uneven
+illumination). ``--partial K`` annotates only a region around K nuclei of
+each training image (the Annotate widget's region). Prints one JSON object
+per run and a summary; ``--out`` also writes them to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from napari_unet.data import make_training_image, pair_by_stem
+from napari_unet.io import read_image
+from napari_unet.metrics import dataset_ap
+from napari_unet.modelfile import load_model
+from napari_unet.segmentation import segment
+from napari_unet.training import FINE_TUNE, TrainConfig, TrainingStopped, train
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared" / "data"
+
+
+def zoom(factor: float):
+    def apply(image, labels):
+        from skimage.transform import rescale
+
+        img = rescale(image.astype(np.float32), factor, order=1, preserve_range=True)
+        lab = rescale(labels, factor, order=0, preserve_range=True, anti_aliasing=False)
+        return img.astype(np.float32), lab.astype(np.int32)
+
+    return apply
+
+
+def blur_noise(image, labels, seed=0):
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    img = gaussian_filter(image.astype(np.float32), 2.0)
+    scale = np.percentile(img, 99.5) - np.percentile(img, 1) + 1e-6
+    return img + rng.normal(0, 0.15 * scale, img.shape).astype(np.float32), labels
+
+
+def uneven(image, labels):
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    field = 0.25 + 1.5 * (xx / max(w - 1, 1)) * (0.5 + 0.5 * np.cos(np.pi * yy / max(h - 1, 1)))
+    img = image.astype(np.float32) * field
+    return img + 0.3 * np.percentile(img, 99) * (yy / max(h - 1, 1)), labels
+
+
+SHIFTS = {
+    "stained": ("dsb2018-stained", None),
+    "fluo-2x": ("dsb2018-fluo", zoom(2.0)),
+    "fluo-0.5x": ("dsb2018-fluo", zoom(0.5)),
+    "fluo-blur-noise": ("dsb2018-fluo", blur_noise),
+    "fluo-uneven": ("dsb2018-fluo", uneven),
+}
+
+
+def load_pairs(folder: Path, shift, limit: int | None = None, seed: int = 0):
+    pairs = pair_by_stem(folder / "images", folder / "masks")
+    if limit is not None:
+        rng = np.random.default_rng(seed)
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), limit, replace=False))]
+    out = []
+    for i, m in pairs:
+        image, labels = np.asarray(read_image(i).data), np.asarray(read_image(m).data)
+        if shift is not None:
+            image, labels = shift(image, labels)
+        out.append((i.stem, image, labels))
+    return out
+
+
+def region_around(labels: np.ndarray, k: int) -> np.ndarray:
+    """The smallest square around the image centre holding at least ``k`` whole nuclei."""
+    from scipy import ndimage as ndi
+
+    ids = np.unique(labels)[1:]
+    centres = (
+        np.array(ndi.center_of_mass(labels > 0, labels, ids)) if len(ids) else np.zeros((0, 2))
+    )
+    mid = np.array(labels.shape) / 2
+    order = np.argsort(np.abs(centres - mid).max(axis=1))
+    chosen = ids[order[: max(k, 1)]]
+    ys, xs = np.nonzero(np.isin(labels, chosen))
+    valid = np.zeros(labels.shape, bool)
+    valid[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
+    return valid
+
+
+def score(model, val) -> dict:
+    preds = [segment(image, model) for _, image, _ in val]
+    ap50, ap70 = dataset_ap([lab for _, _, lab in val], preds, (0.5, 0.7))
+    return {"ap50": round(ap50, 4), "ap70": round(ap70, 4)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--shifts", nargs="+", default=list(SHIFTS), choices=list(SHIFTS))
+    ap.add_argument("--images", nargs="+", type=int, default=[1, 3, 10])
+    ap.add_argument("--minutes", nargs="+", type=float, default=[1.0, 2.0, 5.0])
+    ap.add_argument("--starts", nargs="+", default=["fine_tuned", "scratch"])
+    ap.add_argument("--partial", type=int, default=0, help="annotate a region around K nuclei")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--model", default="default", help="the model to start from and compare with (file or name)"
+    )
+    ap.add_argument("--val-limit", type=int, default=None, help="score on N val images only")
+    ap.add_argument("--out", default=None, help="also write the JSON lines here")
+    args = ap.parse_args(argv)
+    if not SHARED.is_dir():
+        print(f"no data at {SHARED}", file=sys.stderr)
+        return 2
+    default = load_model(args.model)
+    lines = []
+
+    def emit(obj):
+        line = json.dumps(obj)
+        print(line, flush=True)
+        lines.append(line)
+
+    emit({"cpu": platform.processor() or platform.machine(), "recipe": FINE_TUNE.to_dict()})
+    for shift_name in args.shifts:
+        dataset, shift = SHIFTS[shift_name]
+        val = load_pairs(SHARED / dataset / "val", shift, args.val_limit, args.seed)
+        emit({"shift": shift_name, "model": args.model, "n_val": len(val), **score(default, val)})
+        for n in args.images:
+            chosen = load_pairs(SHARED / dataset / "train", shift, n, args.seed)
+            items = [
+                make_training_image(
+                    image,
+                    labels,
+                    default.in_channels,
+                    default.normalization,
+                    valid=region_around(labels, args.partial) if args.partial else None,
+                    name=name,
+                )
+                for name, image, labels in chosen
+            ]
+            for minutes in args.minutes:
+                for start in args.starts:
+                    if start == "fine_tuned":
+                        init, arch, config = default, None, replace(FINE_TUNE, minutes=minutes)
+                    else:
+                        arch = dict(
+                            default.net.config.to_dict(),
+                            scheme=default.scheme,
+                        )
+                        arch.pop("n_classes")
+                        init = None
+                        config = replace(FINE_TUNE, minutes=minutes, lr=TrainConfig().lr or 1e-3)
+                    t = time.perf_counter()
+                    try:
+                        model = train(items, init=init, architecture=arch, config=config)
+                    except TrainingStopped as exc:
+                        emit({"shift": shift_name, "model": start, "error": str(exc)})
+                        continue
+                    model.postprocessing = default.postprocessing
+                    emit(
+                        {
+                            "shift": shift_name,
+                            "model": start,
+                            "images": n,
+                            "partial_nuclei": args.partial or None,
+                            "minutes": minutes,
+                            "steps": model.training["steps"],
+                            "train_s": round(time.perf_counter() - t, 1),
+                            **score(model, val),
+                        }
+                    )
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())
