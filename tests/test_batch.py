@@ -193,3 +193,30 @@ def test_a_name_too_long_fails_only_that_file(folder, tmp_path, tiny_model):
     report = segment_files([folder], tmp_path / "out", BatchOptions(model=tiny_model))
     assert len(report.done) == 3
     assert len(report.failed) == 1 and "too long" in next(iter(report.failed.values()))
+
+
+def test_users_own_label_files_are_never_taken_or_replaced(folder, tmp_path, tiny_model):
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = np.full((64, 72), 7, np.uint16)
+    tifffile.imwrite(out / "img0_labels.tif", mine)  # hand-made annotations
+    for overwrite in (False, True):
+        report = segment_files(
+            [folder], out, BatchOptions(model=tiny_model, overwrite=overwrite)
+        )
+        assert len(report.done) == 2 and list(report.failed) == [str(folder / "img0.tif")]
+        assert "not written by napari-unet" in report.summary()
+        np.testing.assert_array_equal(tifffile.imread(out / "img0_labels.tif"), mine)
+    report = segment_files([folder], out, BatchOptions(model=tiny_model, replace_others=True))
+    assert str(folder / "img0.tif") in report.done
+
+
+def test_resume_redoes_a_truncated_output(folder, tmp_path, tiny_model):
+    out = tmp_path / "out"
+    segment_files([folder], out, BatchOptions(model=tiny_model))
+    whole = (out / "img1_labels.tif").read_bytes()
+    (out / "img1_labels.tif").write_bytes(whole[: len(whole) // 2])
+    report = segment_files([folder], out, BatchOptions(model=tiny_model))
+    assert report.done == [str(folder / "img1.tif")] and len(report.skipped) == 2
+    assert "incomplete" in report.summary()
+    assert (out / "img1_labels.tif").read_bytes() == whole

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UNetError
+from .io import output_owner
 from .modelfile import cached_model_from_bytes, model_display_name, model_to_bytes
 from .progress import Progress
 
@@ -45,6 +46,7 @@ class BatchOptions:
     overlay: bool = False
     image_type: str | None = None  # None: the model's own setting ("auto" for built-in models)
     diameter: float | None = None  # nucleus diameter in pixels; None: estimated
+    replace_others: bool = False  # also replace outputs that napari-unet did not write
 
 
 @dataclass
@@ -57,7 +59,7 @@ class BatchReport:
 
     def summary(self) -> str:
         lines = [
-            f"{len(self.done)} segmented, {len(self.skipped)} skipped (output exists), "
+            f"{len(self.done)} segmented, {len(self.skipped)} skipped (done by an earlier run), "
             f"{len(self.failed)} failed in {self.seconds:.1f}s"
         ]
         for name, notes in self.notes.items():
@@ -300,9 +302,17 @@ def iter_segment_files(
         except OSError as exc:  # e.g. a name too long for this file system: this file only
             report.failed[str(f)] = f"cannot write {target.name}: {exc.strerror or exc}"
             continue
-        if exists and not options.overwrite:
+        owner = output_owner(target) if exists else None
+        if owner == "other" and not options.replace_others:
+            report.failed[str(f)] = (
+                f"{target} exists and was not written by napari-unet (your own file?); "
+                "not touching it: choose another --out, move it, or pass --replace-others"
+            )
+        elif owner == "napari-unet" and not options.overwrite:
             report.skipped.append(str(f))
         else:
+            if owner == "damaged":
+                report.notes[str(f)] = [f"{target.name} was incomplete: segmented again"]
             todo.append((f, target))
     total = len(files)
     done = len(report.skipped) + len(report.failed)

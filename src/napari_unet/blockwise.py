@@ -26,7 +26,7 @@ import numpy as np
 
 from .batch import BatchOptions
 from .errors import UNetError
-from .io import write_ngff_labels
+from .io import tiff_metadata, write_ngff_labels
 from .modelfile import SegmentationModel, cached_model_from_bytes, get_model, model_to_bytes
 from .progress import Progress, run_to_end
 
@@ -399,7 +399,7 @@ def iter_segment_large(
                     tile=(TIFF_TILE, TIFF_TILE),
                     compression="zlib",
                     bigtiff=True,
-                    metadata={"axes": "YX"},
+                    metadata=tiff_metadata("YX"),
                 )
             done = 2 * len(blocks)
             yield Progress("blocks", done, 2 * len(blocks), {"phase": "write"})

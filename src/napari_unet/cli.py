@@ -122,6 +122,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         overlay=args.overlay,
         image_type=args.image_type,
         diameter=args.diameter,
+        replace_others=args.replace_others,
     )
     gen = iter_segment_files(
         args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler
@@ -460,7 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="typical nucleus diameter in pixels (default: estimated from a first pass)",
     )
-    p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists")
+    p.add_argument(
+        "--overwrite", action="store_true", help="redo inputs whose output an earlier run wrote"
+    )
+    p.add_argument(
+        "--replace-others",
+        action="store_true",
+        help="also replace <stem>_labels files that napari-unet did not write (yours!)",
+    )
     p.add_argument(
         "--allow-input-folder", action="store_true", help="allow --out to be an input folder"
     )

@@ -296,8 +296,18 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp_path)
 
 
+# Every output file carries this mark, so a later run can tell its own outputs
+# (to resume or replace) from files someone else put there (never touched).
+WRITTEN_BY = "napari-unet"
+
+
+def tiff_metadata(axes: str | None = None) -> dict:
+    """The metadata napari-unet writes into a TIFF: its mark, and the axes."""
+    return {"written_by": WRITTEN_BY, **({"axes": axes} if axes else {})}
+
+
 def write_tiff(path: str | Path, array: np.ndarray, axes: str | None = None) -> Path:
-    """Write a (compressed) TIFF atomically; ``axes`` goes into the metadata."""
+    """Write a (compressed) TIFF atomically; ``axes`` and napari-unet's mark go into the metadata."""
     import tifffile
 
     path = Path(path)
@@ -308,9 +318,50 @@ def write_tiff(path: str | Path, array: np.ndarray, axes: str | None = None) -> 
             np.asarray(array),
             compression="zlib",
             photometric="minisblack",
-            metadata={"axes": axes} if axes else None,
+            metadata=tiff_metadata(axes),
         )
     return path
+
+
+def output_owner(path: str | Path) -> str:
+    """Who wrote an existing output: "napari-unet" (and it reads whole), "damaged", or "other".
+
+    "damaged" is a file with napari-unet's mark that cannot be read to the
+    end (a run killed while something else copied it, a truncated copy).
+    """
+    import tifffile
+
+    path = Path(path)
+    if path.is_symlink() or not path.exists():
+        return "other"
+    if path.is_dir():
+        try:
+            import zarr
+
+            group = zarr.open_group(str(path), mode="r")
+            ours = dict(group.attrs).get("napari_unet", {}).get("written_by") == WRITTEN_BY
+            if ours:
+                np.asarray(group["0"][...])
+        except Exception:
+            return "other" if not (path / ".zattrs").exists() else "damaged"
+        return "napari-unet" if ours else "other"
+    try:
+        with tifffile.TiffFile(path) as tif:
+            meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+            ours = isinstance(meta, dict) and meta.get("written_by") == WRITTEN_BY
+            if ours:
+                tif.asarray()
+    except Exception:
+        return "damaged" if _has_mark(path) else "other"
+    return "napari-unet" if ours else "other"
+
+
+def _has_mark(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return WRITTEN_BY.encode() in f.read(1 << 16)
+    except OSError:
+        return False
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> Path:
@@ -366,6 +417,7 @@ def _write_ngff_group(tmp: Path, name: str, labels, axes: str, source: Path | No
             ],
         }
     ]
+    root.attrs["napari_unet"] = {"written_by": WRITTEN_BY}
     root.attrs["image-label"] = {
         "version": "0.4",
         "source": {"image": str(source) if source else None},
