@@ -201,9 +201,7 @@ def test_users_own_label_files_are_never_taken_or_replaced(folder, tmp_path, tin
     mine = np.full((64, 72), 7, np.uint16)
     tifffile.imwrite(out / "img0_labels.tif", mine)  # hand-made annotations
     for overwrite in (False, True):
-        report = segment_files(
-            [folder], out, BatchOptions(model=tiny_model, overwrite=overwrite)
-        )
+        report = segment_files([folder], out, BatchOptions(model=tiny_model, overwrite=overwrite))
         assert len(report.done) == 2 and list(report.failed) == [str(folder / "img0.tif")]
         assert "not written by napari-unet" in report.summary()
         np.testing.assert_array_equal(tifffile.imread(out / "img0_labels.tif"), mine)
@@ -220,3 +218,20 @@ def test_resume_redoes_a_truncated_output(folder, tmp_path, tiny_model):
     assert report.done == [str(folder / "img1.tif")] and len(report.skipped) == 2
     assert "incomplete" in report.summary()
     assert (out / "img1_labels.tif").read_bytes() == whole
+
+
+def test_a_stack_too_big_for_memory_is_refused_before_allocating(tmp_path, tiny_model):
+    import resource
+
+    import zarr
+
+    # A tiny store that declares 1000 planes of 4096x4096 (a 64 GB label stack).
+    path = tmp_path / "liar.zarr"
+    zarr.open_array(
+        str(path), mode="w", shape=(1000, 4096, 4096), chunks=(1, 1024, 1024), dtype=np.uint16
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report = segment_files([path], tmp_path / "out", BatchOptions(model=tiny_model))
+    assert "GB of memory" in next(iter(report.failed.values()))
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 2_000_000

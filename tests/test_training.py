@@ -214,3 +214,24 @@ def test_progress_total_follows_a_binding_minutes_limit(data):
     totals = [e.total for e in events if e.stage == "train"]
     steps_by_epochs = 100_000 * 2
     assert totals and max(totals[1:] or totals) < steps_by_epochs
+
+
+def test_best_model_so_far_is_on_disk_during_training(data, tmp_path):
+    train_set, _ = data
+    out = tmp_path / "best.safetensors"
+    gen = iter_train(train_set, architecture=ARCH, config=small_config(epochs=3), save_best_to=out)
+    for event in gen:
+        if event.stage == "train" and event.info["epoch"] == 1:
+            break  # as if the process were killed during the second epoch
+    crashed = load_model(out)
+    assert crashed.training["provisional"] and crashed.training["best_epoch"] == 0
+
+
+def test_a_checkpoint_is_not_a_model_and_says_how_to_resume(data, tmp_path):
+    train_set, _ = data
+    ckpt = tmp_path / "run.checkpoint.safetensors"
+    run_to_end(
+        iter_train(train_set, architecture=ARCH, config=small_config(epochs=1), checkpoint=ckpt)
+    )
+    with pytest.raises(UNetError, match="--resume"):
+        load_model(ckpt)

@@ -201,7 +201,8 @@ def segment_one_file(
         )
         notes = info["notes"]
     else:
-        notes = _segment_in_memory(np.asarray(image.data), axes, out_path, model, options, path)
+        # Planes are read one at a time from the (lazy) file: a stack's memory is its labels'.
+        notes = _segment_in_memory(image.data, axes, out_path, model, options, path)
     return {
         "file": str(path),
         "output": str(out_path),
@@ -254,7 +255,7 @@ def _segment_in_memory(
     if options.overlay and labels.ndim == 2:
         write_png(
             out_path.with_name(out_path.name.split(LABEL_SUFFIX)[0] + "_overlay.png"),
-            overlay_png(np.squeeze(data) if data.ndim == 2 else data, labels),
+            overlay_png(np.squeeze(np.asarray(data)), labels),
         )
     return notes
 

@@ -242,6 +242,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint=checkpoint,
         resume=args.resume,
         data_description=description,
+        save_best_to=out,
     )
     bar = _progress_bar(None, "train", args.quiet)
 

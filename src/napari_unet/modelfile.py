@@ -26,6 +26,7 @@ from .normalize import Normalization
 FORMAT = "napari-unet-model"
 FORMAT_VERSION = 1
 METADATA_KEY = "napari_unet"
+CHECKPOINT_KEY = "napari_unet_checkpoint"  # training checkpoints (training.py)
 BUILTIN_MODELS = {"default": "default.safetensors", "nuclei": "default.safetensors"}
 
 
@@ -187,6 +188,12 @@ def config_from_metadata(metadata: dict, name: str) -> dict:
     out-of-range thresholds) is a UNetError naming the file, never a traceback.
     """
     if METADATA_KEY not in metadata:
+        if CHECKPOINT_KEY in metadata:
+            raise UNetError(
+                f"{name} is a training checkpoint, not a model: continue the run with "
+                f"'napari-unet train ... --resume --checkpoint {name}' (the same --out), "
+                "or use the model file that run wrote"
+            )
         raise UNetError(
             f"{name} is a safetensors file but not a napari-unet model (no model config)"
         )

@@ -8,6 +8,7 @@ channel axes are mapped to what the model takes.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -36,6 +37,25 @@ from .tiling import iter_predict_tiled, prepare_model, resolve_device, resolve_p
 MAX_UPSCALE = 2.0
 MIN_DOWNSCALE = 0.25
 RESCALE_WORTH = 1.25
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(needed: int) -> None:
+    """Refuse, before allocating, outputs that cannot fit in memory."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UNetError(
+            f"the labels of this image need {needed / 1e9:.1f} GB of memory but "
+            f"{available / 1e9:.1f} GB are available; segment fewer planes at a time "
+            "(e.g. a Z range) or a 2D image block by block"
+        )
 
 
 def median_object_area(labels: np.ndarray) -> float | None:
@@ -273,6 +293,8 @@ def iter_segment(
     net = prepare_model(seg_model.net, dev, resolve_precision(precision, dev))
     planes = layout.plane_indices(arr.shape)
     out_shape = layout.output_shape(arr.shape)
+    n_out = int(np.prod(out_shape, dtype=np.float64))
+    check_memory(4 * n_out * (1 + (seg_model.net.config.n_classes if return_probabilities else 0)))
     labels_out = np.zeros(out_shape, dtype=np.uint32)
     probs_out = (
         np.zeros((seg_model.net.config.n_classes, *out_shape), dtype=np.float32)

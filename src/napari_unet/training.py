@@ -48,7 +48,7 @@ from .instances import InstanceParams, instances_from_probabilities, tune_instan
 from .io import atomic_path
 from .metrics import MatchCounts, match_counts
 from .model import UNet, halo, valid_input_size
-from .modelfile import SegmentationModel, load_model, new_model
+from .modelfile import CHECKPOINT_KEY, SegmentationModel, load_model, new_model, save_model
 from .progress import Progress
 from .tiling import native_bfloat16, predict_tiled, prepare_model, resolve_device
 
@@ -311,7 +311,7 @@ def save_checkpoint(
         for key, value in entries.items():
             tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     meta = {
-        "napari_unet_checkpoint": json.dumps(
+        CHECKPOINT_KEY: json.dumps(
             {"state": state, "param_groups": opt["param_groups"], "model": model.config_dict()}
         )
     }
@@ -328,7 +328,7 @@ def load_checkpoint(path: Path) -> tuple[dict, dict]:
         raise UNetError(f"checkpoint {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["napari_unet_checkpoint"])
+            meta = json.loads((f.metadata() or {})[CHECKPOINT_KEY])
         return load_file(str(path)), meta
     except Exception as exc:
         raise UNetError(
@@ -361,6 +361,7 @@ def iter_train(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     data_description: dict | None = None,
+    save_best_to: str | Path | None = None,
 ) -> Generator[Progress, None, SegmentationModel]:
     """Train or fine-tune a model; a generator of progress events returning the best model.
 
@@ -379,6 +380,10 @@ def iter_train(
     checkpoint, resume
         Write a checkpoint there after every epoch; with ``resume`` continue
         from it (weights, optimizer, epoch, best score).
+    save_best_to
+        Write the best model so far to this model file (atomically) whenever
+        it changes, so a crash or a killed process still leaves a usable
+        model; its training summary says it is provisional.
     """
     config = config or TrainConfig()
     if not train_images:
@@ -480,6 +485,7 @@ def iter_train(
         history.append({"epoch": ep, "step": step, "time_s": round(elapsed(), 1), **scores})
         return Progress("validate", ep, config.epochs, {**scores, "epoch": ep, "best": improved})
 
+    saved_best_epoch = best_epoch
     net.train()
     for epoch in range(start_epoch, config.epochs):
         dataset.epoch = epoch
@@ -558,6 +564,9 @@ def iter_train(
                     "config": config.to_dict(),
                 },
             )
+        if save_best_to is not None and best_epoch != saved_best_epoch and seen:
+            _save_provisional(save_best_to, model, best_state, best_epoch, step)
+            saved_best_epoch = best_epoch
         if stopped_by != "epochs":
             break
     # A run cut short by time or Stop still gets one look at the validation set.
@@ -598,6 +607,18 @@ def iter_train(
         summary["postprocessing_tuning"] = tuned
         yield Progress("tune", 1, 1, tuned)
     return replace(model, net=net.cpu(), postprocessing=params, training=summary, source=None)
+
+
+def _save_provisional(path, model: SegmentationModel, state: dict, epoch: int, step: int) -> None:
+    net = copy.deepcopy(model.net).cpu()
+    net.load_state_dict(state)
+    snapshot = replace(
+        model,
+        net=net,
+        training={"provisional": True, "best_epoch": epoch, "steps_so_far": step},
+        source=None,
+    )
+    save_model(snapshot, path)
 
 
 def train(*args, **kwargs) -> SegmentationModel:
