@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_unet.devices import resolve_precision
 from napari_unet.model import UNet, input_size_for_output, output_size
 from napari_unet.modelfile import builtin_model_path, load_model
 from napari_unet.normalize import normalize
@@ -32,7 +33,6 @@ from napari_unet.tiling import (
     plan_tiles,
     predict_tiled,
     prepare_model,
-    resolve_precision,
 )
 
 

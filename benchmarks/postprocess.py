@@ -15,13 +15,14 @@ import time
 import numpy as np
 import torch
 
+from napari_unet.devices import resolve_precision
 from napari_unet.instances import instances_from_probabilities
 from napari_unet.metrics import matching
 from napari_unet.modelfile import load_model
 from napari_unet.normalize import normalize
 from napari_unet.segmentation import segment
 from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.tiling import predict_tiled, prepare_model, resolve_precision
+from napari_unet.tiling import predict_tiled, prepare_model
 
 
 def best_of(fn, repeats=3):

@@ -18,10 +18,10 @@ import torch
 from inference import conv_gflops
 
 from napari_unet.data import make_training_image
+from napari_unet.devices import native_bfloat16
 from napari_unet.model import UNet, valid_input_size
 from napari_unet.progress import Progress
 from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.tiling import native_bfloat16
 from napari_unet.training import TrainConfig, iter_train
 
 

@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet.data import load_training_folder
+from napari_unet.devices import resolve_device, resolve_precision
 from napari_unet.instances import instances_from_probabilities, tune_instance_params
 from napari_unet.modelfile import load_model
 from napari_unet.normalize import Normalization
 
 # The same enlargement rule and resampling as `segment`, so the bound includes the shipped upscaling.
 from napari_unet.segmentation import rescale_factor, resize_channels
-from napari_unet.tiling import predict_tiled, prepare_model, resolve_device, resolve_precision
+from napari_unet.tiling import predict_tiled, prepare_model
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "dsb2018-fluo" / "val"

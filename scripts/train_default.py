@@ -28,6 +28,7 @@ import numpy as np
 from napari_unet import __version__
 from napari_unet.augment import AugmentConfig
 from napari_unet.data import make_training_image, pair_by_stem
+from napari_unet.devices import resolve_device
 from napari_unet.instances import CLASS_SCHEMES
 from napari_unet.io import read_image
 from napari_unet.metrics import dataset_ap
@@ -36,7 +37,6 @@ from napari_unet.normalize import Normalization
 from napari_unet.progress import Progress, run_to_end
 from napari_unet.segmentation import segment
 from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.tiling import resolve_device
 from napari_unet.training import TrainConfig, iter_train, tune_postprocessing
 
 HERE = Path(__file__).resolve().parent

@@ -107,8 +107,9 @@ def _segment_block(
     data, axes: str, block: Block, model: SegmentationModel, stats: InputStats, scale, options
 ):
     """The per-plane pipeline on a block's region with its context; returns the region's result."""
+    from .devices import resolve_device, resolve_precision
     from .segmentation import iter_segment_plane
-    from .tiling import prepare_model, resolve_device, resolve_precision
+    from .tiling import prepare_model
 
     dev = resolve_device(options.device)
     net = prepare_model(model.net, dev, resolve_precision(options.precision, dev))

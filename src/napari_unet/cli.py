@@ -348,8 +348,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from .data import load_training_folder
+    from .devices import resolve_device
     from .modelfile import load_model, save_model
-    from .tiling import resolve_device
     from .training import tune_postprocessing
 
     out = Path(args.out)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .devices import resolve_device, resolve_precision
 from .errors import UNetError
 from .instances import InstanceParams, instances_from_probabilities
 from .io import check_axes, infer_axes
@@ -28,7 +29,7 @@ from .normalize import (
     to_channels_first,
 )
 from .progress import Progress, run_to_end
-from .tiling import iter_predict_tiled, prepare_model, resolve_device, resolve_precision
+from .tiling import iter_predict_tiled, prepare_model
 
 # A plane is segmented again, rescaled, when its objects are far from the
 # training sizes: enlarged by at most MAX_UPSCALE, shrunk by at most

@@ -11,18 +11,17 @@ padded image (tested to 1e-5 in float32).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .devices import default_memory_budget, resolve_device, resolve_precision
 from .errors import UNetError
 from .model import UNet, halo, input_size_for_output
 from .progress import Progress, run_to_end
 
-DEFAULT_CPU_BUDGET = 1 << 30  # bytes of activations per batch on the CPU
 MAX_TILE_OUTPUT = 1024  # beyond this, bigger tiles no longer cut the halo overhead much
 
 
@@ -63,11 +62,6 @@ class TilePlan:
             for j in range(self.x.count)
         ]
 
-    def halo_fraction(self) -> float:
-        """Fraction of the computed input area that is context rather than kept output."""
-        computed = self.n_tiles * self.y.tile * self.x.tile
-        return 1.0 - (self.y.size * self.x.size) / computed
-
 
 def plan_axis(size: int, depth: int, step: int) -> AxisPlan:
     stride = 2**depth
@@ -95,47 +89,6 @@ def mirror_pad(image: np.ndarray, plan: TilePlan) -> np.ndarray:
 # --------------------------------------------------------------------------
 # Devices, precision and tile size
 # --------------------------------------------------------------------------
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UNetError("CUDA was requested but no CUDA GPU is available; use --device cpu")
-    return dev
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """True where bfloat16 matrix work is done in hardware (AMX/AVX512-BF16, or a GPU)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = torch.cpu
-        return bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()) or bool(
-            getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-        )
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The compute dtype for ``precision`` ("auto", "float32", "bfloat16"); None is float32."""
-    if precision == "float32":
-        return None
-    if precision == "bfloat16":
-        return torch.bfloat16
-    if precision == "auto":
-        if os.environ.get("NAPARI_UNET_PRECISION") == "float32":
-            return None
-        return torch.bfloat16 if native_bfloat16(device) else None
-    raise UNetError(f"unknown precision {precision!r}; use auto, float32 or bfloat16")
-
-
-def default_memory_budget(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.5)
-    return DEFAULT_CPU_BUDGET
 
 
 def choose_tile_output(model: UNet, budget_bytes: int, bytes_per_value: int = 4) -> int:

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from . import __version__
 from .augment import AugmentConfig
 from .data import PatchDataset, TrainingImage, dataset_class_weights
+from .devices import native_bfloat16, resolve_device
 from .errors import UNetError
 from .instances import InstanceParams, instances_from_probabilities, tune_instance_params
 from .io import atomic_path
@@ -50,7 +51,7 @@ from .metrics import MatchCounts, match_counts
 from .model import UNet, halo, valid_input_size
 from .modelfile import CHECKPOINT_KEY, SegmentationModel, load_model, new_model, save_model
 from .progress import Progress
-from .tiling import native_bfloat16, predict_tiled, prepare_model, resolve_device
+from .tiling import predict_tiled, prepare_model
 
 SELECTION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 

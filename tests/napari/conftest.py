@@ -10,7 +10,7 @@ if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
 
 @pytest.fixture(autouse=True)
 def fresh_registry(monkeypatch):
-    import napari_unet._napari.models as models
+    import napari_unet._napari.model_registry as models
 
     monkeypatch.setattr(models, "_REGISTRY", None)
     yield
@@ -28,7 +28,7 @@ def errors(monkeypatch):
 
 @pytest.fixture
 def registered_tiny(tiny_model):
-    from napari_unet._napari.models import registry
+    from napari_unet._napari.model_registry import registry
 
     tiny_model.name = "tiny"
     registry().add("tiny", tiny_model)

@@ -2,7 +2,7 @@ import numpy as np
 import tifffile
 
 from napari_unet._napari.annotate_widget import AnnotateWidget
-from napari_unet._napari.models import registry
+from napari_unet._napari.model_registry import registry
 from napari_unet._napari.segment_widget import SegmentWidget
 from napari_unet._napari.train_widget import TrainWidget
 from napari_unet._napari.weight_map_widget import WeightMapWidget
@@ -214,7 +214,7 @@ def test_field_of_view_only(make_napari_viewer, qtbot, registered_tiny):
 
 def test_post_processing_sliders_carry_every_model_parameter(make_napari_viewer, tiny_model):
     """The GUI must label exactly as the CLI: every stored parameter survives the sliders."""
-    from napari_unet._napari.models import registry
+    from napari_unet._napari.model_registry import registry
     from napari_unet.instances import InstanceParams
 
     tiny_model.name = "tuned"

@@ -27,7 +27,7 @@ def get_reader(path):
 def read_model(path):
     from napari.utils.notifications import show_info
 
-    from .models import registry
+    from .model_registry import registry
 
     path = path[0] if isinstance(path, list) else path
     name = registry().add_file(path)

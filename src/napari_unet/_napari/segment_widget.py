@@ -34,7 +34,7 @@ from ..progress import Progress
 from ..segmentation import iter_segment, labels_from_probabilities
 from ..settings import load_settings, update_settings
 from ._common import LayerCombo, TaskBar, labeled, report_error
-from .models import registry
+from .model_registry import registry
 
 SCOPES = ("whole image", "current plane", "field of view")
 

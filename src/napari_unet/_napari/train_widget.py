@@ -43,7 +43,7 @@ from ..settings import load_settings, update_settings
 from ..training import FINE_TUNE, TrainConfig, iter_train
 from ._common import LayerCombo, TaskBar, labeled, report_error
 from .annotate_widget import region_mask
-from .models import registry
+from .model_registry import registry
 from .plot import LivePlot
 from .segment_widget import image_axes
 
