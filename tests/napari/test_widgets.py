@@ -287,3 +287,40 @@ def test_stop_before_the_first_step_says_no_model(
     wait_idle(qtbot, trainer)
     assert trainer.trained is None
     assert any("before its first step" in e for e in errors)
+
+
+def test_merge_is_one_undoable_and_redoable_step(make_napari_viewer):
+    viewer = make_napari_viewer()
+    labels = np.zeros((40, 40), np.uint32)
+    labels[2:10, 2:10] = 1
+    labels[20:30, 20:30] = 2
+    image = viewer.add_image(np.zeros((40, 40), np.float32), name="img")
+    layer = viewer.add_labels(labels.copy(), name="img annotation")
+    # A brush stroke first, recorded by napari as usual.
+    layer.paint((35, 35), 3)
+    after_stroke = np.array(layer.data, copy=True)
+    ann = AnnotateWidget(viewer)
+    ann.image_combo.set_layer(image)
+    ann.labels_combo.set_layer(layer)
+    ann.merge_edit.setText("1, 2")
+    ann.merge()
+    assert set(np.unique(layer.data)) == {0, 1, 3}
+    layer.undo()  # undoes the merge, keeps the stroke
+    np.testing.assert_array_equal(layer.data, after_stroke)
+    layer.redo()
+    assert set(np.unique(layer.data)) == {0, 1, 3}
+
+
+def test_relabel_never_overwrites_hand_edits(make_napari_viewer, qtbot, registered_tiny):
+    viewer = make_napari_viewer()
+    image, _ = synthetic_nuclei((96, 96), n_nuclei=6, seed=0)
+    viewer.add_image(image, name="cells")
+    seg = segment_with_tiny(viewer, qtbot, "whole image")
+    labels = viewer.layers["cells labels"]
+    labels.paint((50, 50), 99)  # a hand edit
+    edited = np.array(labels.data, copy=True)
+    seg.relabel()
+    wait_idle(qtbot, seg)
+    np.testing.assert_array_equal(labels.data, edited)
+    assert "cells labels (2)" in viewer.layers
+    assert "edited by hand" in seg.status.text()

@@ -164,9 +164,17 @@ class AnnotateWidget(QWidget):
         return layer
 
     def _edit(self, layer, new_data: np.ndarray) -> None:
-        # Keep napari's undo history working by going through the layer's data setter.
-        layer.data = new_data
-        layer.refresh()
+        """Apply an edit as one step of napari's undo history (undo and redo work on it).
+
+        Only the changed pixels are written, through ``data_setitem`` inside
+        ``block_history``, which records them as a single history atom;
+        replacing ``layer.data`` would drop the history instead.
+        """
+        changed = np.nonzero(new_data != layer.data)
+        if not changed[0].size:
+            return
+        with layer.block_history():
+            layer.data_setitem(changed, new_data[changed])
 
     def merge(self) -> None:
         try:

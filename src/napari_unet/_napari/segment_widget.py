@@ -79,6 +79,9 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.settings = load_settings()
         self._cache: dict | None = None
+        # What this widget last wrote into each labels layer (by id), to tell hand edits apart.
+        self._written: dict[int, np.ndarray] = {}
+        self._kept_edits: str | None = None
         layout = QVBoxLayout(self)
 
         self.image_combo = LayerCombo(napari_viewer, (napari.layers.Image,))
@@ -352,6 +355,7 @@ class SegmentWidget(QWidget):
         def done(result) -> None:
             labels, probs = result
             self._cache = {"layer": layer, "model": model, "probs": probs, "target": target}
+            self._kept_edits = None
             self._write_labels(layer, labels, target)
             if self.probabilities_check.isChecked():
                 self._show_probabilities(layer, model, probs, target)
@@ -392,10 +396,16 @@ class SegmentWidget(QWidget):
             return labels_from_probabilities(cache["probs"], cache["model"], params)
 
         def done(labels) -> None:
+            self._kept_edits = None
             self._write_labels(cache["layer"], labels, cache["target"])
-            self.status.setText(f"{int(labels.max())} objects")
+            self.status.setText(f"{int(labels.max())} objects" + self._kept_note())
 
         self.task.run(make, None, done, description="relabel")
+
+    def _kept_note(self) -> str:
+        if self._kept_edits is None:
+            return ""
+        return f"; {self._kept_edits!r} was edited by hand and is kept: result in a new layer"
 
     # output layers -----------------------------------------------------------
     def _output_shape(self, image_layer) -> tuple[int, ...]:
@@ -403,13 +413,25 @@ class SegmentWidget(QWidget):
         axes = image_axes(image_layer)
         return tuple(s for s, a in zip(data.shape, axes) if a != "C")
 
+    def _edited_by_hand(self, layer) -> bool:
+        """True when ``layer`` holds something other than what this widget last wrote into it."""
+        written = self._written.get(id(layer))
+        return written is None or not np.array_equal(np.asarray(layer.data), written)
+
     def labels_layer(self, image_layer, create: bool = True):
         name = f"{image_layer.name} labels"
         shape = self._output_shape(image_layer)
         if name in self.viewer.layers:
             existing = self.viewer.layers[name]
             if isinstance(existing, napari.layers.Labels) and existing.data.shape == shape:
-                return existing
+                if not self._edited_by_hand(existing):
+                    return existing
+                # Hand edits are never overwritten: the new result gets its own layer.
+                n = 2
+                while f"{name} ({n})" in self.viewer.layers:
+                    n += 1
+                name = f"{name} ({n})"
+                self._kept_edits = existing.name
         if not create:
             return None
         layer = self.viewer.add_labels(
@@ -444,6 +466,7 @@ class SegmentWidget(QWidget):
             region[...] = shifted
             out.refresh()
         out.visible = True
+        self._written[id(out)] = np.array(out.data, copy=True)
 
     def _show_probabilities(self, image_layer, model, probs: np.ndarray, target: Target) -> None:
         for k, cls in enumerate(model.classes):
