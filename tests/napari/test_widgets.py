@@ -192,7 +192,7 @@ def test_settings_persist_across_widgets(make_napari_viewer, registered_tiny):
     first.model_combo.setCurrentText("tiny")
     second = SegmentWidget(viewer)
     assert second.tile_spin.value() == 256
-    assert second.scope_combo.currentText() == "field of view"
+    assert second.scope_combo.currentText() == "whole image"  # per-image, not restored
     assert second.model_combo.currentText() == "tiny"
 
 

@@ -204,8 +204,7 @@ class SegmentWidget(QWidget):
         self.reset_params_button.clicked.connect(self.reset_params)
         for slider in self._param_sliders:
             slider.valueChanged.connect(self._params_changed)
-        for w, key in ((self.device_combo, "device"), (self.scope_combo, "scope")):
-            w.currentTextChanged.connect(lambda text, key=key: update_settings(**{key: text}))
+        self.device_combo.currentTextChanged.connect(lambda text: update_settings(device=text))
         self.tile_spin.valueChanged.connect(lambda v: update_settings(tile_size=int(v)))
 
     # models ---------------------------------------------------------------
@@ -250,8 +249,8 @@ class SegmentWidget(QWidget):
             self.device_combo.itemText(i) for i in range(self.device_combo.count())
         ]:
             self.device_combo.setCurrentText(s["device"])
-        if s.get("scope") in SCOPES:
-            self.scope_combo.setCurrentText(s["scope"])
+        # The scope is a per-image choice: a "field of view" saved yesterday would
+        # silently segment only part of today's image, so it is not restored.
         self.tile_spin.setValue(int(s.get("tile_size", 0) or 0))
         self.reset_params()
 
