@@ -324,3 +324,27 @@ def test_relabel_never_overwrites_hand_edits(make_napari_viewer, qtbot, register
     np.testing.assert_array_equal(labels.data, edited)
     assert "cells labels (2)" in viewer.layers
     assert "edited by hand" in seg.status.text()
+
+
+def test_image_choice_follows_a_newly_opened_image(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 8)), name="first")
+    seg = SegmentWidget(viewer)
+    assert seg.image_combo.currentText() == "first"
+    viewer.add_image(np.zeros((8, 8)), name="second")
+    assert seg.image_combo.currentText() == "second"
+
+
+def test_probability_maps_do_not_take_over_the_image_choice(
+    make_napari_viewer, qtbot, registered_tiny
+):
+    viewer = make_napari_viewer()
+    image, _ = synthetic_nuclei((64, 64), n_nuclei=4, seed=0)
+    viewer.add_image(image, name="cells")
+    seg = SegmentWidget(viewer)
+    seg.model_combo.setCurrentText("tiny")
+    seg.probabilities_check.setChecked(True)
+    seg.run()
+    wait_idle(qtbot, seg)
+    assert "cells interior probability" in viewer.layers
+    assert seg.image_combo.currentText() == "cells"

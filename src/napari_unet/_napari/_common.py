@@ -13,6 +13,10 @@ from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushBu
 from ..errors import UNetError
 from ..progress import Progress
 
+# Set in the metadata of layers the widgets compute (probability maps, weight
+# maps): the layer choices do not jump to them when they appear.
+DERIVED_KEY = "napari_unet_derived"
+
 
 def report_error(exc: BaseException) -> None:
     """A user's mistake as a one-line notification; anything else with its type, never a dialog."""
@@ -35,9 +39,18 @@ class LayerCombo(QComboBox):
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
         events = viewer.layers.events
-        for ev in (events.inserted, events.removed, events.moved, events.changed):
+        for ev in (events.removed, events.moved, events.changed):
             ev.connect(self.refresh)
+        events.inserted.connect(self._inserted)
         self.refresh()
+
+    def _inserted(self, event=None) -> None:
+        """A newly opened layer of the right type becomes the choice (the user just opened it)."""
+        self.refresh()
+        layer = getattr(event, "value", None)
+        derived = layer is not None and layer.metadata.get(DERIVED_KEY, False)
+        if layer is not None and isinstance(layer, self.layer_types) and not derived:
+            self.set_layer(layer)
 
     def refresh(self, event=None) -> None:
         current = self.currentText()

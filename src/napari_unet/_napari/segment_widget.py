@@ -33,7 +33,7 @@ from ..normalize import IMAGE_TYPES
 from ..progress import Progress
 from ..segmentation import iter_segment, labels_from_probabilities
 from ..settings import load_settings, update_settings
-from ._common import LayerCombo, TaskBar, labeled, report_error
+from ._common import DERIVED_KEY, LayerCombo, TaskBar, labeled, report_error
 from .model_registry import registry
 
 SCOPES = ("whole image", "current plane", "field of view")
@@ -483,6 +483,7 @@ class SegmentWidget(QWidget):
                     blending="additive",
                     contrast_limits=(0, 1),
                     visible=True,
+                    metadata={DERIVED_KEY: True},
                 )
             data = layer.data
             if target.plane:

@@ -8,7 +8,7 @@ from qtpy.QtWidgets import QDoubleSpinBox, QLabel, QPushButton, QVBoxLayout, QWi
 
 from ..errors import UNetError
 from ..weights import border_weight_map, separated_labels
-from ._common import LayerCombo, labeled, report_error
+from ._common import DERIVED_KEY, LayerCombo, labeled, report_error
 
 
 class WeightMapWidget(QWidget):
@@ -61,7 +61,12 @@ class WeightMapWidget(QWidget):
             out.data = weights
         else:
             out = self.viewer.add_image(
-                weights, name=name, colormap="magma", scale=layer.scale, translate=layer.translate
+                weights,
+                name=name,
+                colormap="magma",
+                scale=layer.scale,
+                translate=layer.translate,
+                metadata={DERIVED_KEY: True},
             )
         out.contrast_limits = (0.0, float(weights.max()) or 1.0)
         return out
