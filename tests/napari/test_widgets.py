@@ -348,3 +348,15 @@ def test_probability_maps_do_not_take_over_the_image_choice(
     wait_idle(qtbot, seg)
     assert "cells interior probability" in viewer.layers
     assert seg.image_combo.currentText() == "cells"
+
+
+def test_opening_a_model_twice_selects_it_once(make_napari_viewer, tiny_model, tmp_path):
+    from napari_unet.modelfile import save_model
+
+    path = save_model(tiny_model, tmp_path / "lab.safetensors")
+    seg = SegmentWidget(make_napari_viewer())
+    seg.add_model_file(str(path))
+    seg.model_combo.setCurrentText("default")
+    seg.add_model_file(str(path))
+    assert registry().names().count("lab") == 1 and "lab (2)" not in registry().names()
+    assert seg.model_combo.currentText() == "lab"

@@ -15,6 +15,7 @@ from ..modelfile import SegmentationModel, builtin_model_path, load_model
 
 class ModelRegistry:
     changed = Signal()
+    added = Signal(str)  # the name of a model just trained or opened: widgets select it
 
     def __init__(self) -> None:
         self._models: dict[str, SegmentationModel | str] = {}
@@ -32,11 +33,18 @@ class ModelRegistry:
             n += 1
         self._models[name] = model
         self.changed.emit()
+        self.added.emit(name)
         return name
 
     def add_file(self, path: str | Path) -> str:
+        """Register a model file (once: opening the same file again selects its entry)."""
+        source = str(Path(path).absolute())
+        for name, entry in self._models.items():
+            if isinstance(entry, SegmentationModel) and entry.source == source:
+                self.added.emit(name)
+                return name
         model = load_model(path)  # raises UNetError with a clear message
-        model.source = str(path)
+        model.source = source
         return self.add(Path(path).stem, model)
 
     def get(self, name: str) -> SegmentationModel:

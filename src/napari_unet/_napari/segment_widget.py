@@ -196,6 +196,7 @@ class SegmentWidget(QWidget):
         self._pending_relabel = False
 
         registry().changed.connect(self.refresh_models)
+        registry().added.connect(self._select_model)
         self.refresh_models()
         self._restore_settings()
         self.model_combo.currentTextChanged.connect(self._model_changed)
@@ -216,6 +217,10 @@ class SegmentWidget(QWidget):
         index = self.model_combo.findText(current)
         self.model_combo.setCurrentIndex(max(index, 0))
         self.model_combo.blockSignals(False)
+
+    def _select_model(self, name: str) -> None:
+        self.refresh_models()
+        self.model_combo.setCurrentText(name)
 
     def open_model_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open model", "", "Model files (*.safetensors)")

@@ -10,7 +10,6 @@ for the Segment widget and can be saved to a file.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -273,6 +272,8 @@ class TrainWidget(QWidget):
         in_channels = init.in_channels if init is not None else self._in_channels_for_scratch()
         norm = init.normalization if init is not None else Normalization()
         architecture = {"in_channels": in_channels} if init is None else None
+        names = [p["name"] for p in sources["pairs"] if p["role"] == "train"]
+        model_label = names[0] if len(names) == 1 else f"{len(names) or 'folder'} images"
 
         def make():
             # Normalizing the images takes time: it runs here, in the worker.
@@ -315,9 +316,13 @@ class TrainWidget(QWidget):
                 self.status.setText("tuning post-processing thresholds on the validation images…")
 
         def done(model: SegmentationModel) -> None:
-            model.name = f"trained {time.strftime('%H:%M:%S')}"
+            # Named after what it learned from; the registry makes the name unique.
+            model.name = (
+                f"{model_label}, fine-tuned" if init is not None else f"{model_label} model"
+            )
             self.trained = model
             name = registry().add(model.name, model)
+            model.name = name
             self.save_button.setEnabled(True)
             summary = model.training
             score = summary.get("validation")
