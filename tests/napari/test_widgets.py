@@ -360,3 +360,12 @@ def test_opening_a_model_twice_selects_it_once(make_napari_viewer, tiny_model, t
     seg.add_model_file(str(path))
     assert registry().names().count("lab") == 1 and "lab (2)" not in registry().names()
     assert seg.model_combo.currentText() == "lab"
+
+
+def test_all_docks_fit_a_1000_pixel_screen(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    docks = [viewer.window.add_plugin_dock_widget("napari-unet", name)[0] for name in WIDGETS]
+    total = sum(d.widget().minimumSizeHint().height() for d in docks)
+    assert total < 800, [d.widget().minimumSizeHint().height() for d in docks]
+    assert viewer.window._qt_window.height() <= 1000

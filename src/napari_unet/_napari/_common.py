@@ -8,7 +8,17 @@ import napari
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..errors import UNetError
 from ..progress import Progress
@@ -205,6 +215,23 @@ class TaskBar(QWidget):
             self.bar.setFormat("stopped")
             show_info("U-Net: cancelled")
         self.stop_button.setEnabled(False)
+
+
+def scrolling_layout(widget: QWidget) -> QVBoxLayout:
+    """A vertical layout for ``widget``'s controls inside a scroll area.
+
+    A dock then needs little height (it scrolls instead), so all four docks
+    fit on a 1000-pixel screen together.
+    """
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    inner = QWidget()
+    area.setWidget(inner)
+    outer.addWidget(area)
+    return QVBoxLayout(inner)
 
 
 def labeled(text: str, widget: QWidget) -> QWidget:

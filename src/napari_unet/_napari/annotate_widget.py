@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QLineEdit, QPushButton, QWidget
 
 from ..annotation import fill_label_holes, merge_labels, split_label
 from ..errors import UNetError
-from ._common import LayerCombo, labeled, report_error
+from ._common import LayerCombo, labeled, report_error, scrolling_layout
 from .segment_widget import image_axes
 
 ANNOTATION_SUFFIX = " annotation"
@@ -39,7 +39,7 @@ class AnnotateWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer, parent=None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
 
         self.image_combo = LayerCombo(napari_viewer, (napari.layers.Image,))
         layout.addWidget(labeled("image", self.image_combo))

@@ -33,7 +33,7 @@ from ..normalize import IMAGE_TYPES
 from ..progress import Progress
 from ..segmentation import iter_segment, labels_from_probabilities
 from ..settings import load_settings, update_settings
-from ._common import DERIVED_KEY, LayerCombo, TaskBar, labeled, report_error
+from ._common import DERIVED_KEY, LayerCombo, TaskBar, labeled, report_error, scrolling_layout
 from .model_registry import registry
 
 SCOPES = ("whole image", "current plane", "field of view")
@@ -82,7 +82,7 @@ class SegmentWidget(QWidget):
         # What this widget last wrote into each labels layer (by id), to tell hand edits apart.
         self._written: dict[int, np.ndarray] = {}
         self._kept_edits: str | None = None
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
 
         self.image_combo = LayerCombo(napari_viewer, (napari.layers.Image,))
         layout.addWidget(labeled("image", self.image_combo))

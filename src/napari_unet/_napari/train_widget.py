@@ -28,7 +28,6 @@ from qtpy.QtWidgets import (
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -40,7 +39,7 @@ from ..normalize import Normalization
 from ..progress import Progress
 from ..settings import load_settings, update_settings
 from ..training import FINE_TUNE, TrainConfig, iter_train
-from ._common import LayerCombo, TaskBar, labeled, report_error
+from ._common import LayerCombo, TaskBar, labeled, report_error, scrolling_layout
 from .annotate_widget import region_mask
 from .model_registry import registry
 from .plot import LivePlot
@@ -56,7 +55,7 @@ class TrainWidget(QWidget):
         self.trained: SegmentationModel | None = None
         self._stop = threading.Event()
         settings = load_settings()
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
 
         layout.addWidget(QLabel("<b>Training pairs from layers</b>"))
         self.image_combo = LayerCombo(napari_viewer, (napari.layers.Image,))
@@ -79,7 +78,7 @@ class TrainWidget(QWidget):
         self.pairs = QTableWidget(0, 4)
         self.pairs.setHorizontalHeaderLabels(["image", "labels", "region", "use"])
         self.pairs.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.pairs.setMaximumHeight(120)
+        self.pairs.setMinimumHeight(130)  # four rows visible; the dock scrolls instead
         layout.addWidget(self.pairs)
 
         layout.addWidget(QLabel("<b>… and/or folders</b> (images and masks paired by file name)"))

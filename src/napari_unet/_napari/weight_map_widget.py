@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import QDoubleSpinBox, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QDoubleSpinBox, QLabel, QPushButton, QWidget
 
 from ..errors import UNetError
 from ..weights import border_weight_map, separated_labels
-from ._common import DERIVED_KEY, LayerCombo, labeled, report_error
+from ._common import DERIVED_KEY, LayerCombo, labeled, report_error, scrolling_layout
 
 
 class WeightMapWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer, parent=None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         self.labels_combo = LayerCombo(napari_viewer, (napari.layers.Labels,))
         layout.addWidget(labeled("labels", self.labels_combo))
         self.w0_spin = QDoubleSpinBox()
