@@ -333,3 +333,17 @@ def test_evaluate_reads_a_folder_with_overlays_and_probabilities(pairs, model_fi
     assert main(argv + ["--overlay", "--probabilities"]) == 0
     assert any(p.name.endswith("_overlay.png") for p in out.iterdir())
     assert main(["evaluate", "--pred", str(out), "--gt", str(masks)]) == 0
+
+
+def test_resume_from_a_checkpoint_of_another_network_is_one_line(pairs, tmp_path, capsys):
+    images, masks = pairs
+    out = tmp_path / "m.safetensors"
+    base = ["train", "--images", str(images), "--masks", str(masks), "--from", "scratch"]
+    base += ["--epochs", "1", "--patches-per-epoch", "2", "--batch-size", "2", "--patch-size", "92"]
+    base += ["--out", str(out), "--quiet"]
+    assert main(base + ["--depth", "2", "--base-channels", "4"]) == 0
+    capsys.readouterr()
+    argv = base + ["--depth", "2", "--base-channels", "8", "--resume", "--overwrite"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "another network" in err and err.count("\n") == 1

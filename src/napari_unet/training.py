@@ -457,9 +457,11 @@ def iter_train(
             best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
             _restore_optimizer(optimizer, tensors, meta)
         except (RuntimeError, KeyError, ValueError) as exc:
+            theirs = meta.get("model", {}).get("architecture", "unknown")
             raise UNetError(
                 f"the checkpoint {checkpoint.name} is of another network than this run "
-                f"(architecture or start model differ); start without --resume ({exc})"
+                f"(it holds {theirs}, this run builds {net.config.to_dict()}); "
+                "start without --resume, or give the same architecture"
             ) from exc
         st = meta["state"]
         start_epoch, step, elapsed_before = st["epoch"], st["step"], st["elapsed_s"]
