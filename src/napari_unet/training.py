@@ -299,8 +299,14 @@ def _use_bf16(precision: str, device: torch.device) -> bool:
 
 
 def save_checkpoint(
-    path: Path, model: SegmentationModel, optimizer, best_state: dict, state: dict
+    path: Path,
+    model: SegmentationModel,
+    optimizer,
+    best_state: dict,
+    state: TrainState,
+    config: TrainConfig,
 ) -> None:
+    """Weights, best weights, optimizer state and the run's state, atomically (no pickle)."""
     from safetensors.torch import save_file
 
     tensors = {
@@ -311,9 +317,10 @@ def save_checkpoint(
     for idx, entries in opt["state"].items():
         for key, value in entries.items():
             tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    run = {**asdict(state), "config": config.to_dict()}
     meta = {
         CHECKPOINT_KEY: json.dumps(
-            {"state": state, "param_groups": opt["param_groups"], "model": model.config_dict()}
+            {"state": run, "param_groups": opt["param_groups"], "model": model.config_dict()}
         )
     }
     with atomic_path(path) as tmp:
@@ -349,6 +356,93 @@ def _restore_optimizer(optimizer, tensors: dict, meta: dict) -> None:
 # --------------------------------------------------------------------------
 # The training generator
 # --------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Where a run stands; stored in its checkpoint so a resumed run continues from it."""
+
+    epoch: int = 0  # the next epoch to run
+    step: int = 0
+    elapsed_s: float = 0.0
+    best_score: float = -1.0
+    best_epoch: int = -1
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainState:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def _starting_model(init, architecture: dict | None) -> SegmentationModel:
+    """A private copy of ``init`` to train (a file, a built-in name, an object), or a new network."""
+    if init is None:
+        return new_model(**(architecture or {}))
+    base = load_model(init) if not isinstance(init, SegmentationModel) else init
+    return SegmentationModel(
+        copy.deepcopy(base.net), base.normalization, base.postprocessing, {}, base.name, base.source
+    )
+
+
+def _patch_loader(model: SegmentationModel, train_images, config: TrainConfig):
+    """(dataset, loader, class weights) of random valid-size training patches."""
+    depth = model.net.config.depth
+    patch = valid_input_size(max(config.patch_size, 2 * halo(depth) + 2**depth), depth)
+    class_weights = dataset_class_weights(
+        list(train_images), model.scheme, model.net.config.n_classes, config.class_balance
+    )
+    dataset = PatchDataset(
+        list(train_images),
+        patch,
+        halo(depth),
+        model.scheme,
+        class_weights,
+        config.patches_per_epoch,
+        config.augment,
+        config.w0,
+        config.sigma,
+        config.seed,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=False,
+        num_workers=config.workers,
+        drop_last=False,
+        persistent_workers=False,
+    )
+    return dataset, loader, class_weights
+
+
+def _resume(checkpoint: Path, net: UNet, optimizer) -> tuple[TrainState, dict]:
+    """Load a checkpoint into ``net`` and ``optimizer``; returns its state and best weights."""
+    tensors, meta = load_checkpoint(checkpoint)
+    try:
+        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        _restore_optimizer(optimizer, tensors, meta)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        theirs = meta.get("model", {}).get("architecture", "unknown")
+        raise UNetError(
+            f"the checkpoint {checkpoint.name} is of another network than this run "
+            f"(it holds {theirs}, this run builds {net.config.to_dict()}); "
+            "start without --resume, or give the same architecture"
+        ) from exc
+    return TrainState.from_dict(meta["state"]), best_state
+
+
+def _train_step(net: UNet, optimizer, batch, device: torch.device, bf16: bool) -> float:
+    """One optimizer step on a batch of (images, targets, weights); returns the loss."""
+    images, targets, weights = batch
+    images = images.to(device).contiguous(memory_format=torch.channels_last)
+    targets, weights = targets.to(device), weights.to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = net(images)
+    loss = weighted_cross_entropy(logits, targets, weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
 
 
 def iter_train(
@@ -391,18 +485,7 @@ def iter_train(
         raise UNetError("training needs at least one annotated image")
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    if init is None:
-        model = new_model(**(architecture or {}))
-    else:
-        base = load_model(init) if not isinstance(init, SegmentationModel) else init
-        model = SegmentationModel(
-            copy.deepcopy(base.net),
-            base.normalization,
-            base.postprocessing,
-            {},
-            base.name,
-            base.source,
-        )
+    model = _starting_model(init, architecture)
     net = model.net.to(device)
     in_ch = model.in_channels
     yield Progress("prepare", 0, None, {"what": "training patches"})
@@ -411,31 +494,7 @@ def iter_train(
             raise UNetError(
                 f"{item.name or 'an image'} has {item.image.shape[0]} channels; the model takes {in_ch}"
             )
-    depth = net.config.depth
-    patch = valid_input_size(max(config.patch_size, 2 * halo(depth) + 2**depth), depth)
-    class_weights = dataset_class_weights(
-        list(train_images), model.scheme, net.config.n_classes, config.class_balance
-    )
-    dataset = PatchDataset(
-        list(train_images),
-        patch,
-        halo(depth),
-        model.scheme,
-        class_weights,
-        config.patches_per_epoch,
-        config.augment,
-        config.w0,
-        config.sigma,
-        config.seed,
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        shuffle=False,
-        num_workers=config.workers,
-        drop_last=False,
-        persistent_workers=False,
-    )
+    dataset, loader, class_weights = _patch_loader(model, train_images, config)
     base_lr = config.lr or (1e-3 if config.optimizer == "adam" else 1e-2)
     optimizer = make_optimizer(config.optimizer, net.parameters(), base_lr, config.weight_decay)
     bf16 = _use_bf16(config.precision, device)
@@ -443,29 +502,15 @@ def iter_train(
     total_steps = config.epochs * steps_per_epoch
     limit_s = None if config.minutes is None else 60.0 * config.minutes
 
-    start_epoch, step, elapsed_before = 0, 0, 0.0
-    best_score, best_epoch = -1.0, -1
-    best_state = copy.deepcopy(net.state_dict())
-    history: list[dict] = []
     checkpoint = Path(checkpoint) if checkpoint else None
     if resume:
         if checkpoint is None:
             raise UNetError("resume needs a checkpoint path")
-        tensors, meta = load_checkpoint(checkpoint)
-        try:
-            net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-            _restore_optimizer(optimizer, tensors, meta)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            theirs = meta.get("model", {}).get("architecture", "unknown")
-            raise UNetError(
-                f"the checkpoint {checkpoint.name} is of another network than this run "
-                f"(it holds {theirs}, this run builds {net.config.to_dict()}); "
-                "start without --resume, or give the same architecture"
-            ) from exc
-        st = meta["state"]
-        start_epoch, step, elapsed_before = st["epoch"], st["step"], st["elapsed_s"]
-        best_score, best_epoch, history = st["best_score"], st["best_epoch"], st["history"]
+        state, best_state = _resume(checkpoint, net, optimizer)
+    else:
+        state, best_state = TrainState(), copy.deepcopy(net.state_dict())
+    start_epoch, step, elapsed_before = state.epoch, state.step, state.elapsed_s
+    best_score, best_epoch, history = state.best_score, state.best_epoch, state.history
 
     t0 = time.perf_counter() - elapsed_before
     stopped_by = "epochs"
@@ -505,16 +550,9 @@ def iter_train(
             lr = learning_rate(base_lr, fraction, step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images = images.to(device).contiguous(memory_format=torch.channels_last)
-            targets, weights = targets.to(device), weights.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = net(images)
-            loss = weighted_cross_entropy(logits, targets, weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = _train_step(net, optimizer, (images, targets, weights), device, bf16)
             step += 1
-            running += float(loss.detach()) * len(images)
+            running += loss * len(images)
             seen += len(images)
             rate = seen / max(time.perf_counter() - epoch_t0, 1e-9)
             remaining_steps = total_steps - step
@@ -530,7 +568,7 @@ def iter_train(
                 shown_total,
                 {
                     "epoch": epoch,
-                    "loss": float(loss.detach()),
+                    "loss": loss,
                     "lr": lr,
                     "eta_s": eta,
                     "patches_per_s": rate,
@@ -557,15 +595,8 @@ def iter_train(
                 model,
                 optimizer,
                 best_state,
-                {
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "elapsed_s": elapsed(),
-                    "best_score": best_score,
-                    "best_epoch": best_epoch,
-                    "history": history,
-                    "config": config.to_dict(),
-                },
+                TrainState(epoch + 1, step, elapsed(), best_score, best_epoch, history),
+                config,
             )
         if save_best_to is not None and best_epoch != saved_best_epoch and seen:
             _save_provisional(save_best_to, model, best_state, best_epoch, step)
