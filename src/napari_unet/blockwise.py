@@ -210,7 +210,7 @@ def iter_segment_large(
     block row by block row; ``.zarr``: an NGFF label image). Yields progress
     per block; returns a summary dict.
     """
-    from .io import atomic_path, infer_axes
+    from .io import infer_axes
     from .segmentation import diameter_factor
 
     options = options or BatchOptions()
@@ -224,7 +224,6 @@ def iter_segment_large(
     output = Path(output)
     stats = sampled_input_stats(data, axes, seg_model, options.image_type)
     blocks = plan_blocks(shape, options.block_size, options.object_margin, seg_model.net.stride)
-    index_of = {b.index: k for k, b in enumerate(blocks)}
     t0 = time.perf_counter()
     params = seg_model.postprocessing
     if options.diameter is not None:
@@ -244,166 +243,25 @@ def iter_segment_large(
         {"phase": "plan", "image_type": stats.image_type, "scale": scale, "notes": notes},
     )
     with tempfile.TemporaryDirectory(prefix="napari-unet-blocks-", dir=output.parent) as tmpdir:
-        tmp = Path(tmpdir)
+        store = Path(tmpdir)
         # Phase 1: labels of every block region (core + margin), kept on disk.
-        offsets = np.zeros(len(blocks) + 1, dtype=np.int64)
-        if client is not None:
-            blob = client.scatter(model_to_bytes(seg_model), broadcast=True)
-            data_ref = (
-                client.scatter(data, broadcast=True) if isinstance(data, np.ndarray) else data
-            )
-            futures = [
-                client.submit(
-                    _block_task,
-                    data_ref,
-                    axes,
-                    k,
-                    b,
-                    blob,
-                    stats,
-                    scale,
-                    options,
-                    str(tmp),
-                    pure=False,
-                )
-                for k, b in enumerate(blocks)
-            ]
-            from dask.distributed import as_completed
-
-            for n, fut in enumerate(as_completed(futures), start=1):
-                k, count = fut.result()
-                offsets[k + 1] = count
-                yield Progress("blocks", n, 2 * len(blocks), {"phase": "label"})
-        else:
-            for n, b in enumerate(blocks, start=1):
-                labels = _segment_block(data, axes, b, seg_model, stats, scale, options).labels
-                np.save(tmp / f"{index_of[b.index]}.npy", labels)
-                offsets[index_of[b.index] + 1] = int(labels.max())
-                yield Progress("blocks", n, 2 * len(blocks), {"phase": "label"})
-        offsets = np.cumsum(offsets)
-
-        def region_labels(k: int) -> np.ndarray:
-            return np.load(tmp / f"{k}.npy", mmap_mode="r")
-
+        offsets = yield from _label_blocks(
+            data, axes, blocks, seg_model, stats, scale, options, store, client
+        )
         # Phase 2: merge labels that cover the same object where regions overlap.
-        uf = _UnionFind()
-        for k, b in enumerate(blocks):
-            i, j = b.index
-            for di, dj in ((0, 1), (1, -1), (1, 0), (1, 1)):
-                other = index_of.get((i + di, j + dj))
-                if other is None:
-                    continue
-                ob = blocks[other]
-                # Compare both blocks' labels on the overlap of their regions.
-                ys = slice(
-                    max(b.region[0].start, ob.region[0].start),
-                    min(b.region[0].stop, ob.region[0].stop),
-                )
-                xs = slice(
-                    max(b.region[1].start, ob.region[1].start),
-                    min(b.region[1].stop, ob.region[1].stop),
-                )
-                if ys.start >= ys.stop or xs.start >= xs.stop:
-                    continue
-                mine = region_labels(k)[
-                    ys.start - b.region[0].start : ys.stop - b.region[0].start,
-                    xs.start - b.region[1].start : xs.stop - b.region[1].start,
-                ]
-                theirs = region_labels(other)[
-                    ys.start - ob.region[0].start : ys.stop - ob.region[0].start,
-                    xs.start - ob.region[1].start : xs.stop - ob.region[1].start,
-                ]
-                for x, y in _shared_pairs(
-                    np.asarray(mine), offsets[k], np.asarray(theirs), offsets[other], min_merge_iou
-                ):
-                    uf.union(x, y)
-        # Final ids: sequential over the merged objects that appear in some core.
-        core_ids = []
-        for k, b in enumerate(blocks):
-            lab = region_labels(k)[_core_in_region(b)]
-            ids = np.unique(lab)
-            core_ids.append(ids[ids > 0].astype(np.int64) + offsets[k])
-        all_ids = np.concatenate(core_ids) if core_ids else np.zeros(0, np.int64)
-        roots = np.array([uf.find(int(x)) for x in all_ids], dtype=np.int64)
-        unique_roots = np.unique(roots)
-        final_of_root = {int(r): n + 1 for n, r in enumerate(unique_roots)}
-        n_objects = len(unique_roots)
-        dtype = np.uint16 if n_objects <= np.iinfo(np.uint16).max else np.uint32
-        # Phase 3: write each core with its final ids.
-        luts = []
-        for k in range(len(blocks)):
-            top = int(offsets[k + 1] - offsets[k])
-            lut = np.zeros(top + 1, dtype=dtype)
-            ids = core_ids[k]
-            if len(ids):
-                lut[ids - offsets[k]] = [final_of_root[uf.find(int(x))] for x in ids]
-            luts.append(lut)
+        luts, n_objects = _merge_across_blocks(blocks, store, offsets, min_merge_iou)
 
         def core_labels(k: int) -> np.ndarray:
-            return luts[k][np.asarray(region_labels(k)[_core_in_region(blocks[k])])]
+            region = np.load(store / f"{k}.npy", mmap_mode="r")
+            return luts[k][np.asarray(region[_core_in_region(blocks[k])])]
 
-        done = len(blocks)
+        # Phase 3: write each core with its final ids.
+        dtype = luts[0].dtype if luts else np.uint16
         if output.name.endswith(".zarr"):
-            import zarr
-
-            store = tmp / "labels.zarr"
-            arr = zarr.open_array(
-                str(store),
-                mode="w",
-                shape=shape,
-                dtype=dtype,
-                chunks=(min(1024, shape[0]), min(1024, shape[1])),
-                zarr_format=2,
-                fill_value=0,
-            )
-            for k, b in enumerate(blocks):
-                arr[b.core] = core_labels(k)
-                done += 1
-                yield Progress("blocks", done, 2 * len(blocks), {"phase": "write"})
-            write_ngff_labels(output, arr, "YX")
+            yield from _write_zarr(output, blocks, core_labels, shape, dtype, store)
         else:
-            import tifffile
-
-            rows_of_blocks = sorted({b.index[0] for b in blocks})
-
-            def strips():
-                for i in rows_of_blocks:
-                    row = [k for k, b in enumerate(blocks) if b.index[0] == i]
-                    yield np.concatenate([core_labels(k) for k in row], axis=1)
-
-            def bands():
-                # Rows of TIFF_TILE from strips of any height (the last may be shorter).
-                carry = np.zeros((0, shape[1]), dtype=dtype)
-                for strip in strips():
-                    carry = np.concatenate([carry, strip])
-                    while len(carry) >= TIFF_TILE:
-                        yield carry[:TIFF_TILE]
-                        carry = carry[TIFF_TILE:]
-                if len(carry):
-                    yield carry
-
-            def tiles():
-                # tifffile wants tiles in row-major order.
-                for band in bands():
-                    for x in range(0, shape[1], TIFF_TILE):
-                        t = np.zeros((TIFF_TILE, TIFF_TILE), dtype=dtype)
-                        part = band[:, x : x + TIFF_TILE]
-                        t[: part.shape[0], : part.shape[1]] = part
-                        yield t
-
-            with atomic_path(output) as part:
-                tifffile.imwrite(
-                    part,
-                    tiles(),
-                    shape=shape,
-                    dtype=dtype,
-                    tile=(TIFF_TILE, TIFF_TILE),
-                    compression="zlib",
-                    bigtiff=True,
-                    metadata=tiff_metadata("YX"),
-                )
-            done = 2 * len(blocks)
-            yield Progress("blocks", done, 2 * len(blocks), {"phase": "write"})
+            _write_tiled_tiff(output, blocks, core_labels, shape, dtype)
+            yield Progress("blocks", 2 * len(blocks), 2 * len(blocks), {"phase": "write"})
     return {
         "image_type": stats.image_type,
         "scale": scale,
@@ -413,6 +271,163 @@ def iter_segment_large(
         "seconds": time.perf_counter() - t0,
         "output": str(output),
     }
+
+
+def _label_blocks(data, axes, blocks, model, stats, scale, options, store: Path, client):
+    """Label every block's region into ``store/<k>.npy``; returns the cumulative id offsets."""
+    offsets = np.zeros(len(blocks) + 1, dtype=np.int64)
+    if client is not None:
+        from dask.distributed import as_completed
+
+        blob = client.scatter(model_to_bytes(model), broadcast=True)
+        data_ref = client.scatter(data, broadcast=True) if isinstance(data, np.ndarray) else data
+        futures = [
+            client.submit(
+                _block_task,
+                data_ref,
+                axes,
+                k,
+                b,
+                blob,
+                stats,
+                scale,
+                options,
+                str(store),
+                pure=False,
+            )
+            for k, b in enumerate(blocks)
+        ]
+        for n, fut in enumerate(as_completed(futures), start=1):
+            k, count = fut.result()
+            offsets[k + 1] = count
+            yield Progress("blocks", n, 2 * len(blocks), {"phase": "label"})
+    else:
+        for k, b in enumerate(blocks):
+            labels = _segment_block(data, axes, b, model, stats, scale, options).labels
+            np.save(store / f"{k}.npy", labels)
+            offsets[k + 1] = int(labels.max())
+            yield Progress("blocks", k + 1, 2 * len(blocks), {"phase": "label"})
+    return np.cumsum(offsets)
+
+
+def _overlap(a: Block, b: Block) -> tuple[slice, slice] | None:
+    """The part of the image both blocks' regions cover (None when they do not meet)."""
+    ys = slice(max(a.region[0].start, b.region[0].start), min(a.region[0].stop, b.region[0].stop))
+    xs = slice(max(a.region[1].start, b.region[1].start), min(a.region[1].stop, b.region[1].stop))
+    return None if ys.start >= ys.stop or xs.start >= xs.stop else (ys, xs)
+
+
+def _within(block: Block, window: tuple[slice, slice]) -> tuple[slice, slice]:
+    """``window`` (image coordinates) in the coordinates of ``block``'s region."""
+    return tuple(slice(w.start - r.start, w.stop - r.start) for w, r in zip(window, block.region))
+
+
+def _merge_across_blocks(blocks, store: Path, offsets, min_iou: float):
+    """One look-up table per block from its labels to final ids, and the number of objects.
+
+    Labels of neighbouring blocks that cover the same object on their shared
+    pixels are joined (union-find); final ids are sequential over the joined
+    objects that appear in some block's core.
+    """
+    index_of = {b.index: k for k, b in enumerate(blocks)}
+
+    def region_labels(k: int) -> np.ndarray:
+        return np.load(store / f"{k}.npy", mmap_mode="r")
+
+    uf = _UnionFind()
+    for k, b in enumerate(blocks):
+        i, j = b.index
+        for di, dj in ((0, 1), (1, -1), (1, 0), (1, 1)):
+            other = index_of.get((i + di, j + dj))
+            window = None if other is None else _overlap(b, blocks[other])
+            if window is None:
+                continue
+            mine = np.asarray(region_labels(k)[_within(b, window)])
+            theirs = np.asarray(region_labels(other)[_within(blocks[other], window)])
+            for x, y in _shared_pairs(mine, offsets[k], theirs, offsets[other], min_iou):
+                uf.union(x, y)
+    core_ids = []
+    for k, b in enumerate(blocks):
+        ids = np.unique(region_labels(k)[_core_in_region(b)])
+        core_ids.append(ids[ids > 0].astype(np.int64) + offsets[k])
+    all_ids = np.concatenate(core_ids) if core_ids else np.zeros(0, np.int64)
+    unique_roots = np.unique(np.array([uf.find(int(x)) for x in all_ids], dtype=np.int64))
+    final_of_root = {int(r): n + 1 for n, r in enumerate(unique_roots)}
+    n_objects = len(unique_roots)
+    dtype = np.uint16 if n_objects <= np.iinfo(np.uint16).max else np.uint32
+    luts = []
+    for k in range(len(blocks)):
+        lut = np.zeros(int(offsets[k + 1] - offsets[k]) + 1, dtype=dtype)
+        ids = core_ids[k]
+        if len(ids):
+            lut[ids - offsets[k]] = [final_of_root[uf.find(int(x))] for x in ids]
+        luts.append(lut)
+    return luts, n_objects
+
+
+def _write_zarr(output: Path, blocks, core_labels, shape, dtype, store: Path):
+    """Cores into a zarr array beside the blocks, then an NGFF label image at ``output``."""
+    import zarr
+
+    arr = zarr.open_array(
+        str(store / "labels.zarr"),
+        mode="w",
+        shape=shape,
+        dtype=dtype,
+        chunks=(min(1024, shape[0]), min(1024, shape[1])),
+        zarr_format=2,
+        fill_value=0,
+    )
+    for k, b in enumerate(blocks):
+        arr[b.core] = core_labels(k)
+        yield Progress("blocks", len(blocks) + k + 1, 2 * len(blocks), {"phase": "write"})
+    write_ngff_labels(output, arr, "YX")
+
+
+def _write_tiled_tiff(output: Path, blocks, core_labels, shape, dtype) -> None:
+    """Cores into a tiled BigTIFF, one row of blocks in memory at a time, atomically."""
+    import tifffile
+
+    from .io import atomic_path
+
+    rows_of_blocks = sorted({b.index[0] for b in blocks})
+
+    def strips():
+        for i in rows_of_blocks:
+            row = [k for k, b in enumerate(blocks) if b.index[0] == i]
+            yield np.concatenate([core_labels(k) for k in row], axis=1)
+
+    def bands():
+        # Rows of TIFF_TILE from strips of any height (the last may be shorter).
+        carry = np.zeros((0, shape[1]), dtype=dtype)
+        for strip in strips():
+            carry = np.concatenate([carry, strip])
+            while len(carry) >= TIFF_TILE:
+                yield carry[:TIFF_TILE]
+                carry = carry[TIFF_TILE:]
+        if len(carry):
+            yield carry
+
+    def tiles():
+        # tifffile wants tiles in row-major order.
+        for band in bands():
+            for x in range(0, shape[1], TIFF_TILE):
+                t = np.zeros((TIFF_TILE, TIFF_TILE), dtype=dtype)
+                part = band[:, x : x + TIFF_TILE]
+                t[: part.shape[0], : part.shape[1]] = part
+                yield t
+
+    with atomic_path(output) as part:
+        tifffile.imwrite(
+            part,
+            tiles(),
+            shape=shape,
+            dtype=dtype,
+            tile=(TIFF_TILE, TIFF_TILE),
+            compression="zlib",
+            bigtiff=True,
+            metadata=tiff_metadata("YX"),
+        )
 
 
 def _core_in_region(b: Block) -> tuple[slice, slice]:
