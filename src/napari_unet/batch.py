@@ -24,7 +24,6 @@ import numpy as np
 
 from .errors import UNetError
 from .io import output_owner
-from .modelfile import cached_model_from_bytes, model_display_name, model_to_bytes
 from .progress import Progress
 
 LABEL_SUFFIX = "_labels"
@@ -184,6 +183,7 @@ def segment_one_file(
 ) -> dict:
     """Segment one file into ``out_path`` (runs in-process or on a dask worker)."""
     from .io import read_image
+    from .modelfile import cached_model_from_bytes
 
     path, out_path = Path(path), Path(out_path)
     model = cached_model_from_bytes(blob, model_name)
@@ -280,6 +280,8 @@ def iter_segment_files(
     ``workers`` (start a LocalCluster with that many workers) run files on a
     cluster; otherwise they run one after another in this process.
     """
+    from .modelfile import cached_model_from_bytes, model_display_name, model_to_bytes
+
     options = options or BatchOptions()
     out_dir = Path(out_dir)
     ignored: list[Path] = []

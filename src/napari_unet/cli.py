@@ -206,12 +206,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         augment=NO_AUGMENTATION if args.no_augment else AugmentConfig(max_zoom=args.max_zoom),
     )
-    architecture = dict(
-        depth=args.depth,
-        base_channels=args.base_channels,
-        in_channels=in_channels,
-        scheme=args.scheme,
-        name=out.stem,
+    # Unset options keep new_model's own defaults (one source for them).
+    architecture = dict(in_channels=in_channels, scheme=args.scheme, name=out.stem)
+    architecture.update(
+        {k: v for k, v in (("depth", args.depth), ("base_channels", args.base_channels)) if v}
     )
     description = {
         "train_images": str(args.images),
@@ -407,15 +405,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_segment_command(sub) -> None:
     from .batch import BatchOptions
     from .normalize import IMAGE_TYPES
-
-    parser = _Parser(prog="napari-unet", description="U-Net segmentation of cells and nuclei.")
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {__import__('napari_unet').__version__}"
-    )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser(
         "segment", help="segment images or folders; one <stem>_labels file per input"
@@ -481,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_segment)
 
+
+def _add_train_command(sub) -> None:
     p = sub.add_parser("train", help="train or fine-tune a model on image/mask folders")
     p.add_argument("--images", required=True)
     p.add_argument(
@@ -514,9 +508,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     p.add_argument("--lr", type=_positive_float, default=None, help=recipe)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--depth", type=int, default=3, help="(from scratch) U-Net depth")
     p.add_argument(
-        "--base-channels", type=int, default=16, help="(from scratch) first-level channels"
+        "--depth", type=_positive_int, default=None, help="(from scratch) U-Net depth (default 3)"
+    )
+    p.add_argument(
+        "--base-channels",
+        type=_positive_int,
+        default=None,
+        help="(from scratch) first-level channels (default 16)",
     )
     p.add_argument("--channels", type=int, default=1, help="(from scratch) input channels")
     p.add_argument(
@@ -541,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate_command(sub) -> None:
     p = sub.add_parser("evaluate", help="score predicted labels against ground truth")
     p.add_argument("--pred", required=True, help="folder of <stem>_labels.tif or <stem>.tif")
     p.add_argument("--gt", required=True, help="folder of <stem>.tif ground-truth labels")
@@ -555,6 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_tune_command(sub) -> None:
     p = sub.add_parser("tune", help="tune a model's post-processing thresholds on annotated images")
     p.add_argument("--model", default="default")
     p.add_argument("--images", required=True)
@@ -564,10 +567,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_tune)
 
+
+def _add_info_command(sub) -> None:
     p = sub.add_parser("info", help="print a model's config")
     p.add_argument("model", nargs="?", default="default")
     p.set_defaults(func=cmd_info)
 
+
+def _add_demo_command(sub) -> None:
     p = sub.add_parser(
         "demo", help="segment a built-in synthetic image; write labels and a PNG overlay"
     )
@@ -576,6 +583,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int, default=512, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="napari-unet", description="U-Net segmentation of cells and nuclei.")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__import__('napari_unet').__version__}"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    _add_segment_command(sub)
+    _add_train_command(sub)
+    _add_evaluate_command(sub)
+    _add_tune_command(sub)
+    _add_info_command(sub)
+    _add_demo_command(sub)
     return parser
 
 
