@@ -369,3 +369,21 @@ def test_all_docks_fit_a_1000_pixel_screen(make_napari_viewer):
     total = sum(d.widget().minimumSizeHint().height() for d in docks)
     assert total < 800, [d.widget().minimumSizeHint().height() for d in docks]
     assert viewer.window._qt_window.height() <= 1000
+
+
+def test_each_model_shows_only_its_own_sliders(make_napari_viewer, tiny_model):
+    from napari_unet.modelfile import new_model
+
+    registry().add("three", tiny_model)
+    registry().add("two", new_model(depth=2, base_channels=4, scheme="2class"))
+    seg = SegmentWidget(make_napari_viewer())
+    seg.model_combo.setCurrentText("three")
+    assert (
+        seg.seed_h_slider.parentWidget().isHidden()
+        and not seg.seed_slider.parentWidget().isHidden()
+    )
+    seg.model_combo.setCurrentText("two")
+    assert (
+        not seg.seed_h_slider.parentWidget().isHidden()
+        and seg.seed_slider.parentWidget().isHidden()
+    )

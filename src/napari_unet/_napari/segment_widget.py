@@ -137,7 +137,29 @@ class SegmentWidget(QWidget):
         self.probabilities_check = QCheckBox("also show probability maps")
         layout.addWidget(self.probabilities_check)
 
-        self.advanced = QCollapsible("Post-processing")
+        self.advanced = self._postprocessing_section()
+        layout.addWidget(self.advanced)
+
+        self.run_button = QPushButton("Segment")
+        layout.addWidget(self.run_button)
+        self.task = TaskBar("Cancel")
+        layout.addWidget(self.task)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self._relabel_timer = QTimer(self)
+        self._relabel_timer.setSingleShot(True)
+        self._relabel_timer.setInterval(150)
+        self._relabel_timer.timeout.connect(self.relabel)
+        self._pending_relabel = False
+
+        self._connect()
+
+    def _postprocessing_section(self) -> QCollapsible:
+        """The collapsible post-processing sliders (each model's stored thresholds)."""
+        section = QCollapsible("Post-processing")
         adv = QWidget()
         adv_layout = QVBoxLayout(adv)
         self.foreground_slider = QLabeledDoubleSlider()
@@ -170,31 +192,17 @@ class SegmentWidget(QWidget):
             self.upscale_slider,
         )
         adv_layout.addWidget(labeled("foreground", self.foreground_slider))
-        adv_layout.addWidget(labeled("seed (3/4-class)", self.seed_slider))
-        adv_layout.addWidget(labeled("split (3/4-class)", self.seed_dynamic_slider))
-        adv_layout.addWidget(labeled("seed h (2-class)", self.seed_h_slider))
+        adv_layout.addWidget(labeled("seed", self.seed_slider))
+        adv_layout.addWidget(labeled("split", self.seed_dynamic_slider))
+        adv_layout.addWidget(labeled("seed h", self.seed_h_slider))
         adv_layout.addWidget(labeled("min size", self.min_size_slider))
         adv_layout.addWidget(labeled("upscale objects below (px)", self.upscale_slider))
         self.reset_params_button = QPushButton("Model defaults")
         adv_layout.addWidget(self.reset_params_button)
-        self.advanced.addWidget(adv)
-        layout.addWidget(self.advanced)
+        section.addWidget(adv)
+        return section
 
-        self.run_button = QPushButton("Segment")
-        layout.addWidget(self.run_button)
-        self.task = TaskBar("Cancel")
-        layout.addWidget(self.task)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
-
-        self._relabel_timer = QTimer(self)
-        self._relabel_timer.setSingleShot(True)
-        self._relabel_timer.setInterval(150)
-        self._relabel_timer.timeout.connect(self.relabel)
-        self._pending_relabel = False
-
+    def _connect(self) -> None:
         registry().changed.connect(self.refresh_models)
         registry().added.connect(self._select_model)
         self.refresh_models()
@@ -262,9 +270,18 @@ class SegmentWidget(QWidget):
     # post-processing parameters -----------------------------------------------
     def reset_params(self) -> None:
         try:
-            params = self.current_model().postprocessing
+            model = self.current_model()
+            params, scheme = model.postprocessing, model.scheme
         except (UNetError, KeyError):
-            params = InstanceParams()
+            params, scheme = InstanceParams(), "3class"
+        # Each model shows only the sliders its post-processing uses.
+        seeded = scheme != "2class"
+        for slider, shown in (
+            (self.seed_slider, seeded),
+            (self.seed_dynamic_slider, seeded),
+            (self.seed_h_slider, not seeded),
+        ):
+            slider.parentWidget().setVisible(shown)
         self.set_params(params)
 
     def set_params(self, params: InstanceParams) -> None:
