@@ -348,6 +348,8 @@ def test_probability_maps_do_not_take_over_the_image_choice(
     wait_idle(qtbot, seg)
     assert "cells interior probability" in viewer.layers
     assert seg.image_combo.currentText() == "cells"
+    names = [layer.name for layer in viewer.layers]
+    assert names.index("cells interior probability") < names.index("cells labels")
 
 
 def test_opening_a_model_twice_selects_it_once(make_napari_viewer, tiny_model, tmp_path):

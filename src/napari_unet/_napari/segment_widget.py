@@ -506,7 +506,11 @@ class SegmentWidget(QWidget):
                     contrast_limits=(0, 1),
                     visible=True,
                     metadata={DERIVED_KEY: True},
+                    opacity=0.6,
                 )
+                # Under the labels, just above their image: the labels stay visible.
+                layers = self.viewer.layers
+                layers.move(layers.index(layer), layers.index(image_layer) + 1)
             data = layer.data
             if target.plane:
                 data[target.plane + (Ellipsis,)][target.window] = probs[k]
