@@ -218,6 +218,10 @@ class AnnotateWidget(QWidget):
     def fill_holes(self) -> None:
         try:
             layer = self._labels()
-            self._edit(layer, fill_label_holes(layer.data, int(layer.selected_label)))
+            label = int(layer.selected_label)
+            before = int(np.count_nonzero(layer.data == label))
+            self._edit(layer, fill_label_holes(layer.data, label))
+            added = int(np.count_nonzero(layer.data == label)) - before
+            self.info.setText(f"filled {added} pixel(s) of holes in label {label}")
         except UNetError as exc:
             report_error(exc)
