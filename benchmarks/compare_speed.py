@@ -1,0 +1,82 @@
+"""Speed of two models on the default path, measured in the same run, interleaved.
+
+    python benchmarks/compare_speed.py NEW_MODEL OLD_MODEL [--rounds 3]
+
+Segments a synthetic 2048x2048 image with 2000 nuclei as ``segment`` does by
+default (image-type detection and input conversion, tiled inference,
+post-processing, the resize pass where sizes call for it), once as
+fluorescence and once as its brightfield twin (inverted), alternating the two
+models round by round so that the machine's drift hits both alike. Reports
+the best time of each and the ratio (new over old; below 1 is faster), with
+the CPU. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_unet.modelfile import load_model
+from napari_unet.segmentation import segment
+from napari_unet.synthetic import synthetic_nuclei
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("new")
+    ap.add_argument("old")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    models = {"new": load_model(args.new), "old": load_model(args.old)}
+    fluo, _ = synthetic_nuclei((2048, 2048), n_nuclei=2000, radius=(5, 10), seed=1)
+    bright = (int(fluo.max()) - fluo.astype(np.int64)).astype(np.uint16)
+    images = {"fluorescence": fluo, "brightfield": bright}
+    for model in models.values():
+        segment(fluo[:512, :512], model)  # warm-up
+    best: dict[str, dict[str, float]] = {m: {} for m in models}
+    for _ in range(args.rounds):
+        for kind, image in images.items():
+            for name, model in models.items():
+                t = time.perf_counter()
+                segment(image, model)
+                seconds = time.perf_counter() - t
+                best[name][kind] = min(best[name].get(kind, np.inf), seconds)
+    print(
+        json.dumps(
+            {
+                "benchmark": "default path, 2048x2048, new vs old model",
+                "cpu": cpu_name(),
+                "threads": torch.get_num_threads(),
+                "models": {"new": args.new, "old": args.old},
+                "best_seconds": {
+                    m: {k: round(v, 3) for k, v in t.items()} for m, t in best.items()
+                },
+                "megapixels_per_s": {
+                    m: {k: round(2048 * 2048 / 1e6 / v, 2) for k, v in t.items()}
+                    for m, t in best.items()
+                },
+                "new_over_old_time": {k: round(best["new"][k] / best["old"][k], 3) for k in images},
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
