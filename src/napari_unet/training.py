@@ -536,6 +536,9 @@ def iter_train(
     saved_best_epoch = best_epoch
     net.train()
     for epoch in range(start_epoch, config.epochs):
+        if stop is not None and stop.is_set():  # before the first batch is even made
+            stopped_by = "stop"
+            break
         dataset.epoch = epoch
         running, seen = 0.0, 0
         epoch_t0 = time.perf_counter()

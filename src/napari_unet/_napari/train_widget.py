@@ -38,7 +38,7 @@ from ..modelfile import SegmentationModel, save_model
 from ..normalize import Normalization
 from ..progress import Progress
 from ..settings import load_settings, update_settings
-from ..training import FINE_TUNE, TrainConfig, iter_train
+from ..training import FINE_TUNE, TrainConfig, TrainingStopped, iter_train
 from ._common import LayerCombo, TaskBar, labeled, report_error, scrolling_layout
 from .annotate_widget import region_mask
 from .model_registry import registry
@@ -278,6 +278,10 @@ class TrainWidget(QWidget):
             # Normalizing the images takes time: it runs here, in the worker.
             yield Progress("prepare", 0, None, {"what": "training images"})
             train_set, val_set = prepare_training_data(sources, in_channels, norm)
+            if stop.is_set():
+                raise TrainingStopped(
+                    "training was stopped before its first step; no model was made"
+                )
             yield Progress(
                 "prepare",
                 0,
