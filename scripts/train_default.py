@@ -146,6 +146,13 @@ def main(argv=None) -> int:
         default=DOWNSCALE_FROM_AREA,
         help="segment images whose median nucleus is larger than this again, shrunk (0: off)",
     )
+    ap.add_argument(
+        "--object-area",
+        type=float,
+        default=OBJECT_AREA,
+        help="median nucleus area of the training data (what shrinking aims for)",
+    )
+    ap.add_argument("--name", default="default", help="the model's name in its file")
     ap.add_argument("--strong-intensity", action="store_true", help="wider grey-value augmentation")
     ap.add_argument(
         "--max-zoom",
@@ -254,12 +261,12 @@ def main(argv=None) -> int:
             ),
             report,
         )
-    model.name = "default"
+    model.name = args.name
     model.postprocessing = replace(
         model.postprocessing,
         upscale_to_area=args.upscale_to_area,
         downscale_from_area=args.downscale_from_area,
-        object_area=OBJECT_AREA,
+        object_area=args.object_area,
     )
 
     # Final scores on the val splits, exactly as users will get them.

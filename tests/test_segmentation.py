@@ -169,3 +169,26 @@ def test_forcing_the_wrong_image_type_warns(tiny_model):
         segment(fluo, tiny_model, image_type="brightfield")
     with pytest.raises(UNetError, match="image type"):
         segment(fluo, tiny_model, image_type="phase")
+
+
+def test_brightfield_planes_go_to_the_models_companion(tiny_model, tmp_path, monkeypatch):
+    import torch
+
+    import napari_unet.modelfile as mf
+
+    companion = mf.load_model(mf.save_model(tiny_model, tmp_path / "c.safetensors"))
+    with torch.no_grad():
+        companion.net.head.bias[0] -= 5.0  # a different network: less background
+    companion.name = "brightfield"
+    path = mf.save_model(companion, tmp_path / "brightfield.safetensors")
+    monkeypatch.setitem(mf.BUILTIN_MODELS, "brightfield", path.name)
+    monkeypatch.setattr(mf, "builtin_model_path", lambda n: path if n == "brightfield" else None)
+    tiny_model.companions = {"brightfield": "brightfield"}
+    fluo, _ = synthetic_nuclei((96, 96), n_nuclei=8, seed=4)
+    bright = (int(fluo.max()) - fluo.astype(np.int64)).astype(np.uint16)
+    events = []
+    with_companion = run_to_end(iter_segment(bright, tiny_model), events.append)
+    note = [e for e in events if e.stage == "segment"][-1].info["notes"]
+    assert any("built-in 'brightfield'" in n for n in note)
+    np.testing.assert_array_equal(with_companion, segment(fluo, mf.get_model(str(path))))
+    # Fluorescence planes stay with the model itself.

@@ -150,6 +150,8 @@ def _set(section, key, value):
         (_set("normalization", "high", 250.0), "high"),
         (_set("normalization", "low", "abc"), "low"),
         (lambda c: {**c, "architecture": "unet"}, "architecture"),
+        (lambda c: {**c, "companions": {"brightfield": "/etc/passwd"}}, "companion"),
+        (lambda c: {**c, "companions": {"phase": "default"}}, "companion"),
     ],
 )
 def test_crafted_model_metadata_is_a_clear_error(tmp_path, tiny_model, change_config, message):

@@ -137,7 +137,7 @@ def test_fine_tune_from_model_file_and_sgd(data, tiny_model, tmp_path):
     )
     assert model.net.config == tiny_model.net.config
     assert not torch.equal(model.net.head.weight, tiny_model.net.head.weight)
-    assert model.training["started_from"] == str(path)
+    assert model.training["started_from"] == "brightfield"
     saved = load_model(save_model(model, tmp_path / "tuned.safetensors"))
     assert saved.training["steps"] == 2
 
@@ -235,3 +235,23 @@ def test_a_checkpoint_is_not_a_model_and_says_how_to_resume(data, tmp_path):
     )
     with pytest.raises(UNetError, match="--resume"):
         load_model(ckpt)
+
+
+def test_fine_tuning_brightfield_images_starts_from_the_companion(tmp_path, monkeypatch):
+    import napari_unet.modelfile as mf
+    from napari_unet.modelfile import new_model
+
+    companion = new_model(**ARCH)
+    path = mf.save_model(companion, tmp_path / "brightfield.safetensors")
+    monkeypatch.setattr(mf, "builtin_model_path", lambda n: path if n == "brightfield" else None)
+    start = new_model(**ARCH)
+    start.companions = {"brightfield": "brightfield"}
+    image, labels = synthetic_nuclei((96, 96), n_nuclei=8, seed=1)
+    bright = (int(image.max()) - image.astype(np.int64)).astype(np.uint16)
+    items = [make_training_image(bright, labels, 1)]
+    assert items[0].image_type == "brightfield"
+    model = run_to_end(iter_train(items, init=start, config=small_config(epochs=1)))
+    assert model.training["started_from"] == "brightfield"
+    fluo_items = [make_training_image(image, labels, 1)]
+    model = run_to_end(iter_train(fluo_items, init=start, config=small_config(epochs=1)))
+    assert model.training["started_from"] != "brightfield"

@@ -108,11 +108,10 @@ def _segment_block(
 ):
     """The per-plane pipeline on a block's region with its context; returns the region's result."""
     from .devices import resolve_device, resolve_precision
-    from .segmentation import iter_segment_plane
-    from .tiling import prepare_model
+    from .segmentation import PreparedNets, iter_segment_plane
 
     dev = resolve_device(options.device)
-    net = prepare_model(model.net, dev, resolve_precision(options.precision, dev))
+    nets = PreparedNets(dev, resolve_precision(options.precision, dev))
     depth = model.net.config.depth
     margin = context_margin(depth, scale if scale is not None else 0.25)
     ry, rx = block.region
@@ -125,8 +124,8 @@ def _segment_block(
             window,
             2 if window.ndim == 3 else None,
             model,
-            net,
-            model.postprocessing,
+            nets,
+            None,
             tiling,
             image_type=stats.image_type,
             value_range=stats.value_range,

@@ -30,6 +30,7 @@ class TrainingImage:
     labels: np.ndarray
     valid: np.ndarray
     name: str = ""
+    image_type: str = ""  # how it was read: "fluorescence" or "brightfield" (inverted)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -73,7 +74,7 @@ def make_training_image(
             f"the mask{what} has ids up to {int(labels.max())}; ids must stay below 2**31 "
             "(relabel it, e.g. skimage.segmentation.relabel_sequential)"
         )
-    chw, _ = prepare_plane(image, channel_axis, in_channels, normalization, image_type)
+    chw, kind = prepare_plane(image, channel_axis, in_channels, normalization, image_type)
     if chw.shape[1:] != labels.shape:
         raise UNetError(
             f"image{what} is {chw.shape[1:]} but its mask is {labels.shape}; they must match"
@@ -84,7 +85,7 @@ def make_training_image(
         raise UNetError(f"the annotated region{what} is {valid.shape}, the mask {labels.shape}")
     if not valid.any():
         raise UNetError(f"the annotated region{what} is empty")
-    return TrainingImage(chw, labels.astype(np.int32), valid.astype(bool), name)
+    return TrainingImage(chw, labels.astype(np.int32), valid.astype(bool), name, kind)
 
 
 def training_images_from_stack(

@@ -21,13 +21,17 @@ from .errors import UNetError
 from .instances import CLASS_SCHEMES, InstanceParams, class_scheme_of
 from .io import atomic_path
 from .model import UNet, UNetConfig
-from .normalize import Normalization
+from .normalize import IMAGE_TYPES, Normalization
 
 FORMAT = "napari-unet-model"
 FORMAT_VERSION = 1
 METADATA_KEY = "napari_unet"
 CHECKPOINT_KEY = "napari_unet_checkpoint"  # training checkpoints (training.py)
-BUILTIN_MODELS = {"default": "default.safetensors", "nuclei": "default.safetensors"}
+BUILTIN_MODELS = {
+    "default": "default.safetensors",
+    "nuclei": "default.safetensors",
+    "brightfield": "brightfield.safetensors",
+}
 
 
 @dataclass
@@ -40,6 +44,9 @@ class SegmentationModel:
     training: dict = field(default_factory=dict)
     name: str = "untitled"
     source: str | None = None  # file it was loaded from, or the built-in name
+    # Image type -> built-in model that segments planes of that type instead
+    # (the built-in default hands brightfield/stained planes to "brightfield").
+    companions: dict[str, str] = field(default_factory=dict)
 
     @property
     def scheme(self) -> str:
@@ -63,6 +70,7 @@ class SegmentationModel:
             "normalization": self.normalization.to_dict(),
             "postprocessing": self.postprocessing.to_dict(),
             "training": self.training,
+            "companions": self.companions,
             "package_version": __version__,
         }
 
@@ -208,9 +216,16 @@ def config_from_metadata(metadata: dict, name: str) -> dict:
         raise UNetError(f"{name} is not a valid model: format_version is {version!r}")
     if version > FORMAT_VERSION:
         raise UNetError(f"{name} was written by a newer napari-unet; please upgrade")
-    for section in ("architecture", "normalization", "postprocessing", "training"):
+    for section in ("architecture", "normalization", "postprocessing", "training", "companions"):
         if not isinstance(config.get(section, {}), dict):
             raise UNetError(f"{name} is not a valid model: its {section!r} is not a mapping")
+    for kind, other in config.get("companions", {}).items():
+        # Only built-in names: a model file must not point at other files.
+        if kind not in IMAGE_TYPES or not isinstance(other, str) or other not in BUILTIN_MODELS:
+            raise UNetError(
+                f"{name} is not a valid model: companion {kind!r} -> {other!r} is not a "
+                "built-in model for an image type"
+            )
     for key in ("foreground_threshold", "seed_threshold"):
         _check_fraction(config, "postprocessing", key, name)
     for key in ("low", "high"):
@@ -265,6 +280,7 @@ def model_from_bytes(blob: bytes, name: str = "model", source: str | None = None
         config.get("training", {}),
         str(config.get("name", Path(name).stem)),
         source,
+        dict(config.get("companions", {})),
     )
 
 
@@ -312,6 +328,14 @@ def cached_model_from_bytes(blob: bytes, name: str = "model", source: str | None
     if key not in _LOADED:
         _LOADED[key] = model_from_bytes(blob, name, source)
     return _LOADED[key]
+
+
+def model_for_image_type(model: SegmentationModel, image_type: str) -> SegmentationModel:
+    """The model that segments planes of ``image_type``: a built-in companion, or ``model``."""
+    companion = model.companions.get(image_type)
+    if companion is None:
+        return model
+    return get_model(companion)
 
 
 def get_model(model: str | Path | SegmentationModel) -> SegmentationModel:

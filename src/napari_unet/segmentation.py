@@ -20,7 +20,7 @@ from .devices import resolve_device, resolve_precision
 from .errors import UNetError
 from .instances import InstanceParams, instances_from_probabilities
 from .io import check_axes, infer_axes
-from .modelfile import SegmentationModel, get_model
+from .modelfile import SegmentationModel, get_model, model_for_image_type
 from .normalize import (
     check_finite_array,
     check_image_type,
@@ -124,12 +124,25 @@ class PlaneResult:
     notes: list[str] = field(default_factory=list)
 
 
+class PreparedNets:
+    """Networks prepared for one device and precision, once per model (a run may use two)."""
+
+    def __init__(self, device, dtype) -> None:
+        self.device, self.dtype = device, dtype
+        self._nets: dict[int, tuple[SegmentationModel, object]] = {}
+
+    def __call__(self, model: SegmentationModel):
+        if id(model) not in self._nets:
+            self._nets[id(model)] = (model, prepare_model(model.net, self.device, self.dtype))
+        return self._nets[id(model)][1]
+
+
 def iter_segment_plane(
     plane: np.ndarray,
     channel_axis: int | None,
     model: SegmentationModel,
-    net,
-    params: InstanceParams,
+    nets: PreparedNets,
+    params: InstanceParams | None,
     tiling: dict,
     *,
     image_type: str | None = None,
@@ -143,20 +156,35 @@ def iter_segment_plane(
 
     Used for whole images, stacks and the blocks of images bigger than
     memory. ``scale`` fixes the resize factor (None: decide from a first
-    pass); ``net`` is the model's network prepared for the device;
+    pass); ``nets`` prepares networks for the run's device; ``params`` are
+    the post-processing thresholds (None: the segmenting model's own);
     ``region`` limits the labels (and returned probabilities) to that part
     of the plane, the rest being context, as for a block of a larger image.
+    A model with a companion for the plane's image type (the built-in
+    default hands brightfield planes to the built-in brightfield model)
+    segments the plane with that companion.
     """
     region = region or (slice(None), slice(None))
     info = dict(info or {})
+    requested = image_type or model.normalization.image_type
     if normalize_input:
         chw, kind = prepare_plane(
             plane, channel_axis, model.in_channels, model.normalization, image_type, value_range
         )
+        chosen = model_for_image_type(model, kind)
+        if chosen is not model and chosen.normalization != model.normalization:
+            chw, kind = prepare_plane(
+                plane, channel_axis, chosen.in_channels, chosen.normalization, kind, value_range
+            )
     else:
         check_finite_array(plane)
         chw, kind = to_channels_first(plane, channel_axis, model.in_channels), "prepared"
-    notes = input_notes(chw, kind, image_type or model.normalization.image_type)
+        chosen = model
+    notes = input_notes(chw, kind, requested)
+    if chosen is not model:
+        notes.append(f"segmented with the built-in {chosen.name!r} model")
+    model, net = chosen, nets(chosen)
+    params = params or model.postprocessing
     factor = scale
     probs = None
     if factor is None or factor == 1.0:
@@ -288,10 +316,11 @@ def iter_segment(
     if image_type is not None:
         check_image_type(image_type)
     layout = PlaneLayout(resolve_axes(arr.shape, axes, rgb))
-    params = params or seg_model.postprocessing
-    scale = None if diameter is None else diameter_factor(diameter, params)
+    scale = (
+        None if diameter is None else diameter_factor(diameter, params or seg_model.postprocessing)
+    )
     dev = resolve_device(device)
-    net = prepare_model(seg_model.net, dev, resolve_precision(precision, dev))
+    nets = PreparedNets(dev, resolve_precision(precision, dev))
     planes = layout.plane_indices(arr.shape)
     out_shape = layout.output_shape(arr.shape)
     n_out = int(np.prod(out_shape, dtype=np.float64))
@@ -310,7 +339,7 @@ def iter_segment(
             plane,
             channel_axis,
             seg_model,
-            net,
+            nets,
             params,
             tiling,
             image_type=image_type,

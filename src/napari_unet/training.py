@@ -374,11 +374,20 @@ class TrainState:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def _starting_model(init, architecture: dict | None) -> SegmentationModel:
-    """A private copy of ``init`` to train (a file, a built-in name, an object), or a new network."""
+def _starting_model(init, architecture: dict | None, train_images=()) -> SegmentationModel:
+    """A private copy of ``init`` to train (a file, a built-in name, an object), or a new network.
+
+    When most training images are of an image type that ``init`` hands to a
+    companion (brightfield images and the built-in default), training starts
+    from that companion, the model that segments such images.
+    """
     if init is None:
         return new_model(**(architecture or {}))
     base = load_model(init) if not isinstance(init, SegmentationModel) else init
+    kinds = [item.image_type for item in train_images if item.image_type]
+    if kinds:
+        majority = max(set(kinds), key=kinds.count)
+        base = load_model(base.companions[majority]) if majority in base.companions else base
     return SegmentationModel(
         copy.deepcopy(base.net), base.normalization, base.postprocessing, {}, base.name, base.source
     )
@@ -485,7 +494,7 @@ def iter_train(
         raise UNetError("training needs at least one annotated image")
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    model = _starting_model(init, architecture)
+    model = _starting_model(init, architecture, train_images)
     net = model.net.to(device)
     in_ch = model.in_channels
     yield Progress("prepare", 0, None, {"what": "training patches"})

@@ -353,7 +353,9 @@ class SegmentWidget(QWidget):
             return
         device = self.device_combo.currentText()
         tile = self.tile_spin.value() or None
-        params = self.params()
+        # Sliders at the model's own values: let each plane's model use its own
+        # thresholds (the default hands brightfield planes to another model).
+        params = None if self.params() == model.postprocessing else self.params()
         image_type = self.image_type_combo.currentText()
         diameter = float(self.diameter_spin.value()) or None
         notes: list[str] = []
