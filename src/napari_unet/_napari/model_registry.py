@@ -19,8 +19,10 @@ class ModelRegistry:
 
     def __init__(self) -> None:
         self._models: dict[str, SegmentationModel | str] = {}
-        if builtin_model_path("default") is not None:
-            self._models["default"] = "default"
+        for name in ("default", "brightfield"):  # built-in; "default" hands stained images on
+            path = builtin_model_path(name)
+            if path is not None and path.is_file():
+                self._models[name] = name
 
     def names(self) -> list[str]:
         return list(self._models)
