@@ -137,7 +137,7 @@ def test_fine_tune_from_model_file_and_sgd(data, tiny_model, tmp_path):
     )
     assert model.net.config == tiny_model.net.config
     assert not torch.equal(model.net.head.weight, tiny_model.net.head.weight)
-    assert model.training["started_from"] == "brightfield"
+    assert model.training["started_from"] == str(path)
     saved = load_model(save_model(model, tmp_path / "tuned.safetensors"))
     assert saved.training["steps"] == 2
 
