@@ -131,6 +131,9 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--model", default="default", help="the model to start from and compare with (file or name)"
     )
+    ap.add_argument(
+        "--lr", type=float, default=None, help="try another learning rate than the recipe's"
+    )
     ap.add_argument("--val-limit", type=int, default=None, help="score on N val images only")
     ap.add_argument("--out", default=None, help="also write the JSON lines here")
     args = ap.parse_args(argv)
@@ -166,7 +169,8 @@ def main(argv=None) -> int:
             for minutes in args.minutes:
                 for start in args.starts:
                     if start == "fine_tuned":
-                        init, arch, config = default, None, replace(FINE_TUNE, minutes=minutes)
+                        init, arch = default, None
+                        config = replace(FINE_TUNE, minutes=minutes, lr=args.lr or FINE_TUNE.lr)
                     else:
                         arch = dict(
                             default.net.config.to_dict(),
@@ -186,6 +190,7 @@ def main(argv=None) -> int:
                         {
                             "shift": shift_name,
                             "model": start,
+                            "lr": config.lr,
                             "images": n,
                             "partial_nuclei": args.partial or None,
                             "minutes": minutes,
