@@ -16,24 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from napari_unet.devices import cpu_name
 from napari_unet.modelfile import load_model
 from napari_unet.segmentation import segment
 from napari_unet.synthetic import synthetic_nuclei
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet.data import make_training_image, pair_by_stem
+from napari_unet.devices import cpu_name
 from napari_unet.io import read_image
 from napari_unet.metrics import dataset_ap
 from napari_unet.modelfile import load_model
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         print(line, flush=True)
         lines.append(line)
 
-    emit({"cpu": platform.processor() or platform.machine(), "recipe": FINE_TUNE.to_dict()})
+    emit({"cpu": cpu_name(), "recipe": FINE_TUNE.to_dict()})
     for shift_name in args.shifts:
         dataset, shift = SHIFTS[shift_name]
         val = load_pairs(SHARED / dataset / "val", shift, args.val_limit, args.seed)

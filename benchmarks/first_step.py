@@ -18,7 +18,6 @@ process's exit is reported (target: 2 s). Prints one JSON object with the CPU.
 from __future__ import annotations
 
 import json
-import platform
 import signal
 import subprocess
 import sys
@@ -29,15 +28,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from napari_unet.devices import cpu_name
 
 
 def main() -> int:

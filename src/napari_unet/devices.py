@@ -55,3 +55,17 @@ def default_memory_budget(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.5)
     return DEFAULT_CPU_BUDGET
+
+
+def cpu_name() -> str:
+    """The CPU's model name (speed figures are reported with it)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

@@ -111,16 +111,18 @@ class LeanAdam:
         for p in self.params:
             p.grad = None
 
+    def _gradients(self):
+        """(index, parameter, gradient with L2 weight decay) of every parameter that has one."""
+        decay = self.param_groups[0]["weight_decay"]
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                yield i, p, (p.grad.add(p, alpha=decay) if decay else p.grad)
+
     @torch.no_grad()
     def step(self) -> None:
         group = self.param_groups[0]
         beta1, beta2 = group["betas"]
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            grad = p.grad
-            if group["weight_decay"]:
-                grad = grad.add(p, alpha=group["weight_decay"])
+        for i, p, grad in self._gradients():
             st = self.state.get(i)
             if st is None:
                 st = self.state[i] = {
@@ -161,12 +163,7 @@ class LeanSGD(LeanAdam):
     @torch.no_grad()
     def step(self) -> None:
         group = self.param_groups[0]
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            grad = p.grad
-            if group["weight_decay"]:
-                grad = grad.add(p, alpha=group["weight_decay"])
+        for i, p, grad in self._gradients():
             st = self.state.get(i)
             if st is None:
                 st = self.state[i] = {"momentum_buffer": grad.clone()}
