@@ -347,3 +347,22 @@ def test_resume_from_a_checkpoint_of_another_network_is_one_line(pairs, tmp_path
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "another network" in err and err.count("\n") == 1
+
+
+def test_segment_with_weights_that_do_not_fit_is_one_error_before_work(
+    pairs, model_file, tmp_path, capsys
+):
+    from safetensors.torch import load_file, save_file
+
+    from napari_unet.modelfile import read_model_config
+
+    images, _ = pairs
+    config = read_model_config(model_file)
+    config["architecture"]["base_channels"] = 8
+    bad = tmp_path / "mine.safetensors"
+    save_file(load_file(model_file), str(bad), metadata={"napari_unet": json.dumps(config)})
+    out = tmp_path / "out"
+    assert main(["segment", str(images), "--out", str(out), "--model", str(bad), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mine.safetensors" in err and "do not fit" in err
+    assert not out.exists() or not any(out.iterdir())

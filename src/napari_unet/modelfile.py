@@ -271,7 +271,12 @@ def model_from_bytes(blob: bytes, name: str = "model", source: str | None = None
     except UNetError:
         raise
     except Exception as exc:
-        raise UNetError(f"{name}: the weights do not fit the stored architecture ({exc})") from exc
+        # torch lists every mismatch on its own line; one line is enough here.
+        first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), "")
+        detail = first or str(exc).splitlines()[0]
+        raise UNetError(
+            f"{name}: the weights do not fit the stored architecture ({detail.rstrip('.')})"
+        ) from exc
     net.eval()
     return SegmentationModel(
         net,
