@@ -11,4 +11,8 @@ python benchmarks/weight_map.py > "$out/weight_map.json"
 python benchmarks/training.py > "$out/training.json"
 python benchmarks/large_image.py --size 20000 > "$out/large_image.json"
 xvfb-run -a python benchmarks/gui_responsiveness.py --seconds 60 > "$out/gui_responsiveness.json"
+python benchmarks/first_step.py > "$out/first_step.json"
+# These need ../shared/data and take minutes (finetune.py's whole grid takes hours: run it by hand).
+python benchmarks/magnification.py > "$out/magnification.jsonl"
+python benchmarks/magnification.py --diameter-from-truth --scales 0.5 2 3 > "$out/magnification_diameter.jsonl"
 echo "results in $out/"
