@@ -77,7 +77,13 @@ def sampled_input_stats(
     """
     import dask.array as da
 
-    from .normalize import as_fluorescence, resolve_image_type, subsample_step, to_channels_first
+    from .normalize import (
+        as_fluorescence,
+        percentile_range,
+        resolve_image_type,
+        subsample_step,
+        to_channels_first,
+    )
 
     arr = da.from_array(data, chunks=getattr(data, "chunks", "auto"))
     ny, nx = data.shape[axes.index("Y")], data.shape[axes.index("X")]
@@ -86,9 +92,8 @@ def sampled_input_stats(
     sample = np.asarray(arr.transpose(order)[::step, ::step].compute())
     chw = to_channels_first(sample, 2 if sample.ndim == 3 else None, model.in_channels)
     kind = resolve_image_type(chw, image_type or model.normalization.image_type)
-    converted = np.asarray(as_fluorescence(chw, kind), dtype=np.float32)
-    lo, hi = np.percentile(converted, [model.normalization.low, model.normalization.high])
-    return InputStats((float(lo), float(hi)), kind)
+    norm = model.normalization
+    return InputStats(percentile_range(as_fluorescence(chw, kind), norm.low, norm.high), kind)
 
 
 def context_margin(depth: int, scale: float) -> int:

@@ -194,27 +194,36 @@ def _part_prefix(target: Path) -> str:
     return f".{target.name}."
 
 
-def _remove_stale_parts(target: Path) -> None:
-    """Delete leftovers of killed writes to ``target``: ours, plain, and of a process now gone.
+# Folders already rid of dead writers' leftovers in this process: a batch
+# writing thousands of files into one folder scans it once, not once per file.
+_CLEANED_FOLDERS: set[str] = set()
 
-    Temporary names carry the writer's process id; a leftover is removed only
-    when it is a regular file or folder (never through a link), owned by this
-    user, and its writer no longer runs on this machine.
+
+def _remove_stale_parts(target: Path) -> None:
+    """Delete leftovers of killed writes beside ``target``: ours, plain, of a process now gone.
+
+    Temporary names are ``.<name>.<pid>.<random>.part``; a leftover is removed
+    only when it is a regular file or folder (never through a link), owned by
+    this user, and its writer no longer runs on this machine. Each folder is
+    scanned once per process.
     """
     import shutil
 
-    prefix = _part_prefix(target)
+    folder = os.path.abspath(target.parent)
+    if folder in _CLEANED_FOLDERS:
+        return
+    _CLEANED_FOLDERS.add(folder)
     try:
-        entries = list(os.scandir(target.parent))
+        entries = list(os.scandir(folder))
     except OSError:
         return
     for entry in entries:
-        if not (entry.name.startswith(prefix) and entry.name.endswith(".part")):
+        parts = entry.name.split(".")
+        if not (entry.name.startswith(".") and parts[-1] == "part" and len(parts) >= 5):
             continue
-        pid_text = entry.name[len(prefix) :].split(".", 1)[0]
         try:
             info = entry.stat(follow_symlinks=False)
-            pid = int(pid_text)
+            pid = int(parts[-3])
         except (OSError, ValueError):
             continue
         if entry.is_symlink() or info.st_uid != os.getuid() or _process_alive(pid):

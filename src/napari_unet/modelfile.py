@@ -237,10 +237,25 @@ def config_from_metadata(metadata: dict, name: str) -> dict:
     return config
 
 
+# safetensors' own limit on the JSON header.
+MAX_HEADER_BYTES = 100_000_000
+
+
 def read_model_config(source: str | Path) -> dict:
-    """The JSON config of a model (built-in name or file), checked, without building the network."""
-    blob, name, _ = read_model_bytes(source)
-    return config_from_metadata(_header_metadata(blob, name), name)
+    """The JSON config of a model (built-in name or file), checked, without building the network.
+
+    Only the file's header is read: napari asks this of every ``.safetensors``
+    file a user opens, and a foreign one may be gigabytes.
+    """
+    path = model_path(source)
+    try:
+        with open(path, "rb") as f:
+            start = f.read(8)
+            size = int.from_bytes(start, "little") if len(start) == 8 else 0
+            head = start + f.read(min(size, MAX_HEADER_BYTES))
+    except OSError as exc:
+        raise UNetError(f"cannot read the model file {path}: {exc.strerror or exc}") from exc
+    return config_from_metadata(_header_metadata(head, path.name), path.name)
 
 
 def model_from_bytes(blob: bytes, name: str = "model", source: str | None = None):

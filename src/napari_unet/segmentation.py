@@ -129,6 +129,7 @@ class PreparedNets:
 
     def __init__(self, device, dtype) -> None:
         self.device, self.dtype = device, dtype
+        # Keyed by id(model); the model is kept beside its net so the id stays its own.
         self._nets: dict[int, tuple[SegmentationModel, object]] = {}
 
     def __call__(self, model: SegmentationModel):
