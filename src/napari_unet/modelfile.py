@@ -338,13 +338,9 @@ def check_channels(model: SegmentationModel, in_channels: int | None) -> None:
 _LOADED: dict[str, SegmentationModel] = {}
 
 
-def model_digest(blob: bytes) -> str:
-    return hashlib.sha256(blob).hexdigest()
-
-
 def cached_model_from_bytes(blob: bytes, name: str = "model", source: str | None = None):
     """:func:`model_from_bytes`, built once per process for the same bytes (checked by hash)."""
-    key = model_digest(blob)
+    key = hashlib.sha256(blob).hexdigest()
     if key not in _LOADED:
         _LOADED[key] = model_from_bytes(blob, name, source)
     return _LOADED[key]
