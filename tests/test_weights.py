@@ -14,6 +14,7 @@ from napari_unet.weights import (
     class_targets,
     separated_labels,
     touching_border,
+    weight_maps_per_plane,
 )
 
 
@@ -150,3 +151,18 @@ def test_weight_map_speed_is_not_quadratic():
 
     _, labels = synthetic_nuclei((256, 256), n_nuclei=60, seed=4)
     assert np.abs(border_term(labels) - brute_force_border_term(labels)).max() <= 1e-5
+
+
+def test_weight_maps_per_plane_equal_the_training_map_of_each_plane():
+    rng = np.random.default_rng(3)
+    stack = np.stack([random_labels(rng), random_labels(rng), np.zeros((40, 48), np.int32)])
+    maps = weight_maps_per_plane(stack.reshape(3, 1, 40, 48), w0=8.0, sigma=4.0)
+    assert maps.shape == (3, 1, 40, 48) and maps.dtype == np.float32
+    for plane, got in zip(stack, maps[:, 0]):
+        expected = border_weight_map(separated_labels(plane), 8.0, 4.0)
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_weight_maps_per_plane_refuse_a_line():
+    with pytest.raises(UNetError, match="two dimensions"):
+        weight_maps_per_plane(np.zeros(5, np.int32))

@@ -43,6 +43,7 @@ _EXPORTS = {
     "iter_segment_large": "blockwise",
     "synthetic_nuclei": "synthetic",
     "Progress": "progress",
+    "Stage": "progress",
     "run_to_end": "progress",
 }
 

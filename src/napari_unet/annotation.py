@@ -16,6 +16,7 @@ from .errors import UNetError
 
 
 def next_free_label(labels: np.ndarray) -> int:
+    """The smallest id above every id in ``labels`` (1 for an empty array)."""
     return int(np.max(labels)) + 1 if np.size(labels) else 1
 
 

@@ -33,6 +33,7 @@ class AugmentConfig:
     max_zoom: float = 0.0
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-ready dict."""
         return asdict(self)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import UNetError
 from .io import output_owner
-from .progress import Progress
+from .progress import Progress, Stage, run_to_end
 
 LABEL_SUFFIX = "_labels"
 INPUT_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr")
@@ -32,6 +32,8 @@ INPUT_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr")
 
 @dataclass
 class BatchOptions:
+    """How a batch run segments its files: model, tiling, device, outputs and resume rules."""
+
     model: str = "default"
     tile_size: int | None = None
     device: str = "auto"
@@ -50,6 +52,8 @@ class BatchOptions:
 
 @dataclass
 class BatchReport:
+    """What a batch run did: files segmented, skipped, failed, and notes about the inputs."""
+
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -57,6 +61,7 @@ class BatchReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
+        """A few lines for the terminal: counts, then each failure and note."""
         lines = [
             f"{len(self.done)} segmented, {len(self.skipped)} skipped (done by an earlier run), "
             f"{len(self.failed)} failed in {self.seconds:.1f}s"
@@ -68,6 +73,7 @@ class BatchReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
+        """The report as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -77,6 +83,7 @@ class BatchReport:
 
 
 def is_zarr_path(path: Path) -> bool:
+    """True when ``path`` is a zarr store (a folder with zarr metadata or a .zarr name)."""
     from .io import is_zarr
 
     return is_zarr(path)
@@ -150,12 +157,21 @@ def _stem(path: Path) -> str:
 
 
 def output_path(path: Path, out_dir: Path) -> Path:
+    """Where the labels of ``path`` go in ``out_dir``: ``<stem>_labels.tif`` or ``.ome.zarr``."""
     if is_zarr_path(path):
         return out_dir / f"{_stem(path)}{LABEL_SUFFIX}.ome.zarr"
     return out_dir / f"{_stem(path)}{LABEL_SUFFIX}.tif"
 
 
 def check_output_folder(inputs: list[Path], out_dir: Path, allow_input_folder: bool) -> None:
+    """Check, before any work, that the outputs can be written without clashes.
+
+    Raises
+    ------
+    UNetError
+        When ``out_dir`` holds inputs (unless ``allow_input_folder``) or two
+        inputs would write the same output name.
+    """
     out = out_dir.resolve()
     folders = {p.parent.resolve() for p in inputs}
     if out in folders and not allow_input_folder:
@@ -194,7 +210,6 @@ def segment_one_file(
     t0 = time.perf_counter()
     if large:
         from .blockwise import iter_segment_large
-        from .progress import run_to_end
 
         info = run_to_end(
             iter_segment_large(image.data, out_path, model, axes=axes, options=options)
@@ -217,13 +232,12 @@ def _segment_in_memory(
 ) -> list[str]:
     """Segment an in-memory image and write its outputs; returns the notes on how it was read."""
     from .io import overlay_png, write_ngff_labels, write_png, write_tiff
-    from .progress import run_to_end
     from .segmentation import iter_segment
 
     notes: list[str] = []
 
     def collect(event: Progress) -> None:
-        if event.stage == "segment":
+        if event.stage == Stage.SEGMENT:
             notes.extend(n for n in event.info.get("notes", ()) if n not in notes)
 
     result = run_to_end(
@@ -320,7 +334,7 @@ def iter_segment_files(
     total = len(files)
     done = len(report.skipped) + len(report.failed)
     if report.skipped:
-        yield Progress("batch", done, total, {"file": "", "skipped": len(report.skipped)})
+        yield Progress(Stage.BATCH, done, total, {"file": "", "skipped": len(report.skipped)})
 
     own_cluster = None
     if client is None and (workers or scheduler):
@@ -336,7 +350,9 @@ def iter_segment_files(
                 except Exception as exc:  # one bad file must not stop the batch
                     report.failed[str(f)] = _describe(exc)
                 done += 1
-                yield Progress("batch", done, total, {"file": str(f), "failed": len(report.failed)})
+                yield Progress(
+                    Stage.BATCH, done, total, {"file": str(f), "failed": len(report.failed)}
+                )
         else:
             from dask.distributed import as_completed
 
@@ -357,7 +373,9 @@ def iter_segment_files(
                 except Exception as exc:
                     report.failed[str(f)] = _describe(exc)
                 done += 1
-                yield Progress("batch", done, total, {"file": str(f), "failed": len(report.failed)})
+                yield Progress(
+                    Stage.BATCH, done, total, {"file": str(f), "failed": len(report.failed)}
+                )
     finally:
         if own_cluster is not None:
             client.close()
@@ -368,7 +386,6 @@ def iter_segment_files(
 
 def segment_files(inputs, out_dir, options: BatchOptions | None = None, **kwargs) -> BatchReport:
     """Blocking form of :func:`iter_segment_files`."""
-    from .progress import run_to_end
 
     return run_to_end(iter_segment_files(inputs, out_dir, options, **kwargs))
 

@@ -28,13 +28,15 @@ from .batch import BatchOptions
 from .errors import UNetError
 from .io import tiff_metadata, write_ngff_labels
 from .modelfile import SegmentationModel, cached_model_from_bytes, get_model, model_to_bytes
-from .progress import Progress, run_to_end
+from .progress import Progress, Stage, run_to_end
 
 TIFF_TILE = 256
 
 
 @dataclass(frozen=True)
 class Block:
+    """One block of an image bigger than memory: what it reads (with context) and what it writes."""
+
     index: tuple[int, int]
     core: tuple[slice, slice]  # what this block finally writes
     region: tuple[slice, slice]  # core + object margin: where it computes labels
@@ -241,7 +243,7 @@ def iter_segment_large(
         )
         scale, notes = first.scale, first.notes
     yield Progress(
-        "blocks",
+        Stage.BLOCKS,
         0,
         2 * len(blocks),
         {"phase": "plan", "image_type": stats.image_type, "scale": scale, "notes": notes},
@@ -265,7 +267,7 @@ def iter_segment_large(
             yield from _write_zarr(output, blocks, core_labels, shape, dtype, store)
         else:
             _write_tiled_tiff(output, blocks, core_labels, shape, dtype)
-            yield Progress("blocks", 2 * len(blocks), 2 * len(blocks), {"phase": "write"})
+            yield Progress(Stage.BLOCKS, 2 * len(blocks), 2 * len(blocks), {"phase": "write"})
     return {
         "image_type": stats.image_type,
         "scale": scale,
@@ -304,13 +306,13 @@ def _label_blocks(data, axes, blocks, model, stats, scale, options, store: Path,
         for n, fut in enumerate(as_completed(futures), start=1):
             k, count = fut.result()
             offsets[k + 1] = count
-            yield Progress("blocks", n, 2 * len(blocks), {"phase": "label"})
+            yield Progress(Stage.BLOCKS, n, 2 * len(blocks), {"phase": "label"})
     else:
         for k, b in enumerate(blocks):
             labels = _segment_block(data, axes, b, model, stats, scale, options).labels
             np.save(store / f"{k}.npy", labels)
             offsets[k + 1] = int(labels.max())
-            yield Progress("blocks", k + 1, 2 * len(blocks), {"phase": "label"})
+            yield Progress(Stage.BLOCKS, k + 1, 2 * len(blocks), {"phase": "label"})
     return np.cumsum(offsets)
 
 
@@ -384,7 +386,7 @@ def _write_zarr(output: Path, blocks, core_labels, shape, dtype, store: Path):
     )
     for k, b in enumerate(blocks):
         arr[b.core] = core_labels(k)
-        yield Progress("blocks", len(blocks) + k + 1, 2 * len(blocks), {"phase": "write"})
+        yield Progress(Stage.BLOCKS, len(blocks) + k + 1, 2 * len(blocks), {"phase": "write"})
     write_ngff_labels(output, arr, "YX")
 
 

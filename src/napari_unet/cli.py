@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import UNetError
-from .progress import Progress, run_to_end
+from .progress import Progress, Stage, run_to_end
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,6 +104,7 @@ def _progress_bar(total: int | None, desc: str, disable: bool = False):
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    """``napari-unet segment``: segment files or folders; returns the exit status."""
     from .batch import BatchOptions, iter_segment_files
 
     check_writable_folder(args.out, "--out")
@@ -152,6 +153,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``napari-unet train``: train or fine-tune a model; returns the exit status."""
     from .augment import NO_AUGMENTATION, AugmentConfig
     from .data import load_training_folder
     from .modelfile import load_model, save_model
@@ -245,15 +247,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = _progress_bar(None, "train", args.quiet)
 
     def show(ev: Progress) -> None:
-        if ev.stage == "train":
+        if ev.stage == Stage.TRAIN:
             bar.total, bar.n = ev.total, ev.step
             bar.set_postfix(epoch=ev.info["epoch"], loss=f"{ev.info['loss']:.4f}", refresh=False)
             bar.refresh()
-        elif ev.stage == "validate":
+        elif ev.stage == Stage.VALIDATE:
             best = "  (best)" if ev.info.get("best") else ""
             msg = f"epoch {ev.info['epoch']}: AP@0.5 {ev.info['ap50']:.3f}  AP@0.7 {ev.info['ap70']:.3f}{best}"
             bar.write(msg, file=sys.stderr)
-        elif ev.stage == "tune" and ev.total:
+        elif ev.stage == Stage.TUNE and ev.total:
             bar.write(
                 f"post-processing tuned on validation: mean AP {ev.info['mean_ap']:.3f}",
                 file=sys.stderr,
@@ -305,6 +307,7 @@ def pair_predictions(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``napari-unet evaluate``: score predicted labels against ground truth; returns the exit status."""
     import numpy as np
 
     from .io import read_image, write_json
@@ -345,6 +348,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    """``napari-unet tune``: tune a model's post-processing on labelled images; returns the exit status."""
     from .data import load_training_folder
     from .devices import resolve_device
     from .modelfile import load_model, save_model
@@ -367,6 +371,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """``napari-unet info``: print a model's configuration; returns the exit status."""
     from .modelfile import builtin_model_path, read_model_config
 
     path = builtin_model_path(args.model) if not Path(args.model).suffix else Path(args.model)
@@ -377,6 +382,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``napari-unet demo``: segment synthetic nuclei and score them; returns the exit status."""
     from .io import overlay_png, write_png, write_tiff
     from .metrics import matching_dataset
     from .segmentation import segment
@@ -586,6 +592,7 @@ def _add_demo_command(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser with one sub-command per job."""
     parser = _Parser(prog="napari-unet", description="U-Net segmentation of cells and nuclei.")
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__import__('napari_unet').__version__}"
@@ -602,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a user's mistake, one line on stderr)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

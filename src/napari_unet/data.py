@@ -34,6 +34,7 @@ class TrainingImage:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(height, width) of the image."""
         return self.labels.shape
 
 

@@ -17,6 +17,13 @@ DEFAULT_CPU_BUDGET = 1 << 30  # bytes of activations per batch on the CPU
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The torch device for ``device`` ("auto", "cpu", "cuda", ... or a device).
+
+    Raises
+    ------
+    UNetError
+        When the named device is not present.
+    """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -51,6 +58,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 
 def default_memory_budget(device: torch.device) -> int:
+    """Bytes that tiled prediction may use: half of what is free on a GPU, a fixed budget on the CPU."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.5)

@@ -78,14 +78,17 @@ class InstanceParams:
     object_area: float = 0.0
 
     def to_dict(self) -> dict:
+        """The parameters as a JSON-ready dict."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> InstanceParams:
+        """Parameters from a dict; unknown keys are ignored, missing ones take their defaults."""
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def class_scheme_of(n_classes: int) -> str:
+    """The class scheme ("2class", "3class", ...) of a network with ``n_classes`` outputs."""
     for name, classes in CLASS_SCHEMES.items():
         if len(classes) == n_classes:
             return name

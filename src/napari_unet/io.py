@@ -37,6 +37,7 @@ class ImageData:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of the image data."""
         return tuple(self.data.shape)
 
 
@@ -65,6 +66,13 @@ def infer_axes(shape: tuple[int, ...], rgb: bool | None = None) -> str:
 
 
 def check_axes(axes: str, ndim: int) -> str:
+    """Upper-case ``axes`` after checking they fit an array of ``ndim`` dimensions.
+
+    Raises
+    ------
+    UNetError
+        When letters repeat, are unknown, miss Y/X, or do not match ``ndim``.
+    """
     axes = axes.upper()
     if (
         len(axes) != ndim
@@ -150,6 +158,7 @@ def read_image(path: str | Path, axes: str | None = None, lazy: bool = False) ->
 
 
 def is_zarr(path: Path) -> bool:
+    """True when ``path`` is a zarr store: a ``.zarr`` name or a folder with zarr metadata."""
     markers = (".zattrs", ".zarray", ".zgroup", "zarr.json")
     return path.name.lower().endswith(ZARR_SUFFIXES) or (
         path.is_dir() and any((path / m).exists() for m in markers)
@@ -374,6 +383,7 @@ def _has_mark(path: Path) -> bool:
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> Path:
+    """Write an RGB image as PNG, atomically; returns the path."""
     import imageio.v3 as iio
 
     path = Path(path)
@@ -383,6 +393,7 @@ def write_png(path: str | Path, rgb: np.ndarray) -> Path:
 
 
 def write_json(path: str | Path, obj) -> Path:
+    """Write ``obj`` as indented JSON, atomically; returns the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")

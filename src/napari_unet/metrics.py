@@ -51,30 +51,37 @@ class MatchCounts:
 
     @property
     def precision(self) -> float:
+        """TP / (TP + FP)."""
         return self._ratio(self.tp, self.tp + self.fp)
 
     @property
     def recall(self) -> float:
+        """TP / (TP + FN)."""
         return self._ratio(self.tp, self.tp + self.fn)
 
     @property
     def f1(self) -> float:
+        """2 TP / (2 TP + FP + FN)."""
         return self._ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
 
     @property
     def ap(self) -> float:
+        """TP / (TP + FP + FN): the DSB 2018 average precision at this IoU threshold."""
         return self._ratio(self.tp, self.tp + self.fp + self.fn)
 
     @property
     def mean_matched_iou(self) -> float:
+        """Mean IoU of the matched pairs (0 when none matched)."""
         return float(self.matched_iou_sum / self.tp) if self.tp else 0.0
 
     @property
     def panoptic_quality(self) -> float:
+        """Sum of matched IoUs / (TP + FP/2 + FN/2)."""
         den = self.tp + 0.5 * self.fp + 0.5 * self.fn
         return float(self.matched_iou_sum / den) if den > 0 else 1.0
 
     def to_dict(self) -> dict:
+        """Counts and scores as a JSON-ready dict."""
         d = asdict(self)
         d.update(
             precision=self.precision,

@@ -31,10 +31,12 @@ class UNetConfig:
     dropout: float = 0.5
 
     def to_dict(self) -> dict:
+        """The architecture as a JSON-ready dict."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> UNetConfig:
+        """An architecture from a dict; unknown keys are ignored."""
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 
@@ -118,6 +120,7 @@ def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
 
 
 def center_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The central ``h`` x ``w`` of ``x`` (the paper's crop of the skip connection)."""
     dy = (x.shape[-2] - h) // 2
     dx = (x.shape[-1] - w) // 2
     return x[..., dy : dy + h, dx : dx + w]
@@ -185,10 +188,12 @@ class UNet(nn.Module):
     # geometry -------------------------------------------------------------
     @property
     def depth(self) -> int:
+        """Number of poolings."""
         return self.config.depth
 
     @property
     def halo(self) -> int:
+        """Pixels lost on each side by the valid convolutions."""
         return halo(self.config.depth)
 
     @property
@@ -197,16 +202,20 @@ class UNet(nn.Module):
         return 2**self.config.depth
 
     def output_size(self, n: int) -> int | None:
+        """Output size for an input of ``n`` pixels, or None when ``n`` is not valid."""
         return output_size(n, self.config.depth)
 
     def is_valid_input(self, n: int) -> bool:
+        """True when an input of ``n`` pixels pools evenly at every level."""
         return is_valid_input(n, self.config.depth)
 
     def valid_input_size(self, n: int) -> int:
+        """The smallest valid input size of at least ``n`` pixels."""
         return valid_input_size(n, self.config.depth)
 
     # forward --------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (N, classes, h, w) of a batch (N, channels, H, W), cropped by the halo."""
         skips = []
         for level, block in enumerate(self.down):
             if level > 0:

@@ -50,17 +50,21 @@ class SegmentationModel:
 
     @property
     def scheme(self) -> str:
+        """The class scheme of the network's outputs ("2class", "3class", ...)."""
         return class_scheme_of(self.net.config.n_classes)
 
     @property
     def classes(self) -> tuple[str, ...]:
+        """Names of the output classes."""
         return CLASS_SCHEMES[self.scheme]
 
     @property
     def in_channels(self) -> int:
+        """Number of input channels the network takes."""
         return self.net.config.in_channels
 
     def config_dict(self) -> dict:
+        """Everything but the weights, as stored in the model file's metadata."""
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -54,10 +54,12 @@ class Normalization:
     image_type: str = "auto"
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-ready dict."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> Normalization:
+        """Settings from a dict; unknown keys are ignored, missing ones take their defaults."""
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 

@@ -28,6 +28,7 @@ SAMPLES = {
 
 
 def cache_dir() -> Path:
+    """The per-user folder for downloaded samples (``NAPARI_UNET_CACHE_DIR`` overrides it)."""
     override = os.environ.get("NAPARI_UNET_CACHE_DIR")
     if override:
         return Path(override)
@@ -79,6 +80,7 @@ def fetch_sample(name: str, timeout: float = 30.0) -> Path:
 
 
 def human_mitosis() -> np.ndarray:
+    """The human-mitosis nuclei sample (downloaded once, then read from the cache)."""
     import io
 
     import tifffile

@@ -28,7 +28,7 @@ from .normalize import (
     prepare_plane,
     to_channels_first,
 )
-from .progress import Progress, run_to_end
+from .progress import Progress, Stage, run_to_end
 from .tiling import iter_predict_tiled, prepare_model
 
 # A plane is segmented again, rescaled, when its objects are far from the
@@ -133,6 +133,7 @@ class PreparedNets:
         self._nets: dict[int, tuple[SegmentationModel, object]] = {}
 
     def __call__(self, model: SegmentationModel):
+        """The network of ``model`` on this device and precision, prepared once."""
         if id(model) not in self._nets:
             self._nets[id(model)] = (model, prepare_model(model.net, self.device, self.dtype))
         return self._nets[id(model)][1]
@@ -239,13 +240,16 @@ class PlaneLayout:
 
     @property
     def channel_axis(self) -> int | None:
+        """Index of the channel axis, or None."""
         return self.axes.index("C") if "C" in self.axes else None
 
     @property
     def plane_axes(self) -> list[int]:
+        """Indices of the axes that are looped over plane by plane (not C, Y, X)."""
         return [i for i, a in enumerate(self.axes) if a not in "CYX"]
 
     def plane_indices(self, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """Index tuples of every 2-D plane of an array of ``shape``."""
         sizes = [shape[i] for i in self.plane_axes]
         return [tuple(ix) for ix in np.ndindex(*sizes)] if sizes else [()]
 
@@ -263,6 +267,7 @@ class PlaneLayout:
         return plane, channel
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the labels for an input of ``shape``: the input's without C."""
         return tuple(shape[i] for i, a in enumerate(self.axes) if a != "C" and a not in "YX") + (
             shape[self.axes.index("Y")],
             shape[self.axes.index("X")],
@@ -270,6 +275,7 @@ class PlaneLayout:
 
 
 def resolve_axes(shape: tuple[int, ...], axes: str | None, rgb: bool | None = None) -> str:
+    """Axes of an array of ``shape``: checked when given, inferred otherwise."""
     return check_axes(axes, len(shape)) if axes else infer_axes(tuple(shape), rgb)
 
 
@@ -281,7 +287,7 @@ def _predict_with_progress(net, chw: np.ndarray, info: dict, tiling: dict):
             ev = next(gen)
         except StopIteration as done:
             return done.value
-        yield Progress("predict", ev.step, ev.total, {**ev.info, **info})
+        yield Progress(Stage.PREDICT, ev.step, ev.total, {**ev.info, **info})
 
 
 def iter_segment(
@@ -357,7 +363,7 @@ def iter_segment(
         if probs_out is not None:
             probs_out[(slice(None), *index)] = result.probabilities
         yield Progress(
-            "segment",
+            Stage.SEGMENT,
             p + 1,
             len(planes),
             {
@@ -415,7 +421,7 @@ def segment(image, model: str | Path | SegmentationModel = "default", **kwargs):
     warned: list[str] = []
 
     def collect(event: Progress) -> None:
-        for note in event.info.get("notes", ()) if event.stage == "segment" else ():
+        for note in event.info.get("notes", ()) if event.stage == Stage.SEGMENT else ():
             if note.startswith("warning:") and note not in warned:
                 warned.append(note)
 

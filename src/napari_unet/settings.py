@@ -14,6 +14,7 @@ from .io import write_json
 
 
 def config_dir() -> Path:
+    """The per-user settings folder (``NAPARI_UNET_CONFIG_DIR`` overrides it)."""
     override = os.environ.get("NAPARI_UNET_CONFIG_DIR")
     if override:
         return Path(override)
@@ -23,10 +24,12 @@ def config_dir() -> Path:
 
 
 def settings_path() -> Path:
+    """Path of the widgets' settings file."""
     return config_dir() / "settings.json"
 
 
 def load_settings() -> dict:
+    """The saved widget settings, or an empty dict when none or unreadable."""
     try:
         data = json.loads(settings_path().read_text())
         return data if isinstance(data, dict) else {}

@@ -20,7 +20,7 @@ import torch
 from .devices import default_memory_budget, resolve_device, resolve_precision
 from .errors import UNetError
 from .model import UNet, halo, input_size_for_output
-from .progress import Progress, run_to_end
+from .progress import Progress, Stage, run_to_end
 
 MAX_TILE_OUTPUT = 1024  # beyond this, bigger tiles no longer cut the halo overhead much
 
@@ -38,20 +38,25 @@ class AxisPlan:
 
     @property
     def padded(self) -> int:
+        """Length of the axis after padding."""
         return self.size + self.pad_before + self.pad_after
 
 
 @dataclass(frozen=True)
 class TilePlan:
+    """How an image is cut into overlapping tiles along Y and X."""
+
     y: AxisPlan
     x: AxisPlan
 
     @property
     def n_tiles(self) -> int:
+        """Number of tiles."""
         return self.y.count * self.x.count
 
     @property
     def tile_shape(self) -> tuple[int, int]:
+        """(height, width) of each input tile."""
         return self.y.tile, self.x.tile
 
     def origins(self) -> list[tuple[int, int]]:
@@ -64,6 +69,7 @@ class TilePlan:
 
 
 def plan_axis(size: int, depth: int, step: int) -> AxisPlan:
+    """Tiles along one axis of ``size`` pixels for a network of ``depth``, ``step`` output pixels apart."""
     stride = 2**depth
     # Never tile wider than the image needs; keep the step a multiple of the stride.
     step = max(stride, min(step // stride * stride, math.ceil(size / stride) * stride))
@@ -182,7 +188,9 @@ def iter_predict_padded(
             h = min(sy, plan.y.size - y)
             w = min(sx, plan.x.size - x)
             out[:, y : y + h, x : x + w] = probs[k, :, :h, :w]
-        yield Progress("predict", b + 1, n_batches, {"tiles": len(origins), "tile_shape": (ty, tx)})
+        yield Progress(
+            Stage.PREDICT, b + 1, n_batches, {"tiles": len(origins), "tile_shape": (ty, tx)}
+        )
     return out
 
 

@@ -7,17 +7,9 @@ same generator. Setting the ``stop`` event makes it finish after the current
 step and return the best model so far; a run stopped before its first step
 raises :class:`TrainingStopped` (there is no model to return).
 
-Progress stages and their ``info`` keys:
-
-``"prepare"``
-    ``what``: what is being set up before the first step.
-``"train"``
-    ``epoch``, ``loss``, ``lr``, ``eta_s``, ``patches_per_s``; ``total`` follows
-    the minutes limit when it ends the run before the epochs do.
-``"validate"``
-    ``ap50`` ... ``ap90``, ``score``, ``epoch``, ``best``.
-``"tune"``
-    empty at the start; the tuning summary at the end.
+Stages: ``Stage.PREPARE``, ``TRAIN``, ``VALIDATE``, ``TUNE`` (their ``info``
+keys are listed on :class:`~napari_unet.progress.Stage`). The ``TRAIN`` total
+follows the minutes limit when it ends the run before the epochs do.
 
 Loss: the paper's pixelwise softmax cross-entropy weighted by the border
 weight map. Model selection: validation AP through the same instance
@@ -50,7 +42,7 @@ from .io import atomic_path
 from .metrics import MatchCounts, match_counts
 from .model import UNet, halo, valid_input_size
 from .modelfile import CHECKPOINT_KEY, SegmentationModel, load_model, new_model, save_model
-from .progress import Progress
+from .progress import Progress, Stage, run_to_end
 from .tiling import predict_tiled, prepare_model
 
 SELECTION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -82,6 +74,7 @@ class TrainConfig:
     tune_postprocessing: bool = True
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-ready dict."""
         d = asdict(self)
         d["augment"] = None if self.augment is None else self.augment.to_dict()
         return d
@@ -108,6 +101,7 @@ class LeanAdam:
         self.state: dict[int, dict[str, torch.Tensor]] = {}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop the gradients."""
         for p in self.params:
             p.grad = None
 
@@ -120,6 +114,7 @@ class LeanAdam:
 
     @torch.no_grad()
     def step(self) -> None:
+        """One update of every parameter from its gradient."""
         group = self.param_groups[0]
         beta1, beta2 = group["betas"]
         for i, p, grad in self._gradients():
@@ -138,11 +133,13 @@ class LeanAdam:
             p.addcdiv_(st["exp_avg"], denom, value=-group["lr"] / (1 - beta1**t))
 
     def state_dict(self) -> dict:
+        """Optimizer state in torch's layout, for checkpoints."""
         group = self.param_groups[0]
         groups = [{**group, "betas": list(group["betas"]), "params": list(range(len(self.params)))}]
         return {"state": self.state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the state saved by :meth:`state_dict`."""
         group = state_dict["param_groups"][0]
         self.param_groups[0].update(
             {k: (tuple(v) if k == "betas" else v) for k, v in group.items() if k != "params"}
@@ -162,6 +159,7 @@ class LeanSGD(LeanAdam):
 
     @torch.no_grad()
     def step(self) -> None:
+        """One update of every parameter from its gradient."""
         group = self.param_groups[0]
         for i, p, grad in self._gradients():
             st = self.state.get(i)
@@ -172,6 +170,7 @@ class LeanSGD(LeanAdam):
             p.add_(st["momentum_buffer"], alpha=-group["lr"])
 
     def state_dict(self) -> dict:
+        """Optimizer state in torch's layout, for checkpoints."""
         groups = [{**self.param_groups[0], "params": list(range(len(self.params)))}]
         return {"state": self.state, "param_groups": groups}
 
@@ -368,6 +367,7 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainState:
+        """A training state from a checkpoint's dict; unknown keys are ignored."""
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -494,7 +494,7 @@ def iter_train(
     model = _starting_model(init, architecture, train_images)
     net = model.net.to(device)
     in_ch = model.in_channels
-    yield Progress("prepare", 0, None, {"what": "training patches"})
+    yield Progress(Stage.PREPARE, 0, None, {"what": "training patches"})
     for item in list(train_images) + list(val_images):
         if item.image.shape[0] != in_ch:
             raise UNetError(
@@ -537,7 +537,9 @@ def iter_train(
             best_score, best_epoch = scores["score"], ep
             best_state = copy.deepcopy(net.state_dict())
         history.append({"epoch": ep, "step": step, "time_s": round(elapsed(), 1), **scores})
-        return Progress("validate", ep, config.epochs, {**scores, "epoch": ep, "best": improved})
+        return Progress(
+            Stage.VALIDATE, ep, config.epochs, {**scores, "epoch": ep, "best": improved}
+        )
 
     saved_best_epoch = best_epoch
     net.train()
@@ -572,7 +574,7 @@ def iter_train(
                 eta = max(limit_s - elapsed(), 0.0)
                 shown_total = step + math.ceil(eta * rate / config.batch_size)
             yield Progress(
-                "train",
+                Stage.TRAIN,
                 step,
                 shown_total,
                 {
@@ -645,10 +647,10 @@ def iter_train(
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if val_images and config.tune_postprocessing:
-        yield Progress("tune", 0, None, {})
+        yield Progress(Stage.TUNE, 0, None, {})
         params, tuned = tune_postprocessing(net, val_images, device, params, config.precision)
         summary["postprocessing_tuning"] = tuned
-        yield Progress("tune", 1, 1, tuned)
+        yield Progress(Stage.TUNE, 1, 1, tuned)
     return replace(model, net=net.cpu(), postprocessing=params, training=summary, source=None)
 
 
@@ -666,6 +668,5 @@ def _save_provisional(path, model: SegmentationModel, state: dict, epoch: int, s
 
 def train(*args, **kwargs) -> SegmentationModel:
     """Blocking form of :func:`iter_train` (same arguments): the trained model."""
-    from .progress import run_to_end
 
     return run_to_end(iter_train(*args, **kwargs))

@@ -138,6 +138,33 @@ def border_weight_map(
     return weights
 
 
+def weight_maps_per_plane(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:
+    """The weight map training would use, for every 2-D plane of a labels array.
+
+    Each plane gets its touching borders set to background first
+    (:func:`separated_labels`), exactly as training does, then
+    :func:`border_weight_map`.
+
+    Parameters
+    ----------
+    labels
+        Instance labels with two or more dimensions; the last two are Y and X.
+    w0, sigma
+        Amplitude and width (pixels) of the border term.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 weights with the shape of ``labels``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim < 2:
+        raise UNetError(f"labels need at least two dimensions (Y, X), got shape {labels.shape}")
+    planes = labels.reshape(-1, *labels.shape[-2:])
+    maps = [border_weight_map(separated_labels(plane), w0, sigma) for plane in planes]
+    return np.stack(maps).reshape(labels.shape).astype(np.float32, copy=False)
+
+
 # --------------------------------------------------------------------------
 # Class targets
 # --------------------------------------------------------------------------

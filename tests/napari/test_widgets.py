@@ -5,7 +5,7 @@ from napari_unet._napari.annotate_widget import AnnotateWidget
 from napari_unet._napari.model_registry import registry
 from napari_unet._napari.segment_widget import SegmentWidget
 from napari_unet._napari.train_widget import TrainWidget
-from napari_unet._napari.weight_map_widget import WeightMapWidget
+from napari_unet._napari.weight_map_widget import weight_map_widget
 from napari_unet.modelfile import load_model
 from napari_unet.synthetic import synthetic_nuclei
 
@@ -176,10 +176,19 @@ def test_stop_midway_keeps_a_model(make_napari_viewer, qtbot, registered_tiny):
 def test_weight_map_and_labels_writer(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     _, labels = synthetic_nuclei((64, 64), n_nuclei=5, seed=2)
-    layer = viewer.add_labels(labels, name="cells")
-    widget = WeightMapWidget(viewer)
-    out = widget.show_weight_map()
-    assert out.name == "cells weight map" and out.data.shape == (64, 64) and out.data.max() > 1
+    layer = viewer.add_labels(labels, name="cells", scale=(2.0, 2.0))
+    widget = weight_map_widget()
+    viewer.window.add_dock_widget(widget)
+    assert widget.labels_layer.value is layer  # the choice follows the viewer's layers
+    widget()
+    out = viewer.layers["cells weight map"]
+    assert out.data.shape == (64, 64) and out.data.max() > 1
+    assert tuple(out.scale) == (2.0, 2.0)
+    with_border = float(out.data.max())
+    widget.w0.value = 0.0  # pressing again updates the same layer, no duplicate
+    widget()
+    assert len(viewer.layers) == 2 and viewer.layers["cells weight map"] is out
+    assert out.data.max() < with_border
     written = layer.save(str(tmp_path / "cells.tif"), plugin="napari-unet")
     assert np.array_equal(tifffile.imread(written[0]), labels)
 
@@ -389,3 +398,15 @@ def test_each_model_shows_only_its_own_sliders(make_napari_viewer, tiny_model):
         not seg.seed_h_slider.parentWidget().isHidden()
         and seg.seed_slider.parentWidget().isHidden()
     )
+
+
+def test_weight_map_without_labels_says_so_and_adds_nothing(make_napari_viewer, monkeypatch):
+    from napari_unet._napari import weight_map_widget as module
+
+    errors = []
+    monkeypatch.setattr(module, "report_error", lambda exc: errors.append(str(exc)))
+    viewer = make_napari_viewer()
+    widget = weight_map_widget()
+    viewer.window.add_dock_widget(widget)
+    widget()
+    assert errors == ["choose a labels layer"] and len(viewer.layers) == 0

@@ -30,7 +30,7 @@ from superqt import QCollapsible, QLabeledDoubleSlider, QLabeledSlider
 from ..errors import UNetError
 from ..instances import InstanceParams
 from ..normalize import IMAGE_TYPES
-from ..progress import Progress
+from ..progress import Progress, Stage
 from ..segmentation import iter_segment, labels_from_probabilities
 from ..settings import load_settings, update_settings
 from ._common import DERIVED_KEY, LayerCombo, TaskBar, labeled, report_error, scrolling_layout
@@ -388,7 +388,7 @@ class SegmentWidget(QWidget):
                     show_warning(f"{layer.name}: {note.removeprefix('warning: ')}")
 
         def on_event(event: Progress) -> None:
-            if event.stage == "segment":
+            if event.stage == Stage.SEGMENT:
                 notes.extend(n for n in event.info.get("notes", ()) if n not in notes)
                 if event.total and event.total > 1:
                     self.status.setText(f"plane {event.step}/{event.total}")
@@ -415,7 +415,7 @@ class SegmentWidget(QWidget):
         params = self.params()
 
         def make():
-            yield Progress("relabel", 0, 1)
+            yield Progress(Stage.RELABEL, 0, 1)
             return labels_from_probabilities(cache["probs"], cache["model"], params)
 
         def done(labels) -> None:

@@ -36,7 +36,7 @@ from ..data import load_training_folder, training_images_from_stack
 from ..errors import UNetError
 from ..modelfile import SegmentationModel, save_model
 from ..normalize import Normalization
-from ..progress import Progress
+from ..progress import Progress, Stage
 from ..settings import load_settings, update_settings
 from ..training import FINE_TUNE, TrainConfig, TrainingStopped, iter_train
 from ._common import LayerCombo, TaskBar, labeled, report_error, scrolling_layout
@@ -276,14 +276,14 @@ class TrainWidget(QWidget):
 
         def make():
             # Normalizing the images takes time: it runs here, in the worker.
-            yield Progress("prepare", 0, None, {"what": "training images"})
+            yield Progress(Stage.PREPARE, 0, None, {"what": "training images"})
             train_set, val_set = prepare_training_data(sources, in_channels, norm)
             if stop.is_set():
                 raise TrainingStopped(
                     "training was stopped before its first step; no model was made"
                 )
             yield Progress(
-                "prepare",
+                Stage.PREPARE,
                 0,
                 None,
                 {"what": f"{len(train_set)} training, {len(val_set)} validation"},
@@ -300,22 +300,22 @@ class TrainWidget(QWidget):
             )
 
         def on_event(event: Progress) -> None:
-            if event.stage == "train":
+            if event.stage == Stage.TRAIN:
                 self.plot.add_loss(event.step, event.info["loss"])
                 eta = event.info.get("eta_s")
                 self.status.setText(
                     f"epoch {event.info['epoch'] + 1}, loss {event.info['loss']:.4f}"
                     + (f", about {eta / 60:.1f} min left" if eta else "")
                 )
-            elif event.stage == "validate":
+            elif event.stage == Stage.VALIDATE:
                 self.plot.add_score(self._last_step(), event.info["ap50"])
                 self.status.setText(
                     f"validation: AP@0.5 {event.info['ap50']:.3f}, AP@0.7 {event.info['ap70']:.3f}"
                     + (" (best so far)" if event.info.get("best") else "")
                 )
-            elif event.stage == "prepare":
+            elif event.stage == Stage.PREPARE:
                 self.status.setText(f"preparing: {event.info.get('what', '')}…")
-            elif event.stage == "tune":
+            elif event.stage == Stage.TUNE:
                 self.status.setText("tuning post-processing thresholds on the validation images…")
 
         def done(model: SegmentationModel) -> None:
