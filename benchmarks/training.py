@@ -20,7 +20,7 @@ from inference import conv_gflops
 from napari_unet.data import make_training_image
 from napari_unet.devices import native_bfloat16
 from napari_unet.model import UNet, valid_input_size
-from napari_unet.progress import Progress
+from napari_unet.progress import Progress, Stage
 from napari_unet.synthetic import synthetic_nuclei
 from napari_unet.training import TrainConfig, iter_train
 
@@ -28,19 +28,19 @@ from napari_unet.training import TrainConfig, iter_train
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--depth", type=int, default=3)
-    ap.add_argument("--base", type=int, default=16)
-    ap.add_argument("--patch", type=int, default=252)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--base-channels", type=int, default=16)
+    ap.add_argument("--patch-size", type=int, default=252)
+    ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
 
     data = [make_training_image(*synthetic_nuclei((512, 512), seed=s), 1) for s in range(6)]
-    patch = valid_input_size(args.patch, args.depth)
+    patch = valid_input_size(args.patch_size, args.depth)
     config = TrainConfig(
         epochs=1,
-        patches_per_epoch=args.steps * args.batch,
-        batch_size=args.batch,
+        patches_per_epoch=args.steps * args.batch_size,
+        batch_size=args.batch_size,
         patch_size=patch,
         workers=args.workers,
         tune_postprocessing=False,
@@ -48,30 +48,30 @@ def main() -> None:
     stamps: list[float] = []
 
     def on_event(e: Progress) -> None:
-        if e.stage == "train":
+        if e.stage == Stage.TRAIN:
             stamps.append(time.perf_counter())
 
     gen = iter_train(
-        data, architecture=dict(depth=args.depth, base_channels=args.base), config=config
+        data, architecture=dict(depth=args.depth, base_channels=args.base_channels), config=config
     )
     for e in gen:
         on_event(e)
     skip = min(5, len(stamps) // 4)  # warm-up steps
     steady = (stamps[-1] - stamps[skip]) / (len(stamps) - 1 - skip)
-    patches_per_s = args.batch / steady
-    net = UNet(depth=args.depth, base_channels=args.base, n_classes=3)
+    patches_per_s = args.batch_size / steady
+    net = UNet(depth=args.depth, base_channels=args.base_channels, n_classes=3)
     flops_per_patch = 3 * net.conv_flops(patch, patch)
     bf16 = native_bfloat16(torch.device("cpu"))
-    conv = conv_gflops(args.base, 1024, torch.bfloat16 if bf16 else None)
+    conv = conv_gflops(args.base_channels, 1024, torch.bfloat16 if bf16 else None)
     gflops = flops_per_patch * patches_per_s / 1e9
     print(
         json.dumps(
             {
                 "benchmark": "training throughput",
-                "architecture": {"depth": args.depth, "base_channels": args.base},
+                "architecture": {"depth": args.depth, "base_channels": args.base_channels},
                 "patch_input": patch,
                 "patch_output": net.output_size(patch),
-                "batch": args.batch,
+                "batch": args.batch_size,
                 "threads": torch.get_num_threads(),
                 "loader_workers": args.workers,
                 "bfloat16_autocast": bf16,

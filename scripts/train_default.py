@@ -34,7 +34,7 @@ from napari_unet.io import read_image
 from napari_unet.metrics import dataset_ap
 from napari_unet.modelfile import load_model, save_model
 from napari_unet.normalize import Normalization
-from napari_unet.progress import Progress, run_to_end
+from napari_unet.progress import Progress, Stage, run_to_end
 from napari_unet.segmentation import segment
 from napari_unet.synthetic import synthetic_nuclei
 from napari_unet.training import TrainConfig, iter_train, tune_postprocessing
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     log = open(args.log, "a") if args.log else None
 
     def report(event: Progress) -> None:
-        if event.stage == "train" and event.step % 50:
+        if event.stage == Stage.TRAIN and event.step % 50:
             return
         line = json.dumps(
             {

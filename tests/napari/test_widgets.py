@@ -410,3 +410,22 @@ def test_weight_map_without_labels_says_so_and_adds_nothing(make_napari_viewer, 
     viewer.window.add_dock_widget(widget)
     widget()
     assert errors == ["choose a labels layer"] and len(viewer.layers) == 0
+
+
+def test_closed_widgets_are_not_called_by_signals_that_outlive_them(
+    make_napari_viewer, qtbot, tiny_model
+):
+    # A dock closed by the user loses its Qt half; the model registry and the
+    # layer list live on and must not call into it (it failed after training).
+    from qtpy import sip
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    for widget_type in (SegmentWidget, TrainWidget, AnnotateWidget):
+        widget = widget_type(viewer)
+        sip.delete(widget)
+    registry().add("after", tiny_model)
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img2")
+    image.name = "renamed"
+    viewer.layers.remove("img2")
+    assert "after" in registry().names()

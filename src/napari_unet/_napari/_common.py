@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Generator
 
 import napari
@@ -36,6 +37,22 @@ def report_error(exc: BaseException) -> None:
         show_error(f"napari-unet: {type(exc).__name__}: {exc}")
 
 
+def connect_while_alive(owner: QWidget, signal, slot: Callable) -> None:
+    """Connect ``slot`` to a napari or psygnal ``signal`` for as long as ``owner`` lives.
+
+    Some signals outlive a widget (the model registry, the viewer's layer
+    list): without this, they would call into a closed dock widget whose Qt
+    half is gone and fail there.
+    """
+    signal.connect(slot)
+    owner.destroyed.connect(lambda *_: _disconnect(signal, slot))
+
+
+def _disconnect(signal, slot: Callable) -> None:
+    with contextlib.suppress(Exception):  # already gone: nothing to undo
+        signal.disconnect(slot)
+
+
 class LayerCombo(QComboBox):
     """A combo box listing the viewer's layers of some types, kept up to date."""
 
@@ -50,8 +67,15 @@ class LayerCombo(QComboBox):
         self.setMinimumContentsLength(12)
         events = viewer.layers.events
         for ev in (events.removed, events.moved, events.changed):
-            ev.connect(self.refresh)
-        events.inserted.connect(self._inserted)
+            connect_while_alive(self, ev, self.refresh)
+        connect_while_alive(self, events.inserted, self._inserted)
+        refresh = self.refresh
+
+        def forget_layer_names(*_) -> None:
+            for layer in list(viewer.layers):
+                _disconnect(layer.events.name, refresh)
+
+        self.destroyed.connect(forget_layer_names)
         self.refresh()
 
     def _inserted(self, event=None) -> None:

@@ -16,23 +16,10 @@ from qtpy.QtWidgets import QLabel, QLineEdit, QPushButton, QWidget
 from ..annotation import fill_label_holes, merge_labels, split_label
 from ..errors import UNetError
 from ._common import LayerCombo, labeled, report_error, scrolling_layout
-from .segment_widget import image_axes
+from .layer_shapes import labels_shape
 
 ANNOTATION_SUFFIX = " annotation"
 REGION_SUFFIX = " annotated region"
-
-
-def annotation_shape(image_layer) -> tuple[int, ...]:
-    data = image_layer.data[0] if image_layer.multiscale else image_layer.data
-    return tuple(s for s, a in zip(data.shape, image_axes(image_layer)) if a != "C")
-
-
-def region_mask(shapes_layer, shape_yx: tuple[int, int]) -> np.ndarray:
-    """Union of a Shapes layer's shapes as a boolean (Y, X) mask."""
-    if shapes_layer is None or len(shapes_layer.data) == 0:
-        return np.ones(shape_yx, dtype=bool)
-    masks = shapes_layer.to_masks(mask_shape=shape_yx)
-    return np.asarray(masks).reshape(-1, *shape_yx).any(axis=0)
 
 
 class AnnotateWidget(QWidget):
@@ -109,7 +96,7 @@ class AnnotateWidget(QWidget):
     def new_annotation(self):
         try:
             image = self._image()
-            layer = self._add_annotation(np.zeros(annotation_shape(image), dtype=np.uint32), image)
+            layer = self._add_annotation(np.zeros(labels_shape(image), dtype=np.uint32), image)
         except UNetError as exc:
             report_error(exc)
             return None
@@ -122,9 +109,9 @@ class AnnotateWidget(QWidget):
             prediction = self.prediction_combo.layer()
             if prediction is None:
                 raise UNetError("segment the image first (Segment widget) or choose a labels layer")
-            if prediction.data.shape != annotation_shape(image):
+            if prediction.data.shape != labels_shape(image):
                 raise UNetError(
-                    f"the prediction {prediction.data.shape} does not match the image {annotation_shape(image)}"
+                    f"the prediction {prediction.data.shape} does not match the image {labels_shape(image)}"
                 )
             layer = self._add_annotation(
                 np.array(prediction.data, dtype=np.uint32, copy=True), image

@@ -33,7 +33,16 @@ from ..normalize import IMAGE_TYPES
 from ..progress import Progress, Stage
 from ..segmentation import iter_segment, labels_from_probabilities
 from ..settings import load_settings, update_settings
-from ._common import DERIVED_KEY, LayerCombo, TaskBar, labeled, report_error, scrolling_layout
+from ._common import (
+    DERIVED_KEY,
+    LayerCombo,
+    TaskBar,
+    connect_while_alive,
+    labeled,
+    report_error,
+    scrolling_layout,
+)
+from .layer_shapes import image_axes, labels_shape, visible_window
 from .model_registry import registry
 
 SCOPES = ("whole image", "current plane", "field of view")
@@ -45,32 +54,6 @@ class Target:
 
     plane: tuple[int, ...]  # index into the leading (stack) axes; () for the whole stack
     window: tuple[slice, slice]
-
-
-def image_axes(layer) -> str:
-    """Axes of an image layer's data: leading stack axes (Z, or T and Z), then Y, X (and C if RGB)."""
-    nd = layer.data[0].ndim if layer.multiscale else layer.data.ndim
-    lead = nd - (3 if layer.rgb else 2)
-    if lead not in (0, 1, 2):
-        raise UNetError(
-            f"images with {nd} dimensions are not supported; use at most T, Z, Y, X (and RGB)"
-        )
-    return ("", "Z", "TZ")[lead] + ("YXC" if layer.rgb else "YX")
-
-
-def visible_window(layer, shape_yx: tuple[int, int]) -> tuple[slice, slice]:
-    """The Y/X part of the image currently on screen (whole image when unknown)."""
-    corners = np.asarray(layer.corner_pixels)
-    if corners.size == 0:
-        return slice(0, shape_yx[0]), slice(0, shape_yx[1])
-    (y0, x0), (y1, x1) = corners[0, -2:], corners[1, -2:]
-    if layer.rgb:
-        (y0, x0), (y1, x1) = corners[0, -3:-1], corners[1, -3:-1]
-    y0, x0 = max(int(y0), 0), max(int(x0), 0)
-    y1, x1 = min(int(y1) + 1, shape_yx[0]), min(int(x1) + 1, shape_yx[1])
-    if y1 - y0 < 2 or x1 - x0 < 2:
-        return slice(0, shape_yx[0]), slice(0, shape_yx[1])
-    return slice(y0, y1), slice(x0, x1)
 
 
 class SegmentWidget(QWidget):
@@ -203,8 +186,8 @@ class SegmentWidget(QWidget):
         return section
 
     def _connect(self) -> None:
-        registry().changed.connect(self.refresh_models)
-        registry().added.connect(self._select_model)
+        connect_while_alive(self, registry().changed, self.refresh_models)
+        connect_while_alive(self, registry().added, self._select_model)
         self.refresh_models()
         self._restore_settings()
         self.model_combo.currentTextChanged.connect(self._model_changed)
@@ -431,11 +414,6 @@ class SegmentWidget(QWidget):
         return f"; {self._kept_edits!r} was edited by hand and is kept: result in a new layer"
 
     # output layers -----------------------------------------------------------
-    def _output_shape(self, image_layer) -> tuple[int, ...]:
-        data = image_layer.data[0] if image_layer.multiscale else image_layer.data
-        axes = image_axes(image_layer)
-        return tuple(s for s, a in zip(data.shape, axes) if a != "C")
-
     def _edited_by_hand(self, layer) -> bool:
         """True when ``layer`` holds something other than what this widget last wrote into it."""
         written = self._written.get(id(layer))
@@ -443,7 +421,7 @@ class SegmentWidget(QWidget):
 
     def labels_layer(self, image_layer, create: bool = True):
         name = f"{image_layer.name} labels"
-        shape = self._output_shape(image_layer)
+        shape = labels_shape(image_layer)
         if name in self.viewer.layers:
             existing = self.viewer.layers[name]
             if isinstance(existing, napari.layers.Labels) and existing.data.shape == shape:
@@ -496,7 +474,7 @@ class SegmentWidget(QWidget):
             if cls == "background":
                 continue
             name = f"{image_layer.name} {cls} probability"
-            shape = self._output_shape(image_layer)
+            shape = labels_shape(image_layer)
             if name in self.viewer.layers and self.viewer.layers[name].data.shape == shape:
                 layer = self.viewer.layers[name]
             else:

@@ -39,11 +39,17 @@ from ..normalize import Normalization
 from ..progress import Progress, Stage
 from ..settings import load_settings, update_settings
 from ..training import FINE_TUNE, TrainConfig, TrainingStopped, iter_train
-from ._common import LayerCombo, TaskBar, labeled, report_error, scrolling_layout
-from .annotate_widget import region_mask
+from ._common import (
+    LayerCombo,
+    TaskBar,
+    connect_while_alive,
+    labeled,
+    report_error,
+    scrolling_layout,
+)
+from .layer_shapes import image_axes, region_mask
 from .model_registry import registry
 from .plot import LivePlot
-from .segment_widget import image_axes
 
 ROLES = ("train", "validation")
 
@@ -131,7 +137,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.save_button)
         layout.addStretch(1)
 
-        registry().changed.connect(self.refresh_models)
+        connect_while_alive(self, registry().changed, self.refresh_models)
         self.refresh_models()
         if settings.get("train_start_from") in [
             self.start_combo.itemText(i) for i in range(self.start_combo.count())
