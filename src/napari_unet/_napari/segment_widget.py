@@ -419,7 +419,13 @@ class SegmentWidget(QWidget):
         written = self._written.get(id(layer))
         return written is None or not np.array_equal(np.asarray(layer.data), written)
 
-    def labels_layer(self, image_layer, create: bool = True):
+    def labels_layer(self, image_layer, initial: np.ndarray | None = None):
+        """The layer this widget writes ``image_layer``'s labels into.
+
+        Its own layer when it holds what this widget last wrote; otherwise
+        (none yet, or edited by hand) a new layer holding ``initial`` (zeros
+        when None): hand edits are never overwritten.
+        """
         name = f"{image_layer.name} labels"
         shape = labels_shape(image_layer)
         if name in self.viewer.layers:
@@ -427,34 +433,31 @@ class SegmentWidget(QWidget):
             if isinstance(existing, napari.layers.Labels) and existing.data.shape == shape:
                 if not self._edited_by_hand(existing):
                     return existing
-                # Hand edits are never overwritten: the new result gets its own layer.
                 n = 2
                 while f"{name} ({n})" in self.viewer.layers:
                     n += 1
                 name = f"{name} ({n})"
                 self._kept_edits = existing.name
-        if not create:
-            return None
-        layer = self.viewer.add_labels(
-            np.zeros(shape, dtype=np.uint32),
+        # Made with its data at once: a layer filled after it is added is drawn twice.
+        return self.viewer.add_labels(
+            np.zeros(shape, dtype=np.uint32) if initial is None else initial,
             name=name,
             scale=image_layer.scale[: len(shape)] if not image_layer.rgb else image_layer.scale,
             translate=image_layer.translate[: len(shape)]
             if not image_layer.rgb
             else image_layer.translate,
         )
-        return layer
 
     def _write_labels(self, image_layer, labels: np.ndarray, target: Target) -> None:
-        out = self.labels_layer(image_layer)
-        data = out.data
         if not target.plane and target.window == (slice(None), slice(None)):
-            if data.dtype != labels.dtype or data.shape != labels.shape:
-                out.data = labels.astype(np.uint32)
-            else:
-                data[...] = labels
-                out.refresh()
+            # The core's dtype is kept (uint16 while the ids fit): napari draws
+            # it faster than uint32.
+            out = self.labels_layer(image_layer, initial=labels)
+            if out.data is not labels:
+                out.data = labels
         else:
+            out = self.labels_layer(image_layer)
+            data = out.data
             region = (
                 data[target.plane + (Ellipsis,)][target.window]
                 if target.plane
@@ -462,8 +465,16 @@ class SegmentWidget(QWidget):
             )
             region[...] = 0
             # New ids continue after those already in the layer, so nothing merges by accident.
-            shifted = labels.astype(np.uint32)
-            shifted[shifted > 0] += np.uint32(data.max())
+            offset = int(data.max())
+            if offset + int(labels.max()) > np.iinfo(data.dtype).max:
+                out.data = data = data.astype(np.uint32)
+                region = (
+                    data[target.plane + (Ellipsis,)][target.window]
+                    if target.plane
+                    else data[target.window]
+                )
+            shifted = labels.astype(data.dtype)
+            shifted[shifted > 0] += data.dtype.type(offset)
             region[...] = shifted
             out.refresh()
         out.visible = True
