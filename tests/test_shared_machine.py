@@ -170,8 +170,13 @@ def test_nan_weights_are_refused(tmp_path, tiny_model):
         load_model(path)
 
 
-def test_napari_reader_declines_crafted_models(tmp_path, tiny_model):
+def test_napari_reader_declines_crafted_models_and_says_why(tmp_path, tiny_model, monkeypatch):
+    import napari.utils.notifications as notifications
+
     from napari_unet._napari.reader import get_reader
 
+    shown = []
+    monkeypatch.setattr(notifications, "show_warning", shown.append)
     path = _crafted(tmp_path, tiny_model, "crafted.safetensors", lambda c: [c])
     assert get_reader(str(path)) is None
+    assert len(shown) == 1 and "crafted.safetensors is not a napari-unet model" in shown[0]

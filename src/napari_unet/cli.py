@@ -39,6 +39,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cuda, cuda:N, mps or cpu"
+
+
+def _device(text: str) -> str:
+    """A device name that exists on this machine (checked before any work)."""
+    from .devices import resolve_device
+
+    try:
+        resolve_device(text)
+    except UNetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -431,7 +445,7 @@ def _add_segment_command(sub) -> None:
         default=None,
         help="output pixels per tile and axis (default: from memory)",
     )
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
     p.add_argument(
         "--axes", default=None, help="axes of the inputs, e.g. YX, YXC, CYX, ZYX, TZYX (guessed)"
@@ -539,7 +553,7 @@ def _add_train_command(sub) -> None:
         help="scale augmentation: show objects at 1/z..z times their size, e.g. 1.3 (0: off)",
     )
     p.add_argument("--loader-workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default: beside --out)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--overwrite", action="store_true")
@@ -569,7 +583,7 @@ def _add_tune_command(sub) -> None:
     p.add_argument("--images", required=True)
     p.add_argument("--masks", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_tune)
 

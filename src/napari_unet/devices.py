@@ -1,8 +1,9 @@
 """Where the network runs: device choice, compute precision, memory budget.
 
-``auto`` picks CUDA when a GPU is present, else the CPU. bfloat16 is used
-only where the hardware does it natively (AMX / AVX512-BF16 CPUs, GPUs);
-elsewhere emulated bfloat16 is slower than float32.
+``auto`` picks an NVIDIA GPU (CUDA) when present, then an Apple GPU (MPS),
+then the CPU. bfloat16 is used only where the hardware does it natively
+(AMX / AVX512-BF16 CPUs, CUDA GPUs); elsewhere, Apple GPUs included, the
+network runs in float32 (emulated bfloat16 is slower than float32).
 """
 
 from __future__ import annotations
@@ -16,19 +17,52 @@ from .errors import UNetError
 DEFAULT_CPU_BUDGET = 1 << 30  # bytes of activations per batch on the CPU
 
 
+def mps_available() -> bool:
+    """True when an Apple GPU can run torch here (Metal Performance Shaders)."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def available_devices() -> list[str]:
+    """The device choices present on this machine: "auto", then the GPUs, then "cpu"."""
+    names = ["auto"]
+    if torch.cuda.is_available():
+        names.append("cuda")
+    if mps_available():
+        names.append("mps")
+    return names + ["cpu"]
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The torch device for ``device`` ("auto", "cpu", "cuda", ... or a device).
+    """The torch device for ``device`` ("auto", "cpu", "cuda", "cuda:1", "mps" or a device).
+
+    ``auto`` (or None) picks CUDA, then MPS, then the CPU.
 
     Raises
     ------
     UNetError
-        When the named device is not present.
+        When the name is not a device, or the named device is not present.
     """
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UNetError(
+            f"unknown device {device!r}; use one of {', '.join(available_devices())}"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UNetError("CUDA was requested but no CUDA GPU is available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UNetError(f"there is no {dev}: {torch.cuda.device_count()} CUDA GPU(s) here")
+    if dev.type == "mps" and not mps_available():
+        raise UNetError("an Apple GPU (mps) was requested but none is available; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UNetError(
+            f"device {dev.type!r} is not supported; use one of {', '.join(available_devices())}"
+        )
     return dev
 
 
@@ -62,6 +96,11 @@ def default_memory_budget(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.5)
+    if device.type == "mps":
+        # Apple GPUs share the machine's memory: half of what Metal recommends, less what is in use.
+        mps = torch.mps
+        free = mps.recommended_max_memory() - mps.driver_allocated_memory()
+        return max(int(free * 0.5), DEFAULT_CPU_BUDGET // 4)
     return DEFAULT_CPU_BUDGET
 
 

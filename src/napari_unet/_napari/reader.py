@@ -1,13 +1,16 @@
 """Open ``.safetensors`` model files from File > Open or drag and drop.
 
 The model becomes selectable in the Segment and Train widgets; no layer is
-added. A file that is not a napari-unet model is left to other readers.
+added. A file that is not a valid napari-unet model is left to other readers,
+and the user is told in one line why napari-unet did not open it (otherwise
+napari only says that no reader was found).
 """
 
 from __future__ import annotations
 
 
 def get_reader(path):
+    """napari's reader hook: :func:`read_model` for a valid model file, else None."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
@@ -19,12 +22,16 @@ def get_reader(path):
 
     try:
         read_model_config(path)
-    except UNetError:
+    except UNetError as exc:
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"napari-unet did not open it: {exc}")
         return None
     return read_model
 
 
 def read_model(path):
+    """Register the model file with the widgets; returns napari's "no layer" result."""
     from napari.utils.notifications import show_info
 
     from .model_registry import registry

@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 
 import napari
 import numpy as np
-import torch
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
@@ -27,6 +26,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible, QLabeledDoubleSlider, QLabeledSlider
 
+from ..devices import available_devices
 from ..errors import UNetError
 from ..instances import InstanceParams
 from ..normalize import IMAGE_TYPES
@@ -81,9 +81,7 @@ class SegmentWidget(QWidget):
         layout.addWidget(labeled("model", row))
 
         self.device_combo = QComboBox()
-        self.device_combo.addItems(
-            ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        )
+        self.device_combo.addItems(available_devices())  # only what this machine has
         layout.addWidget(labeled("device", self.device_combo))
 
         self.tile_spin = QSpinBox()
