@@ -231,6 +231,10 @@ def test_demo_writes_labels_and_overlay(default_model_available, tmp_path, capsy
         (["segment", "x.tif", "--out", "o", "--diameter", "-3"], "positive number"),
         (["segment", "x.tif", "--out", "o", "--tile", "0"], "at least 1"),
         (["segment", "x.tif", "--out", "o", "--block-size", "abc"], "whole number"),
+        (["segment", "x.tif", "--out", "o", "--stitch-threshold", "0"], "in \\(0, 1\\]"),
+        (["segment", "x.tif", "--out", "o", "--stitch-threshold", "1.5"], "in \\(0, 1\\]"),
+        (["segment", "x.tif", "--out", "o", "--stitch-threshold", "high"], "numbers"),
+        (["segment", "x.tif", "--out", "o", "--device", "gpu0"], "unknown device"),
         (
             [
                 "train",
@@ -434,3 +438,25 @@ def test_segment_with_weights_that_do_not_fit_is_one_error_before_work(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mine.safetensors" in err and "do not fit" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_segment_stitches_a_z_stack_unless_asked_not_to(default_model_available, tmp_path):
+    image, _ = synthetic_nuclei((96, 96), n_nuclei=6, seed=2)
+    stack = tmp_path / "in" / "stack.tif"
+    stack.parent.mkdir()
+    tifffile.imwrite(
+        stack, np.stack([image] * 3), photometric="minisblack", metadata={"axes": "ZYX"}
+    )
+    assert main(["segment", str(stack), "--out", str(tmp_path / "linked"), "--quiet"]) == 0
+    linked = tifffile.imread(tmp_path / "linked" / "stack_labels.tif")
+    assert (
+        linked.shape == (3, 96, 96)
+        and linked.max() > 0
+        and all(np.array_equal(linked[0], plane) for plane in linked)
+    )
+    assert (
+        main(["segment", str(stack), "--out", str(tmp_path / "apart"), "--no-stitch", "--quiet"])
+        == 0
+    )
+    apart = tifffile.imread(tmp_path / "apart" / "stack_labels.tif")
+    assert not (set(np.unique(apart[0])) - {0}) & set(np.unique(apart[1]))

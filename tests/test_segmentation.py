@@ -3,6 +3,7 @@ import pytest
 
 from napari_unet.errors import UNetError
 from napari_unet.metrics import matching
+from napari_unet.modelfile import load_model
 from napari_unet.progress import run_to_end
 from napari_unet.segmentation import iter_segment, labels_from_probabilities, segment
 from napari_unet.synthetic import synthetic_nuclei
@@ -22,12 +23,35 @@ def test_shapes_for_grey_rgb_and_stacks(tiny_model):
     assert segment(tzyx, tiny_model).shape == (2, 3, 20, 24)
 
 
-def test_stack_planes_get_distinct_ids(default_model_available):
+def test_z_planes_are_stitched_into_3d_objects_by_default(default_model_available):
     image, _ = synthetic_nuclei((96, 96), n_nuclei=6, seed=2)
-    stack = np.stack([image, image])
-    labels = segment(stack)
-    a, b = set(np.unique(labels[0])) - {0}, set(np.unique(labels[1])) - {0}
+    stack = np.stack([image, image, image])
+    stitched = segment(stack, axes="ZYX")
+    assert stitched[0].max() > 0
+    assert np.array_equal(stitched[0], stitched[1]) and np.array_equal(stitched[1], stitched[2])
+    apart = segment(stack, axes="ZYX", stitch=False)
+    a, b = set(np.unique(apart[0])) - {0}, set(np.unique(apart[1])) - {0}
     assert a and b and not (a & b)
+    # The same partition either way: stitching only renames.
+    assert matching(apart[2], stitched[2], 0.99).tp == len(a)
+
+
+def test_time_points_keep_their_ids_only_when_tracked(default_model_available):
+    image, _ = synthetic_nuclei((96, 96), n_nuclei=6, seed=2)
+    frames = np.stack([image, np.roll(image, 2, axis=1)])
+    apart = segment(frames, axes="TYX")
+    assert not (set(np.unique(apart[0])) - {0}) & set(np.unique(apart[1]))
+    tracked, probs = segment(frames, axes="TYX", track=True, return_probabilities=True)
+    assert set(np.unique(tracked[0])) == set(np.unique(tracked[1]))
+    # Re-labelling the cached probabilities links the same way.
+    again = labels_from_probabilities(probs, load_model("default"), axes="TYX", track=True)
+    assert np.array_equal(again, tracked)
+
+
+@pytest.mark.parametrize("threshold", [0, 1.5, -0.2])
+def test_a_bad_stitch_threshold_fails_before_the_work(tiny_model, threshold):
+    with pytest.raises(UNetError, match="threshold"):
+        segment(np.zeros((2, 30, 30)), tiny_model, stitch_threshold=threshold)
 
 
 def test_progress_events_per_plane(tiny_model):

@@ -39,7 +39,9 @@ def one_id_per_object(truth: np.ndarray, labels: np.ndarray) -> bool:
     """Every object of ``truth`` that ``labels`` found carries one id of its own."""
     pairs = {(int(t), int(p)) for t, p in zip(truth.ravel(), labels.ravel()) if p}
     by_truth = {t for t, _ in pairs}
-    return all(t and p for t, p in pairs) and len(pairs) == len(by_truth) == len({p for _, p in pairs})
+    return all(t and p for t, p in pairs) and len(pairs) == len(by_truth) == len(
+        {p for _, p in pairs}
+    )
 
 
 def test_a_stack_of_spheres_gets_one_id_per_sphere():

@@ -25,6 +25,7 @@ import numpy as np
 from .errors import UNetError
 from .io import output_owner
 from .progress import Progress, Stage, run_to_end
+from .stitching import DEFAULT_STITCH_THRESHOLD
 
 LABEL_SUFFIX = "_labels"
 INPUT_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr")
@@ -48,6 +49,9 @@ class BatchOptions:
     image_type: str | None = None  # None: the model's own setting ("auto" for built-in models)
     diameter: float | None = None  # nucleus diameter in pixels; None: estimated
     replace_others: bool = False  # also replace outputs that napari-unet did not write
+    stitch: bool | None = None  # link Z planes into 3-D objects; None: yes for Z stacks
+    track: bool = False  # keep ids over time points by overlap
+    stitch_threshold: float = DEFAULT_STITCH_THRESHOLD  # smallest IoU to link
 
 
 @dataclass
@@ -232,7 +236,7 @@ def _segment_in_memory(
 ) -> list[str]:
     """Segment an in-memory image and write its outputs; returns the notes on how it was read."""
     from .io import overlay_png, write_ngff_labels, write_png, write_tiff
-    from .segmentation import iter_segment
+    from .segmentation import PlaneLayout, iter_segment
 
     notes: list[str] = []
 
@@ -248,6 +252,9 @@ def _segment_in_memory(
             tile_size=options.tile_size,
             device=options.device,
             precision=options.precision,
+            stitch=options.stitch,
+            track=options.track,
+            stitch_threshold=options.stitch_threshold,
             return_probabilities=options.save_probabilities,
             image_type=options.image_type,
             diameter=options.diameter,
@@ -255,7 +262,7 @@ def _segment_in_memory(
         collect,
     )
     labels, probs = result if options.save_probabilities else (result, None)
-    out_axes = "".join(a for a in axes if a != "C" and a not in "YX") + "YX"
+    out_axes = PlaneLayout(axes).output_axes
     if out_path.name.endswith(".zarr"):
         write_ngff_labels(out_path, labels, out_axes, source)
     else:

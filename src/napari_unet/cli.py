@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import UNetError
 from .progress import Progress, Stage, run_to_end
+from .stitching import DEFAULT_STITCH_THRESHOLD
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,6 +139,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         image_type=args.image_type,
         diameter=args.diameter,
         replace_others=args.replace_others,
+        stitch=False if args.no_stitch else None,
+        track=args.track,
+        stitch_threshold=args.stitch_threshold,
     )
     gen = iter_segment_files(
         args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler
@@ -473,6 +477,21 @@ def _add_segment_command(sub) -> None:
         type=_positive_float,
         default=None,
         help="typical nucleus diameter in pixels (default: estimated from a first pass)",
+    )
+    p.add_argument(
+        "--no-stitch",
+        action="store_true",
+        help="keep each Z plane's own ids (default: planes are linked into 3-D objects)",
+    )
+    p.add_argument(
+        "--track", action="store_true", help="keep a cell's id from one time point to the next"
+    )
+    p.add_argument(
+        "--stitch-threshold",
+        type=_iou_threshold,
+        default=DEFAULT_STITCH_THRESHOLD,
+        help="smallest overlap (IoU) that links two planes' or frames' objects "
+        f"(default {DEFAULT_STITCH_THRESHOLD})",
     )
     p.add_argument(
         "--overwrite", action="store_true", help="redo inputs whose output an earlier run wrote"

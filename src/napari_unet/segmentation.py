@@ -29,6 +29,7 @@ from .normalize import (
     to_channels_first,
 )
 from .progress import Progress, Stage, run_to_end
+from .stitching import DEFAULT_STITCH_THRESHOLD, check_threshold, stitch_stack
 from .tiling import iter_predict_tiled, prepare_model
 
 # A plane is segmented again, rescaled, when its objects are far from the
@@ -266,6 +267,11 @@ class PlaneLayout:
             plane = np.swapaxes(plane, rest.index("Y"), rest.index("X"))
         return plane, channel
 
+    @property
+    def output_axes(self) -> str:
+        """Axes of the labels: the stack axes in input order, then Y, X."""
+        return "".join(a for a in self.axes if a not in "CYX") + "YX"
+
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of the labels for an input of ``shape``: the input's without C."""
         return tuple(shape[i] for i, a in enumerate(self.axes) if a != "C" and a not in "YX") + (
@@ -306,12 +312,16 @@ def iter_segment(
     value_range: tuple[float, float] | None = None,
     image_type: str | None = None,
     diameter: float | None = None,
+    stitch: bool | None = None,
+    track: bool = False,
+    stitch_threshold: float = DEFAULT_STITCH_THRESHOLD,
 ) -> Generator[Progress, None, np.ndarray | tuple[np.ndarray, np.ndarray]]:
     """Generator form of :func:`segment`: yields progress per tile batch and plane.
 
     The last event of each plane (stage "segment") carries ``notes``: how the
     plane was read and warnings when it looks unlike that.
     """
+    check_threshold(stitch_threshold)
     seg_model = get_model(model)
     arr = image if hasattr(image, "shape") else np.asarray(image)
     if len(arr.shape) < 2:
@@ -373,9 +383,29 @@ def iter_segment(
                 "notes": result.notes,
             },
         )
-    if offset <= np.iinfo(np.uint16).max:
+    labels_out = link_planes(labels_out, layout.output_axes, stitch, track, stitch_threshold)
+    if int(labels_out.max(initial=0)) <= np.iinfo(np.uint16).max:
         labels_out = labels_out.astype(np.uint16)
     return (labels_out, probs_out) if return_probabilities else labels_out
+
+
+def link_planes(
+    labels: np.ndarray,
+    axes: str,
+    stitch: bool | None = None,
+    track: bool = False,
+    threshold: float = DEFAULT_STITCH_THRESHOLD,
+) -> np.ndarray:
+    """Labels of a stack with its planes linked: Z into 3-D objects (by default), T if ``track``.
+
+    ``stitch`` None means yes when there is a Z axis; without Z or T there is
+    nothing to link and ``labels`` is returned as it is.
+    """
+    do_stitch = stitch is not False and "Z" in axes
+    do_track = track and "T" in axes
+    if not (do_stitch or do_track):
+        return labels
+    return stitch_stack(labels, axes, stitch=do_stitch, track=do_track, threshold=threshold)
 
 
 def segment(image, model: str | Path | SegmentationModel = "default", **kwargs):
@@ -405,6 +435,15 @@ def segment(image, model: str | Path | SegmentationModel = "default", **kwargs):
     diameter
         Typical nucleus diameter in pixels; the image is resized so nuclei
         match the model's training size. Default: estimated from a first pass.
+    stitch
+        Link the planes of a Z stack into 3-D objects by overlap (one id per
+        nucleus through the stack). Default: on when ``axes`` has a Z.
+    track
+        Keep an object's id from one time point to the next by overlap
+        (T axis). Default: off (each time point has its own ids).
+    stitch_threshold
+        Smallest intersection over union for two planes' objects to be
+        linked, in (0, 1].
 
     Returns
     -------
@@ -436,9 +475,19 @@ class InputWarning(UserWarning):
 
 
 def labels_from_probabilities(
-    probs: np.ndarray, model: SegmentationModel, params: InstanceParams | None = None
+    probs: np.ndarray,
+    model: SegmentationModel,
+    params: InstanceParams | None = None,
+    axes: str | None = None,
+    stitch: bool | None = None,
+    track: bool = False,
+    stitch_threshold: float = DEFAULT_STITCH_THRESHOLD,
 ):
-    """Re-run only the post-processing on cached probabilities (classes first; any leading stack axes)."""
+    """Re-run only the post-processing on cached probabilities (classes first; any leading stack axes).
+
+    ``axes`` names the labels' axes (e.g. "ZYX"): planes are then linked as
+    :func:`segment` links them (``stitch``, ``track``).
+    """
     params = params or model.postprocessing
     if probs.ndim == 3:
         return instances_from_probabilities(probs, params, model.scheme)
@@ -451,4 +500,6 @@ def labels_from_probabilities(
         lab[lab > 0] += offset
         offset = max(offset, int(lab.max()))
         out[index] = lab
-    return out.astype(np.uint16) if offset <= np.iinfo(np.uint16).max else out
+    if axes is not None:
+        out = link_planes(out, axes, stitch, track, stitch_threshold)
+    return out.astype(np.uint16) if int(out.max(initial=0)) <= np.iinfo(np.uint16).max else out

@@ -17,7 +17,16 @@ from .errors import UNetError
 DEFAULT_STITCH_THRESHOLD = 0.25
 
 
-def overlap_iou(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def check_threshold(threshold: float) -> float:
+    """``threshold`` when it is a valid IoU in (0, 1]; else a one-line error."""
+    if not 0 < threshold <= 1:
+        raise UNetError(f"the stitching threshold must be in (0, 1], got {threshold}")
+    return threshold
+
+
+def overlap_iou(
+    previous: np.ndarray, current: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair of overlapping objects of two label arrays of one shape, with its IoU.
 
     Returns
@@ -80,8 +89,7 @@ def link_along(
         uint32 labels, ids unique over the whole array, numbered from 1 in
         order of first appearance.
     """
-    if not 0 < threshold <= 1:
-        raise UNetError(f"the stitching threshold must be in (0, 1], got {threshold}")
+    check_threshold(threshold)
     labels = np.asarray(labels)
     if labels.ndim < 2:
         raise UNetError(f"linking needs at least two axes, got shape {labels.shape}")
@@ -93,9 +101,7 @@ def link_along(
         ids = np.unique(current)
         ids = ids[ids > 0]
         lookup = np.zeros(int(ids.max()) + 1 if ids.size else 1, dtype=np.uint32)
-        matches = (
-            _best_one_to_one(*overlap_iou(out[k - 1], current), threshold) if k > 0 else {}
-        )
+        matches = _best_one_to_one(*overlap_iou(out[k - 1], current), threshold) if k > 0 else {}
         for c in ids.tolist():
             if c in matches:
                 lookup[c] = matches[c]

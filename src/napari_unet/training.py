@@ -72,6 +72,9 @@ class TrainConfig:
     precision: str = "auto"  # bfloat16 autocast where the hardware does it natively
     validate_every: int = 1  # epochs
     tune_postprocessing: bool = True
+    # Keep batch-norm statistics as the starting model learned them (fine-tuning
+    # on a few images would otherwise replace them with those few images' own).
+    freeze_batch_norm: bool = False
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict."""
@@ -371,6 +374,15 @@ class TrainState:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+def _train_mode(net: torch.nn.Module, config: TrainConfig) -> None:
+    """Training mode, with batch-norm layers left in eval mode when ``freeze_batch_norm``."""
+    net.train()
+    if config.freeze_batch_norm:
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def _starting_model(init, architecture: dict | None, train_images=()) -> SegmentationModel:
     """A private copy of ``init`` to train (a file, a built-in name, an object), or a new network.
 
@@ -531,7 +543,7 @@ def iter_train(
         nonlocal best_score, best_epoch, best_state
         net.eval()
         scores = evaluate_model(net, val_images, params, device, config.precision)
-        net.train()
+        _train_mode(net, config)
         improved = scores["score"] > best_score
         if improved:
             best_score, best_epoch = scores["score"], ep
@@ -542,7 +554,7 @@ def iter_train(
         )
 
     saved_best_epoch = best_epoch
-    net.train()
+    _train_mode(net, config)
     for epoch in range(start_epoch, config.epochs):
         if stop is not None and stop.is_set():  # before the first batch is even made
             stopped_by = "stop"

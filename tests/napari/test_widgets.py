@@ -429,3 +429,25 @@ def test_closed_widgets_are_not_called_by_signals_that_outlive_them(
     image.name = "renamed"
     viewer.layers.remove("img2")
     assert "after" in registry().names()
+
+
+def test_segment_links_the_planes_of_a_stack_as_chosen(make_napari_viewer, qtbot):
+    image, _ = synthetic_nuclei((96, 96), n_nuclei=6, seed=2)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([image, image]), name="stack")
+    seg = SegmentWidget(viewer)
+    assert seg.link_combo.currentText() == "3-D objects (Z)"
+    seg.run()
+    wait_idle(qtbot, seg)
+    labels = viewer.layers["stack labels"].data
+    assert labels.max() > 0 and np.array_equal(labels[0], labels[1])
+    # A slider move re-labels the cached probabilities and links them the same way.
+    seg.foreground_slider.setValue(seg.foreground_slider.value() - 0.05)
+    qtbot.waitUntil(lambda: not seg._relabel_timer.isActive() and not seg.task.busy, timeout=30_000)
+    relabelled = viewer.layers["stack labels"].data
+    assert np.array_equal(relabelled[0], relabelled[1])
+    seg.link_combo.setCurrentText("none")
+    seg.run()
+    wait_idle(qtbot, seg)
+    apart = viewer.layers["stack labels"].data
+    assert not (set(np.unique(apart[0])) - {0}) & set(np.unique(apart[1]))

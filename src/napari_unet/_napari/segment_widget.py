@@ -31,7 +31,7 @@ from ..errors import UNetError
 from ..instances import InstanceParams
 from ..normalize import IMAGE_TYPES
 from ..progress import Progress, Stage
-from ..segmentation import iter_segment, labels_from_probabilities
+from ..segmentation import PlaneLayout, iter_segment, labels_from_probabilities
 from ..settings import load_settings, update_settings
 from ._common import (
     DERIVED_KEY,
@@ -46,6 +46,12 @@ from .layer_shapes import image_axes, labels_shape, visible_window
 from .model_registry import registry
 
 SCOPES = ("whole image", "current plane", "field of view")
+# How the planes of a stack are linked: (stitch, track) for segment().
+LINKS = {
+    "3-D objects (Z)": (None, False),
+    "tracks over time (T)": (None, True),
+    "none": (False, False),
+}
 
 
 @dataclass
@@ -114,6 +120,14 @@ class SegmentWidget(QWidget):
             "training size. 'auto' estimates it from a first pass"
         )
         layout.addWidget(labeled("nucleus diameter", self.diameter_spin))
+
+        self.link_combo = QComboBox()
+        self.link_combo.addItems(LINKS)
+        self.link_combo.setToolTip(
+            "stacks: link the planes by overlap into 3-D objects (one id per nucleus through Z), "
+            "or keep a cell's id over time (a 3-D stack is then read as T, Y, X), or neither"
+        )
+        layout.addWidget(labeled("link planes", self.link_combo))
 
         self.probabilities_check = QCheckBox("also show probability maps")
         layout.addWidget(self.probabilities_check)
@@ -339,6 +353,9 @@ class SegmentWidget(QWidget):
         params = None if self.params() == model.postprocessing else self.params()
         image_type = self.image_type_combo.currentText()
         diameter = float(self.diameter_spin.value()) or None
+        stitch, track = LINKS[self.link_combo.currentText()]
+        if track and axes.startswith("Z") and "T" not in axes:
+            axes = "T" + axes[1:]  # a 3-D stack to track is a time-lapse
         notes: list[str] = []
         self.status.setText("segmenting…")
         self.run_button.setEnabled(False)
@@ -354,11 +371,19 @@ class SegmentWidget(QWidget):
                 return_probabilities=True,
                 image_type=image_type,
                 diameter=diameter,
+                stitch=stitch,
+                track=track,
             )
 
         def done(result) -> None:
             labels, probs = result
-            self._cache = {"layer": layer, "model": model, "probs": probs, "target": target}
+            self._cache = {
+                "layer": layer,
+                "model": model,
+                "probs": probs,
+                "target": target,
+                "links": {"axes": PlaneLayout(axes).output_axes, "stitch": stitch, "track": track},
+            }
             self._kept_edits = None
             self._write_labels(layer, labels, target)
             if self.probabilities_check.isChecked():
@@ -397,7 +422,9 @@ class SegmentWidget(QWidget):
 
         def make():
             yield Progress(Stage.RELABEL, 0, 1)
-            return labels_from_probabilities(cache["probs"], cache["model"], params)
+            return labels_from_probabilities(
+                cache["probs"], cache["model"], params, **cache["links"]
+            )
 
         def done(labels) -> None:
             self._kept_edits = None
