@@ -81,11 +81,18 @@ SHIFTS = {
 }
 
 
+def _draw(pairs: list, limit: int | None, seed: int) -> list:
+    if limit is None:
+        return pairs
+    rng = np.random.default_rng(seed)
+    return [pairs[i] for i in sorted(rng.choice(len(pairs), limit, replace=False))]
+
+
 def load_pairs(folder: Path, shift, limit: int | None = None, seed: int = 0):
-    pairs = pair_by_stem(folder / "images", folder / "masks")
-    if limit is not None:
-        rng = np.random.default_rng(seed)
-        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), limit, replace=False))]
+    return _read(_draw(pair_by_stem(folder / "images", folder / "masks"), limit, seed), shift)
+
+
+def _read(pairs: list, shift) -> list:
     out = []
     for i, m in pairs:
         image, labels = np.asarray(read_image(i).data), np.asarray(read_image(m).data)
@@ -135,6 +142,20 @@ def main(argv=None) -> int:
         "--lr", type=float, default=None, help="try another learning rate than the recipe's"
     )
     ap.add_argument("--val-limit", type=int, default=None, help="score on N val images only")
+    ap.add_argument(
+        "--select-on-train",
+        type=int,
+        default=0,
+        metavar="K",
+        help="score on K held-out train images instead of val: for choosing the recipe "
+        "(never choose on the images you report)",
+    )
+    ap.add_argument(
+        "--freeze-batch-norm",
+        choices=["recipe", "on", "off"],
+        default="recipe",
+        help="keep the start model's batch-norm statistics (default: as the recipe says)",
+    )
     ap.add_argument("--out", default=None, help="also write the JSON lines here")
     args = ap.parse_args(argv)
     if not SHARED.is_dir():
@@ -151,8 +172,25 @@ def main(argv=None) -> int:
     emit({"cpu": cpu_name(), "recipe": FINE_TUNE.to_dict()})
     for shift_name in args.shifts:
         dataset, shift = SHIFTS[shift_name]
-        val = load_pairs(SHARED / dataset / "val", shift, args.val_limit, args.seed)
-        emit({"shift": shift_name, "model": args.model, "n_val": len(val), **score(default, val)})
+        if args.select_on_train:
+            # Held-out train images: drawn with another seed, never among the annotated ones.
+            train_all = pair_by_stem(
+                SHARED / dataset / "train" / "images", SHARED / dataset / "train" / "masks"
+            )
+            annotated = {i.stem for n in args.images for i, _ in _draw(train_all, n, args.seed)}
+            rest = [pair for pair in train_all if pair[0].stem not in annotated]
+            val = _read(_draw(rest, args.select_on_train, args.seed + 1000), shift)
+        else:
+            val = load_pairs(SHARED / dataset / "val", shift, args.val_limit, args.seed)
+        scored_on = f"train hold-out ({len(val)})" if args.select_on_train else f"val ({len(val)})"
+        emit(
+            {
+                "shift": shift_name,
+                "model": args.model,
+                "scored_on": scored_on,
+                **score(default, val),
+            }
+        )
         for n in args.images:
             chosen = load_pairs(SHARED / dataset / "train", shift, n, args.seed)
             items = [
@@ -171,6 +209,10 @@ def main(argv=None) -> int:
                     if start == "fine_tuned":
                         init, arch = default, None
                         config = replace(FINE_TUNE, minutes=minutes, lr=args.lr or FINE_TUNE.lr)
+                        if args.freeze_batch_norm != "recipe":
+                            config = replace(
+                                config, freeze_batch_norm=args.freeze_batch_norm == "on"
+                            )
                     else:
                         arch = dict(
                             default.net.config.to_dict(),
@@ -185,12 +227,15 @@ def main(argv=None) -> int:
                     except TrainingStopped as exc:
                         emit({"shift": shift_name, "model": start, "error": str(exc)})
                         continue
-                    model.postprocessing = default.postprocessing
+                    if start == "scratch":  # a new network has no thresholds of its own
+                        model.postprocessing = default.postprocessing
                     emit(
                         {
                             "shift": shift_name,
                             "model": start,
                             "lr": config.lr,
+                            "freeze_batch_norm": config.freeze_batch_norm,
+                            "scored_on": scored_on,
                             "images": n,
                             "partial_nuclei": args.partial or None,
                             "minutes": minutes,
