@@ -235,3 +235,24 @@ def test_a_stack_too_big_for_memory_is_refused_before_allocating(tmp_path, tiny_
     assert "GB of memory" in next(iter(report.failed.values()))
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kb < 2_000_000
+
+
+def test_a_single_large_image_reports_progress_per_block(tmp_path, tiny_model):
+    from napari_unet.batch import iter_segment_files
+    from napari_unet.progress import Stage, run_to_end
+
+    image, _ = synthetic_nuclei((300, 500), n_nuclei=30, seed=6)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "big.tif", image)
+    events = []
+    options = BatchOptions(model=tiny_model, block_size=128)
+    report = run_to_end(iter_segment_files([folder], tmp_path / "out", options), events.append)
+    assert report.done and not report.failed
+    blocks = [e for e in events if e.stage == Stage.BLOCKS]
+    assert len(blocks) > 4 and blocks[-1].step == blocks[-1].total
+    assert all(e.info["file"].endswith("big.tif") for e in blocks)
+    assert blocks[-1].info["eta_s"] == 0 and all(
+        e.info["eta_s"] is None or e.info["eta_s"] >= 0 for e in blocks
+    )
+    assert events[-1].stage == Stage.BATCH and events[-1].step == 1

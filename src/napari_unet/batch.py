@@ -202,6 +202,17 @@ def segment_one_file(
     path: str, out_path: str, options: BatchOptions, blob: bytes, model_name: str = "model"
 ) -> dict:
     """Segment one file into ``out_path`` (runs in-process or on a dask worker)."""
+    return run_to_end(iter_segment_one_file(path, out_path, options, blob, model_name))
+
+
+def iter_segment_one_file(
+    path: str, out_path: str, options: BatchOptions, blob: bytes, model_name: str = "model"
+) -> Generator[Progress, None, dict]:
+    """Generator form of :func:`segment_one_file`: an image bigger than memory reports each block.
+
+    Its ``Stage.BLOCKS`` events carry the ``file`` and ``eta_s`` (seconds left,
+    from the blocks done so far) besides the block phase.
+    """
     from .io import read_image
     from .modelfile import cached_model_from_bytes
 
@@ -215,10 +226,21 @@ def segment_one_file(
     if large:
         from .blockwise import iter_segment_large
 
-        info = run_to_end(
-            iter_segment_large(image.data, out_path, model, axes=axes, options=options)
-        )
-        notes = info["notes"]
+        blocks = iter_segment_large(image.data, out_path, model, axes=axes, options=options)
+        while True:
+            try:
+                event = next(blocks)
+            except StopIteration as finished:
+                notes = finished.value["notes"]
+                break
+            elapsed = time.perf_counter() - t0
+            eta = elapsed / event.step * (event.total - event.step) if event.step else None
+            yield Progress(
+                Stage.BLOCKS,
+                event.step,
+                event.total,
+                {**event.info, "file": str(path), "eta_s": eta},
+            )
     else:
         # Planes are read one at a time from the (lazy) file: a stack's memory is its labels'.
         notes = _segment_in_memory(image.data, axes, out_path, model, options, path)
@@ -350,7 +372,9 @@ def iter_segment_files(
         if client is None:
             for f, target in todo:
                 try:
-                    result = segment_one_file(str(f), str(target), options, blob, model_name)
+                    result = yield from iter_segment_one_file(
+                        str(f), str(target), options, blob, model_name
+                    )
                     report.done.append(str(f))
                     if result["notes"]:
                         report.notes[str(f)] = result["notes"]

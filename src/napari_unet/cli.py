@@ -43,6 +43,11 @@ def _positive_int(text: str) -> int:
 DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cuda, cuda:N, mps or cpu"
 
 
+def _minutes_seconds(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}"
+
+
 def _device(text: str) -> str:
     """A device name that exists on this machine (checked before any work)."""
     from .devices import resolve_device
@@ -149,8 +154,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     bar = _progress_bar(None, "segment", args.quiet)
 
     def show(ev: Progress) -> None:
+        name = Path(ev.info.get("file", "")).name[-30:]
+        if ev.stage == Stage.BLOCKS:
+            # One image bigger than memory: the bar counts its blocks meanwhile.
+            bar.set_description(f"blocks ({ev.info.get('phase', '')})", refresh=False)
+            eta = ev.info.get("eta_s")
+            left = f", {_minutes_seconds(eta)} left" if eta is not None else ""
+            bar.set_postfix_str(f"{name}{left}", refresh=False)
+        else:
+            bar.set_description("segment", refresh=False)
+            bar.set_postfix_str(name, refresh=False)
         bar.total, bar.n = ev.total, ev.step
-        bar.set_postfix_str(Path(ev.info.get("file", "")).name[-30:], refresh=False)
         bar.refresh()
 
     try:
