@@ -255,3 +255,68 @@ def test_fine_tuning_brightfield_images_starts_from_the_companion(tmp_path, monk
     fluo_items = [make_training_image(image, labels, 1)]
     model = run_to_end(iter_train(fluo_items, init=start, config=small_config(epochs=1)))
     assert model.training["started_from"] != "brightfield"
+
+
+def test_without_validation_images_strips_are_held_out_and_the_start_model_competes(
+    data, tiny_model, monkeypatch
+):
+    import napari_unet.training as training
+
+    train_set, _ = data
+    start = {k: v.clone() for k, v in tiny_model.net.state_dict().items()}
+    scores = iter([0.9, 0.1, 0.2])  # the start model scores best on the held-out strips
+    seen_regions = []
+
+    def fake_evaluate(net, images, params, device, precision="auto"):
+        seen_regions.append([int(item.valid.sum()) for item in images])
+        score = next(scores)
+        return {"ap50": score, "ap70": score, "score": score}
+
+    monkeypatch.setattr(training, "evaluate_model", fake_evaluate)
+    events = []
+    config = small_config(holdout_fraction=0.25, validate_start=True, tune_postprocessing=True)
+    model = run_to_end(iter_train(train_set, init=tiny_model, config=config), events.append)
+    assert model.training["kept_start_model"] and model.training["best_epoch"] == -1
+    assert model.training["validated_on"] == "held-out strips of the training images"
+    assert "postprocessing_tuning" not in model.training  # never tuned on the strips
+    for name, value in model.net.state_dict().items():
+        torch.testing.assert_close(value, start[name])
+    # Each validation saw the bottom quarter of every training image.
+    assert seen_regions[0] == [96 * 24] * len(train_set)
+    assert [e.info["epoch"] for e in events if e.stage == "validate"] == [-1, 0, 1]
+
+
+def test_training_that_beats_the_start_model_replaces_it(data, tiny_model, monkeypatch):
+    import napari_unet.training as training
+
+    train_set, _ = data
+    scores = iter([0.1, 0.5, 0.3])
+    monkeypatch.setattr(
+        training,
+        "evaluate_model",
+        lambda *a, **k: dict.fromkeys(("ap50", "ap70", "score"), next(scores)),
+    )
+    config = small_config(holdout_fraction=0.25, validate_start=True)
+    model = run_to_end(iter_train(train_set, init=tiny_model, config=config))
+    assert not model.training["kept_start_model"] and model.training["best_epoch"] == 0
+
+
+def test_hold_out_strips_split_each_image_in_two_and_skip_empty_strips():
+    from napari_unet.data import hold_out_strips
+
+    image, labels = synthetic_nuclei((80, 120), n_nuclei=10, seed=3)
+    items = [make_training_image(image, labels, 1), make_training_image(image, labels, 1)]
+    items[1].valid[:, 90:] = False  # nothing annotated in its strip (a wide image's right quarter)
+    train, held = hold_out_strips(items, 0.25)
+    assert len(train) == 2 and len(held) == 1
+    assert (train[0].valid ^ held[0].valid).all()  # complementary, covering the image
+    assert held[0].valid[:, 90:].all() and not held[0].valid[:, :90].any()
+    assert train[1] is items[1]  # stays whole in training
+
+
+def test_a_held_out_share_outside_0_1_is_refused(data):
+    train_set, _ = data
+    with pytest.raises(UNetError, match="held-out share"):
+        run_to_end(
+            iter_train(train_set, architecture=ARCH, config=small_config(holdout_fraction=1.0))
+        )

@@ -306,6 +306,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"saved {out} ({summary['steps']} steps in {summary['time_s']:.0f}s, stopped by {summary['stopped_by']})",
         file=sys.stderr,
     )
+    if summary.get("kept_start_model"):
+        print(
+            f"training did not beat the start model on the {summary['validated_on']}: "
+            f"{out} holds the start model's weights",
+            file=sys.stderr,
+        )
     if summary.get("validation"):
         print(json.dumps(summary["validation"]), file=sys.stderr)
     return 0

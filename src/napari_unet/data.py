@@ -8,7 +8,8 @@ real (or mirrored) context the valid convolutions need.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,39 @@ class TrainingImage:
     def shape(self) -> tuple[int, int]:
         """(height, width) of the image."""
         return self.labels.shape
+
+
+def hold_out_strips(
+    images: Sequence[TrainingImage], fraction: float
+) -> tuple[list[TrainingImage], list[TrainingImage]]:
+    """Split a strip off each annotated image to validate on, when no validation images are given.
+
+    The last ``fraction`` of each image along its longer side becomes a
+    validation region (the image's ``valid`` mask restricted to it); training
+    uses the rest. Images whose strip holds no annotated object stay whole in
+    training.
+
+    Returns
+    -------
+    train, validation
+        The same images with complementary ``valid`` masks.
+    """
+    train: list[TrainingImage] = []
+    held: list[TrainingImage] = []
+    for item in images:
+        h, w = item.shape
+        strip = np.zeros((h, w), dtype=bool)
+        if h >= w:
+            strip[h - max(1, round(h * fraction)) :, :] = True
+        else:
+            strip[:, w - max(1, round(w * fraction)) :] = True
+        val_region, train_region = item.valid & strip, item.valid & ~strip
+        if not (item.labels[val_region] > 0).any() or not train_region.any():
+            train.append(item)
+            continue
+        train.append(replace(item, valid=train_region))
+        held.append(replace(item, valid=val_region, name=f"{item.name or 'image'} (held-out strip)"))
+    return train, held
 
 
 def make_training_image(

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .augment import AugmentConfig
-from .data import PatchDataset, TrainingImage, dataset_class_weights
+from .data import PatchDataset, TrainingImage, dataset_class_weights, hold_out_strips
 from .devices import native_bfloat16, resolve_device
 from .errors import UNetError
 from .instances import InstanceParams, instances_from_probabilities, tune_instance_params
@@ -75,6 +75,12 @@ class TrainConfig:
     # Keep batch-norm statistics as the starting model learned them (fine-tuning
     # on a few images would otherwise replace them with those few images' own).
     freeze_batch_norm: bool = False
+    # Without validation images, validate on this share of each training image
+    # (a strip along its longer side, not trained on); 0: no validation.
+    holdout_fraction: float = 0.0
+    # Score the start model before the first step: fine-tuning keeps it unless
+    # training beats it on the validation images.
+    validate_start: bool = False
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict."""
@@ -197,6 +203,8 @@ FINE_TUNE = TrainConfig(
     batch_size=8,
     lr=5e-4,
     warmup_steps=10,
+    holdout_fraction=0.25,
+    validate_start=True,
 )
 
 
@@ -482,7 +490,11 @@ def iter_train(
     ----------
     train_images, val_images
         Prepared pairs (see :func:`napari_unet.data.make_training_image`).
-        Without validation images the last epoch's model is returned.
+        Without validation images, ``config.holdout_fraction`` of each
+        training image is held out to validate on (if 0, the last epoch's
+        model is returned). With ``config.validate_start`` the start model
+        is scored first and kept unless training beats it (the summary's
+        ``kept_start_model``).
     init
         Start from this model (file, built-in name, or object); None starts
         from scratch with ``architecture`` (keyword arguments of ``new_model``).
@@ -501,6 +513,11 @@ def iter_train(
     config = config or TrainConfig()
     if not train_images:
         raise UNetError("training needs at least one annotated image")
+    if not 0 <= config.holdout_fraction < 1:
+        raise UNetError(f"the held-out share must be in [0, 1), got {config.holdout_fraction}")
+    given_validation = bool(val_images)
+    if not val_images and config.holdout_fraction > 0:
+        train_images, val_images = hold_out_strips(train_images, config.holdout_fraction)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = _starting_model(init, architecture, train_images)
@@ -550,9 +567,11 @@ def iter_train(
             best_state = copy.deepcopy(net.state_dict())
         history.append({"epoch": ep, "step": step, "time_s": round(elapsed(), 1), **scores})
         return Progress(
-            Stage.VALIDATE, ep, config.epochs, {**scores, "epoch": ep, "best": improved}
+            Stage.VALIDATE, max(ep, 0), config.epochs, {**scores, "epoch": ep, "best": improved}
         )
 
+    if config.validate_start and init is not None and val_images and not resume:
+        yield run_validation(-1)  # the start model: training must beat it to replace it
     saved_best_epoch = best_epoch
     _train_mode(net, config)
     for epoch in range(start_epoch, config.epochs):
@@ -648,6 +667,10 @@ def iter_train(
         "stopped_by": stopped_by,
         "time_s": round(elapsed(), 1),
         "best_epoch": best_epoch,
+        "kept_start_model": best_epoch < 0,
+        "validated_on": "validation images"
+        if given_validation
+        else ("held-out strips of the training images" if val_images else None),
         "validation": next(
             (h for h in history if h.get("epoch") == best_epoch and "score" in h), None
         ),
@@ -658,7 +681,9 @@ def iter_train(
         "package_version": __version__,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    if val_images and config.tune_postprocessing:
+    # Thresholds are tuned only on validation images the user gave: strips
+    # held out of a few images are too small to tune on without overfitting.
+    if given_validation and config.tune_postprocessing and best_epoch >= 0:
         yield Progress(Stage.TUNE, 0, None, {})
         params, tuned = tune_postprocessing(net, val_images, device, params, config.precision)
         summary["postprocessing_tuning"] = tuned

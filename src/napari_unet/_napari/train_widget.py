@@ -339,6 +339,12 @@ class TrainWidget(QWidget):
                 f"{name!r} is ready in the Segment widget ({summary['steps']} steps, "
                 f"{summary['time_s']:.0f}s, stopped by {summary['stopped_by']})"
                 + (f"; best AP@0.5 {score['ap50']:.3f}" if score else "")
+                + (
+                    f"; training did not beat the start model on the {summary['validated_on']}, "
+                    "so it is the start model"
+                    if summary.get("kept_start_model")
+                    else ""
+                )
             )
 
         def failed(exc: BaseException) -> None:
