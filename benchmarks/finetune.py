@@ -240,6 +240,8 @@ def main(argv=None) -> int:
                             "partial_nuclei": args.partial or None,
                             "minutes": minutes,
                             "steps": model.training["steps"],
+                            "kept_start_model": model.training.get("kept_start_model"),
+                            "validated_on": model.training.get("validated_on"),
                             "train_s": round(time.perf_counter() - t, 1),
                             **score(model, val),
                         }

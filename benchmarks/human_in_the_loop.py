@@ -78,6 +78,7 @@ def main(argv=None) -> int:
                     "annotated_images": len(corrected),
                     "fine_tune_s": round(time.perf_counter() - t, 1),
                     "steps": model.training["steps"],
+                    "kept_start_model": model.training.get("kept_start_model"),
                     **val_scores(model),
                 }
             ),

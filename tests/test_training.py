@@ -283,6 +283,7 @@ def test_without_validation_images_strips_are_held_out_and_the_start_model_compe
         torch.testing.assert_close(value, start[name])
     # Each validation saw the bottom quarter of every training image.
     assert seen_regions[0] == [96 * 24] * len(train_set)
+
     assert [e.info["epoch"] for e in events if e.stage == "validate"] == [-1, 0, 1]
 
 
@@ -309,8 +310,9 @@ def test_hold_out_strips_split_each_image_in_two_and_skip_empty_strips():
     items[1].valid[:, 90:] = False  # nothing annotated in its strip (a wide image's right quarter)
     train, held = hold_out_strips(items, 0.25)
     assert len(train) == 2 and len(held) == 1
-    assert (train[0].valid ^ held[0].valid).all()  # complementary, covering the image
-    assert held[0].valid[:, 90:].all() and not held[0].valid[:, :90].any()
+    assert train[0].shape == (80, 90) and held[0].shape == (80, 30)  # a wide image's right quarter
+    np.testing.assert_array_equal(held[0].labels, items[0].labels[:, 90:])
+    np.testing.assert_array_equal(train[0].image, items[0].image[:, :, :90])
     assert train[1] is items[1]  # stays whole in training
 
 

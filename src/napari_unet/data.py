@@ -45,31 +45,39 @@ def hold_out_strips(
     """Split a strip off each annotated image to validate on, when no validation images are given.
 
     The last ``fraction`` of each image along its longer side becomes a
-    validation region (the image's ``valid`` mask restricted to it); training
-    uses the rest. Images whose strip holds no annotated object stay whole in
-    training.
+    validation image; training uses the rest. Both are crops, so validation
+    predicts only the strip and training never sees it. Images whose strip
+    holds no annotated object stay whole in training.
 
     Returns
     -------
     train, validation
-        The same images with complementary ``valid`` masks.
+        Crops of the images (views, not copies).
     """
     train: list[TrainingImage] = []
     held: list[TrainingImage] = []
     for item in images:
         h, w = item.shape
-        strip = np.zeros((h, w), dtype=bool)
-        if h >= w:
-            strip[h - max(1, round(h * fraction)) :, :] = True
-        else:
-            strip[:, w - max(1, round(w * fraction)) :] = True
-        val_region, train_region = item.valid & strip, item.valid & ~strip
-        if not (item.labels[val_region] > 0).any() or not train_region.any():
+        axis = 0 if h >= w else 1
+        cut = item.shape[axis] - max(1, round(item.shape[axis] * fraction))
+        rest = (slice(0, cut), slice(None)) if axis == 0 else (slice(None), slice(0, cut))
+        strip = (slice(cut, None), slice(None)) if axis == 0 else (slice(None), slice(cut, None))
+        if cut < 1 or not (item.labels[strip][item.valid[strip]] > 0).any():
             train.append(item)
             continue
-        train.append(replace(item, valid=train_region))
-        held.append(replace(item, valid=val_region, name=f"{item.name or 'image'} (held-out strip)"))
+        train.append(_crop(item, rest, item.name))
+        held.append(_crop(item, strip, f"{item.name or 'image'} (held-out strip)"))
     return train, held
+
+
+def _crop(item: TrainingImage, window: tuple[slice, slice], name: str) -> TrainingImage:
+    return replace(
+        item,
+        image=item.image[(slice(None), *window)],
+        labels=item.labels[window],
+        valid=item.valid[window],
+        name=name,
+    )
 
 
 def make_training_image(
