@@ -410,12 +410,30 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """``napari-unet info``: print a model's configuration; returns the exit status."""
-    from .modelfile import builtin_model_path, read_model_config
+    from .modelfile import read_model_config
 
-    path = builtin_model_path(args.model) if not Path(args.model).suffix else Path(args.model)
-    if path is None:
-        raise UNetError(f"unknown model {args.model!r}")
-    print(json.dumps(read_model_config(path), indent=2))
+    print(json.dumps(read_model_config(args.model), indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``napari-unet export``: write a model as a bioimage.io package; returns the exit status."""
+    import importlib.util
+
+    from .bioimage_package import export_package
+    from .modelfile import get_model
+
+    out = Path(args.out)
+    if out.suffix != ".zip":
+        raise UNetError(f"--out must name a .zip file (a bioimage.io package), got {out.name}")
+    check_writable_file(out, "--out", overwrite=args.overwrite)
+    if importlib.util.find_spec("bioimageio.spec") is None:
+        raise UNetError(
+            "exporting a bioimage.io package needs bioimageio.spec: pip install bioimageio.spec"
+        )
+    model = get_model(args.model)  # a bad model is one line, before anything is written
+    export_package(model, out)
+    print(f"wrote {out}; check it with: bioimageio test {out}", file=sys.stderr)
     return 0
 
 
@@ -633,6 +651,16 @@ def _add_info_command(sub) -> None:
     p.set_defaults(func=cmd_info)
 
 
+def _add_export_command(sub) -> None:
+    p = sub.add_parser(
+        "export", help="write a model as a bioimage.io package (.zip) for other tools"
+    )
+    p.add_argument("model", help="a built-in name (default, brightfield) or a model file")
+    p.add_argument("--out", required=True, help="the package to write, NAME.zip")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    p.set_defaults(func=cmd_export)
+
+
 def _add_demo_command(sub) -> None:
     p = sub.add_parser(
         "demo", help="segment a built-in synthetic image; write labels and a PNG overlay"
@@ -657,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_command(sub)
     _add_tune_command(sub)
     _add_info_command(sub)
+    _add_export_command(sub)
     _add_demo_command(sub)
     return parser
 

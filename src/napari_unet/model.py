@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .errors import UNetError
+try:
+    from .errors import UNetError
+except ImportError:  # loaded as a single file, as bioimage.io tools load an architecture
+    UNetError = ValueError
 
 
 @dataclass(frozen=True)

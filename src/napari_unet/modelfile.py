@@ -140,8 +140,8 @@ def model_path(source: str | Path) -> Path:
     path = Path(text)
     if not path.suffix and not path.exists():
         raise UNetError(
-            f"unknown model {text!r}; give a built-in name ({', '.join(BUILTIN_MODELS)}) "
-            "or a .safetensors file"
+            f"unknown model {text!r}; give a built-in name ({', '.join(BUILTIN_MODELS)}), "
+            "a .safetensors file or a bioimage.io .zip exported by napari-unet"
         )
     if not path.exists():
         raise UNetError(f"model file {path} does not exist")
@@ -156,6 +156,10 @@ def read_model_bytes(source: str | Path) -> tuple[bytes, str, str]:
     The label is the built-in name for built-in models and the path otherwise.
     """
     path = model_path(source)
+    if path.suffix.lower() == ".zip":
+        from .bioimage_package import native_model_bytes
+
+        return native_model_bytes(path), path.name, str(path)
     try:
         blob = path.read_bytes()
     except OSError as exc:
@@ -252,6 +256,11 @@ def read_model_config(source: str | Path) -> dict:
     file a user opens, and a foreign one may be gigabytes.
     """
     path = model_path(source)
+    if path.suffix.lower() == ".zip":
+        from .bioimage_package import native_model_bytes
+
+        blob = native_model_bytes(path)  # a napari-unet model file is small
+        return config_from_metadata(_header_metadata(blob, path.name), path.name)
     try:
         with open(path, "rb") as f:
             start = f.read(8)

@@ -1,0 +1,299 @@
+"""bioimage.io model packages: export a napari-unet model, read back the packages it wrote.
+
+A package (format 0.5, written with ``bioimageio.spec``) holds the network
+twice, as bioimage.io tools run it: ``pytorch_state_dict`` weights with the
+architecture's source file and keyword arguments, and ``torchscript``.
+Inputs are one grey channel with a parameterized size (the valid sizes of the
+valid-padding U-Net: ``min + n * 2**depth``), normalized by ``scale_range``
+at the model's percentiles; outputs are the class probabilities (softmax),
+their size the input's less the halo on each side. The watershed step cannot
+be expressed in the format: the post-processing parameters go into the
+package's ``config``, and the napari-unet model file itself is attached, so
+napari-unet rebuilds the whole model from a package it exported, without
+unpickling anything. Other packages are refused with one line.
+
+``bioimageio.spec`` is needed only to export (``pip install bioimageio.spec``);
+reading a package back needs nothing beyond the standard library.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UNetError
+
+# The napari-unet model file inside a package, and the config section naming it.
+NATIVE_ATTACHMENT = "napari_unet.safetensors"
+CONFIG_KEY = "napari_unet"
+MAX_NATIVE_BYTES = 2 << 30  # a napari-unet model attachment is far smaller
+
+CITATION = (
+    "Ronneberger O., Fischer P., Brox T. U-Net: Convolutional Networks for Biomedical "
+    "Image Segmentation. MICCAI 2015, LNCS 9351, 234-241."
+)
+CITATION_DOI = "10.1007/978-3-319-24574-4_28"
+
+
+def is_package(path: str | Path) -> bool:
+    """True when ``path`` is a zip file holding a bioimage.io description (``rdf.yaml``)."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(Path(n).name in ("rdf.yaml", "bioimageio.yaml") for n in archive.namelist())
+
+
+def native_model_bytes(path: str | Path) -> bytes:
+    """The napari-unet model file attached to a package that napari-unet exported.
+
+    Raises
+    ------
+    UNetError
+        When ``path`` is not such a package (another tool's package, a damaged
+        zip, an attachment too large to be ours).
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = {Path(n).name: n for n in archive.namelist()}
+            if NATIVE_ATTACHMENT not in names:
+                raise UNetError(
+                    f"{path.name} is a model package that napari-unet did not export; only "
+                    "napari-unet's own bioimage.io packages can be read (run others with "
+                    "bioimageio.core)"
+                )
+            info = archive.getinfo(names[NATIVE_ATTACHMENT])
+            if info.file_size > MAX_NATIVE_BYTES:
+                raise UNetError(
+                    f"{path.name}: its model attachment is too large to be napari-unet's"
+                )
+            return archive.read(info)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UNetError(f"{path.name} is not a readable model package: {exc}") from exc
+
+
+def export_package(model, out: str | Path, test_image: np.ndarray | None = None) -> Path:
+    """Write ``model`` as a bioimage.io model package (a ``.zip``).
+
+    Parameters
+    ----------
+    model
+        A :class:`~napari_unet.modelfile.SegmentationModel` with a one-channel
+        network.
+    out
+        The ``.zip`` to write (atomically).
+    test_image
+        A grey image (Y, X) for the package's test tensors and cover; by
+        default synthetic nuclei.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``.
+    """
+    try:
+        from bioimageio.spec import save_bioimageio_package
+        from bioimageio.spec.model import v0_5 as v
+    except ImportError as exc:
+        raise UNetError(
+            "exporting a bioimage.io package needs bioimageio.spec: pip install bioimageio.spec"
+        ) from exc
+    import torch
+
+    from . import __version__
+    from .io import atomic_path, overlay_png, write_png
+    from .model import halo
+    from .modelfile import model_to_bytes
+    from .normalize import normalize
+    from .synthetic import synthetic_nuclei
+
+    out = Path(out)
+    if out.suffix != ".zip":
+        raise UNetError(f"a bioimage.io package is a .zip file, got {out.name}")
+    net = copy.deepcopy(model.net).float().eval().cpu()
+    config = net.config
+    if config.in_channels != 1:
+        raise UNetError("only one-channel models can be exported (grey input)")
+    depth, lost = config.depth, halo(config.depth)
+    size = net.valid_input_size(256)
+    if test_image is None:
+        test_image, _ = synthetic_nuclei((size, size), n_nuclei=12, seed=0)
+    raw = np.asarray(test_image, dtype=np.float32)[:size, :size]
+    if raw.shape != (size, size):
+        raise UNetError(f"the test image must be at least {size}x{size}")
+
+    norm = model.normalization
+    with torch.no_grad():
+        x = torch.from_numpy(normalize(raw, norm))[None, None]
+        probabilities = torch.softmax(net(x), dim=1).numpy()
+
+    with tempfile.TemporaryDirectory(prefix="napari-unet-export-") as tmp:
+        folder = Path(tmp)
+        np.save(folder / "test_input.npy", raw[None, None])
+        np.save(folder / "test_output.npy", probabilities)
+        import tifffile
+
+        tifffile.imwrite(folder / "sample_input.tif", raw[None, None], photometric="minisblack")
+        tifffile.imwrite(folder / "sample_output.tif", probabilities, photometric="minisblack")
+        torch.save(net.state_dict(), folder / "weights.pt")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit is deprecated but still the format's
+            torch.jit.trace(net, x).save(str(folder / "weights_torchscript.pt"))
+        (folder / NATIVE_ATTACHMENT).write_bytes(model_to_bytes(model))
+        architecture = folder / "unet_architecture.py"
+        architecture.write_bytes((Path(__file__).parent / "model.py").read_bytes())
+        _write_cover(folder / "cover.png", raw, probabilities, model, overlay_png, write_png)
+        (folder / "README.md").write_text(_readme(model, net.valid_input_size(1), depth, lost))
+
+        spatial = v.ParameterizedSize(min=net.valid_input_size(1), step=2**depth)
+        inputs = v.InputTensorDescr(
+            id=v.TensorId("raw"),
+            description="one grey channel, nuclei bright on a dark background",
+            axes=[
+                v.BatchAxis(),
+                v.ChannelAxis(channel_names=[v.Identifier("grey")]),
+                v.SpaceInputAxis(id=v.AxisId("y"), size=spatial),
+                v.SpaceInputAxis(id=v.AxisId("x"), size=spatial),
+            ],
+            test_tensor=v.FileDescr(source=folder / "test_input.npy"),
+            sample_tensor=v.FileDescr(source=folder / "sample_input.tif"),
+            preprocessing=[
+                v.ScaleRangeDescr(
+                    kwargs=v.ScaleRangeKwargs(
+                        axes=[v.AxisId("y"), v.AxisId("x")],
+                        min_percentile=norm.low,
+                        max_percentile=norm.high,
+                    )
+                )
+            ],
+        )
+
+        def output_axis(name: str):
+            reference = v.SizeReference(
+                tensor_id=v.TensorId("raw"), axis_id=v.AxisId(name), offset=-2 * lost
+            )
+            return v.SpaceOutputAxis(id=v.AxisId(name), size=reference)
+
+        outputs = v.OutputTensorDescr(
+            id=v.TensorId("probabilities"),
+            description="class probabilities; napari-unet's watershed turns them into instances",
+            axes=[
+                v.BatchAxis(),
+                v.ChannelAxis(channel_names=[v.Identifier(c) for c in model.classes]),
+                output_axis("y"),
+                output_axis("x"),
+            ],
+            test_tensor=v.FileDescr(source=folder / "test_output.npy"),
+            sample_tensor=v.FileDescr(source=folder / "sample_output.tif"),
+            postprocessing=[v.SoftmaxDescr(kwargs=v.SoftmaxKwargs(axis=v.AxisId("channel")))],
+        )
+        torch_version = v.Version(torch.__version__.split("+")[0])
+        weights = v.WeightsDescr(
+            pytorch_state_dict=v.PytorchStateDictWeightsDescr(
+                source=folder / "weights.pt",
+                architecture=v.ArchitectureFromFileDescr(
+                    source=architecture, callable=v.Identifier("UNet"), kwargs=config.to_dict()
+                ),
+                pytorch_version=torch_version,
+            ),
+            torchscript=v.TorchscriptWeightsDescr(
+                source=folder / "weights_torchscript.pt",
+                pytorch_version=torch_version,
+                parent="pytorch_state_dict",
+            ),
+        )
+        description = v.ModelDescr(
+            name=f"napari-unet {model.name or 'model'}"[:128],
+            description=(
+                f"U-Net (Ronneberger et al. 2015, valid padding, depth {depth}) segmenting "
+                f"nuclei, exported from napari-unet {__version__}."
+            ),
+            authors=[v.Author(name="napari-unet developers")],
+            cite=[v.CiteEntry(text=CITATION, doi=v.Doi(CITATION_DOI))],
+            license=v.LicenseId("BSD-3-Clause"),
+            documentation=v.FileDescr(source=folder / "README.md"),
+            covers=[v.FileDescr(source=folder / "cover.png")],
+            tags=["unet", "nuclei", "segmentation", "napari-unet", "fluorescence"],
+            inputs=[inputs],
+            outputs=[outputs],
+            weights=weights,
+            attachments=[v.FileDescr(source=folder / NATIVE_ATTACHMENT)],
+            config={
+                CONFIG_KEY: {
+                    "version": __version__,
+                    "model_file": NATIVE_ATTACHMENT,
+                    "scheme": model.scheme,
+                    "normalization": norm.to_dict(),
+                    "postprocessing": model.postprocessing.to_dict(),
+                }
+            },
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as target:
+            save_bioimageio_package(description, output_path=Path(target))
+    return out
+
+
+def _write_cover(path: Path, raw, probabilities, model, overlay_png, write_png) -> None:
+    """Input and its segmentation side by side (the 2:1 cover bioimage.io shows)."""
+    from .instances import instances_from_probabilities
+
+    lost = (raw.shape[0] - probabilities.shape[2]) // 2
+    labels = instances_from_probabilities(probabilities[0], model.postprocessing, model.scheme)
+    crop = raw[lost : lost + labels.shape[0], lost : lost + labels.shape[1]]
+    grey = np.clip((crop - crop.min()) / (np.ptp(crop) or 1.0) * 255, 0, 255).astype(np.uint8)
+    left = np.repeat(grey[..., None], 3, axis=-1)
+    write_png(path, np.concatenate([left, overlay_png(crop, labels)], axis=1))
+
+
+def _readme(model, minimum: int, depth: int, lost: int) -> str:
+    classes = ", ".join(model.classes)
+    params = json.dumps(model.postprocessing.to_dict(), indent=2)
+    return f"""# {model.name or "napari-unet model"}
+
+A U-Net (Ronneberger et al. 2015) with valid convolutions, exported by
+[napari-unet](https://pypi.org/project/napari-unet/).
+
+- **Input** `raw`: one grey channel, nuclei bright on a dark background.
+  Brightfield and stained (H&E) images must be converted to grey and
+  inverted first (napari-unet does this itself). Valid sizes along Y and X:
+  {minimum} + n * {2**depth}; normalized by the {model.normalization.low} and
+  {model.normalization.high} percentiles.
+- **Output** `probabilities`: {classes}; {lost} pixels smaller than the
+  input on each side (valid padding). Tile with overlaps of {lost} pixels
+  for exact results on large images.
+- **Instances**: napari-unet splits touching nuclei with a watershed on these
+  probabilities; its parameters are in the package's `config.napari_unet`:
+
+```json
+{params}
+```
+
+`napari-unet segment --model THIS.zip` runs the whole model, labels included.
+
+## Validation
+
+{_validation_text(model)}
+"""
+
+
+def _validation_text(model) -> str:
+    """What the model file records about how it was scored (napari-unet's shipped models do)."""
+    training = model.training or {}
+    final = training.get("validation_final")
+    if final:
+        lines = [f"- {name}: {json.dumps(scores)}" for name, scores in final.items()]
+        return "Scores recorded when the model was made (AP at IoU thresholds):\n\n" + "\n".join(
+            lines
+        )
+    best = training.get("validation")
+    if best:
+        return f"Best validation during training: {json.dumps(best)}"
+    return "No validation scores are recorded in this model."

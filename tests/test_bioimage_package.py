@@ -1,0 +1,108 @@
+"""bioimage.io packages: export, bioimageio's own test, and reading back what napari-unet wrote."""
+
+import importlib.util
+import zipfile
+
+import numpy as np
+import pytest
+
+from napari_unet.cli import main
+from napari_unet.errors import UNetError
+from napari_unet.modelfile import save_model
+from napari_unet.segmentation import segment
+from napari_unet.synthetic import synthetic_nuclei
+
+needs_spec = pytest.mark.skipif(
+    importlib.util.find_spec("bioimageio.spec") is None,
+    reason="bioimageio.spec is not installed (pip install bioimageio.spec)",
+)
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """The tiny model exported once for the module."""
+    if importlib.util.find_spec("bioimageio.spec") is None:
+        pytest.skip("bioimageio.spec is not installed (pip install bioimageio.spec)")
+    import torch
+
+    from napari_unet.bioimage_package import export_package
+    from napari_unet.modelfile import new_model
+
+    torch.manual_seed(0)
+    model = new_model(depth=2, base_channels=4, scheme="3class", batch_norm=True, dropout=0.0)
+    model.name = "tiny"
+    out = tmp_path_factory.mktemp("export") / "tiny.zip"
+    return model, export_package(model, out)
+
+
+@needs_spec
+def test_a_package_gives_the_same_labels_as_the_model_it_came_from(package):
+    model, path = package
+    image, _ = synthetic_nuclei((120, 100), n_nuclei=8, seed=4)
+    params = {"foreground_threshold": 0.3}
+    from dataclasses import replace
+
+    tuned = replace(model.postprocessing, **params)
+    np.testing.assert_array_equal(
+        segment(image, path, params=tuned), segment(image, model, params=tuned)
+    )
+
+
+@needs_spec
+def test_the_package_holds_both_weight_formats_and_napari_units_config(package):
+    _, path = package
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        rdf = archive.read("rdf.yaml").decode()
+    assert {"weights.pt", "weights_torchscript.pt", "napari_unet.safetensors", "cover.png"} <= names
+    assert "scale_range" in rdf and "softmax" in rdf and "napari_unet" in rdf
+    assert "10.1007/978-3-319-24574-4_28" in rdf  # Ronneberger et al. 2015
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("bioimageio.core") is None,
+    reason="bioimageio.core is not installed: `bioimageio test` cannot run",
+)
+def test_the_package_passes_bioimageio_test(package):
+    from bioimageio.core import test_model
+
+    _, path = package
+    summary = test_model(path)
+    assert summary.status == "passed", summary.format()
+
+
+def test_another_tools_package_is_refused_in_one_line(tmp_path):
+    foreign = tmp_path / "other.zip"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("rdf.yaml", "type: model\nformat_version: 0.5.4\n")
+        archive.writestr("weights.pt", b"not ours")
+    with pytest.raises(UNetError, match="napari-unet did not export"):
+        segment(np.zeros((64, 64), np.float32), foreign)
+
+
+def test_a_zip_that_is_not_a_package_is_refused(tmp_path):
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(UNetError, match="not a readable model package"):
+        segment(np.zeros((64, 64), np.float32), broken)
+
+
+@needs_spec
+def test_cli_export_writes_a_package_and_checks_its_arguments_first(tiny_model, tmp_path, capsys):
+    model_file = str(save_model(tiny_model, tmp_path / "tiny.safetensors"))
+    out = tmp_path / "pkg" / "tiny.zip"
+    assert main(["export", model_file, "--out", str(out)]) == 0
+    assert zipfile.is_zipfile(out)
+    capsys.readouterr()
+    for argv, message in [
+        (["export", model_file, "--out", str(out)], "exists"),
+        (["export", model_file, "--out", str(tmp_path / "tiny.tar")], ".zip"),
+        (
+            ["export", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "m.zip")],
+            "does not exist",
+        ),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "m.zip").exists()
