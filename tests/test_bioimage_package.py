@@ -106,3 +106,23 @@ def test_cli_export_writes_a_package_and_checks_its_arguments_first(tiny_model, 
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "m.zip").exists()
+
+
+def test_napari_reader_opens_our_packages_and_leaves_other_zips(package, tmp_path, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    from napari_unet._napari.reader import get_reader, read_model
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_warning", shown.append)
+    _, path = package
+    assert get_reader(str(path)) is read_model
+    plain = tmp_path / "photos.zip"
+    with zipfile.ZipFile(plain, "w") as archive:
+        archive.writestr("a.txt", "hello")
+    assert get_reader(str(plain)) is None and not shown  # not a model package: silent
+    foreign = tmp_path / "other.zip"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("rdf.yaml", "type: model\n")
+    assert get_reader(str(foreign)) is None
+    assert len(shown) == 1 and "napari-unet did not export" in shown[0]

@@ -1,4 +1,6 @@
-"""Open ``.safetensors`` model files from File > Open or drag and drop.
+"""Open model files (``.safetensors``, or bioimage.io ``.zip`` packages napari-unet exported).
+
+From File > Open or drag and drop.
 
 The model becomes selectable in the Segment and Train widgets; no layer is
 added. A file that is not a valid napari-unet model is left to other readers,
@@ -15,10 +17,16 @@ def get_reader(path):
         if len(path) != 1:
             return None
         path = path[0]
-    if not str(path).endswith(".safetensors"):
+    if not str(path).endswith((".safetensors", ".zip")):
         return None
     from ..errors import UNetError
     from ..modelfile import read_model_config
+
+    if str(path).endswith(".zip"):
+        from ..bioimage_package import is_package
+
+        if not is_package(path):
+            return None  # any other zip is left to other readers, without a word
 
     try:
         read_model_config(path)

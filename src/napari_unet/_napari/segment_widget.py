@@ -78,7 +78,9 @@ class SegmentWidget(QWidget):
 
         self.model_combo = QComboBox()
         self.open_model_button = QPushButton("Open…")
-        self.open_model_button.setToolTip("Open a .safetensors model file")
+        self.open_model_button.setToolTip(
+            "Open a .safetensors model file or a bioimage.io .zip exported by napari-unet"
+        )
         row = QWidget()
         row_layout = QHBoxLayout(row)
         row_layout.setContentsMargins(0, 0, 0, 0)
@@ -226,7 +228,9 @@ class SegmentWidget(QWidget):
         self.model_combo.setCurrentText(name)
 
     def open_model_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open model", "", "Model files (*.safetensors)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open model", "", "Model files (*.safetensors *.zip)"
+        )
         if path:
             self.add_model_file(path)
 
