@@ -113,16 +113,15 @@ def segment_and_relabel(size: int) -> dict:
 
     segment = watch(widget.run, labels_shown)
     labels = viewer.layers["nuclei labels"]
-    before = widget._written.get(id(labels))
+    before = widget.results_written
 
     def relabelled() -> bool:
-        after = widget._written.get(id(labels))
-        return after is not before and not widget.task.busy
+        return widget.results_written > before and widget.idle
 
     slider = widget.foreground_slider
     relabel = watch(lambda: slider.setValue(slider.value() + 0.05), relabelled)
     objects = int(np.asarray(labels.data).max())
-    before = widget._written.get(id(labels))
+    before = widget.results_written
     again = watch(widget.run, relabelled)  # the labels layer exists now
     viewer.close()
     return {

@@ -100,145 +100,169 @@ def export_package(model, out: str | Path, test_image: np.ndarray | None = None)
     """
     try:
         from bioimageio.spec import save_bioimageio_package
-        from bioimageio.spec.model import v0_5 as v
     except ImportError as exc:
         raise UNetError(
             "exporting a bioimage.io package needs bioimageio.spec: pip install bioimageio.spec"
         ) from exc
-    import torch
-
-    from . import __version__
-    from .io import atomic_path, overlay_png, write_png
-    from .model import halo
-    from .modelfile import model_to_bytes
-    from .normalize import normalize
-    from .synthetic import synthetic_nuclei
+    from .io import atomic_path
 
     out = Path(out)
     if out.suffix != ".zip":
         raise UNetError(f"a bioimage.io package is a .zip file, got {out.name}")
     net = copy.deepcopy(model.net).float().eval().cpu()
-    config = net.config
-    if config.in_channels != 1:
+    if net.config.in_channels != 1:
         raise UNetError("only one-channel models can be exported (grey input)")
-    depth, lost = config.depth, halo(config.depth)
+    raw, probabilities = _test_tensors(model, net, test_image)
+    with tempfile.TemporaryDirectory(prefix="napari-unet-export-") as tmp:
+        folder = Path(tmp)
+        _write_files(folder, model, net, raw, probabilities)
+        description = _describe(folder, model, net)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as target:
+            save_bioimageio_package(description, output_path=Path(target))
+    return out
+
+
+def _test_tensors(model, net, test_image) -> tuple[np.ndarray, np.ndarray]:
+    """A raw grey test input of a valid size, and the probabilities the package must give."""
+    import torch
+
+    from .normalize import normalize
+    from .synthetic import synthetic_nuclei
+
     size = net.valid_input_size(256)
     if test_image is None:
         test_image, _ = synthetic_nuclei((size, size), n_nuclei=12, seed=0)
     raw = np.asarray(test_image, dtype=np.float32)[:size, :size]
     if raw.shape != (size, size):
         raise UNetError(f"the test image must be at least {size}x{size}")
-
-    norm = model.normalization
     with torch.no_grad():
-        x = torch.from_numpy(normalize(raw, norm))[None, None]
+        x = torch.from_numpy(normalize(raw, model.normalization))[None, None]
         probabilities = torch.softmax(net(x), dim=1).numpy()
+    return raw, probabilities
 
-    with tempfile.TemporaryDirectory(prefix="napari-unet-export-") as tmp:
-        folder = Path(tmp)
-        np.save(folder / "test_input.npy", raw[None, None])
-        np.save(folder / "test_output.npy", probabilities)
-        import tifffile
 
-        tifffile.imwrite(folder / "sample_input.tif", raw[None, None], photometric="minisblack")
-        tifffile.imwrite(folder / "sample_output.tif", probabilities, photometric="minisblack")
-        torch.save(net.state_dict(), folder / "weights.pt")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit is deprecated but still the format's
-            torch.jit.trace(net, x).save(str(folder / "weights_torchscript.pt"))
-        (folder / NATIVE_ATTACHMENT).write_bytes(model_to_bytes(model))
-        architecture = folder / "unet_architecture.py"
-        architecture.write_bytes((Path(__file__).parent / "model.py").read_bytes())
-        _write_cover(folder / "cover.png", raw, probabilities, model, overlay_png, write_png)
-        (folder / "README.md").write_text(_readme(model, net.valid_input_size(1), depth, lost))
+def _write_files(folder: Path, model, net, raw: np.ndarray, probabilities: np.ndarray) -> None:
+    """Everything the package holds besides its description, written into ``folder``."""
+    import tifffile
+    import torch
 
-        spatial = v.ParameterizedSize(min=net.valid_input_size(1), step=2**depth)
-        inputs = v.InputTensorDescr(
-            id=v.TensorId("raw"),
-            description="one grey channel, nuclei bright on a dark background",
-            axes=[
-                v.BatchAxis(),
-                v.ChannelAxis(channel_names=[v.Identifier("grey")]),
-                v.SpaceInputAxis(id=v.AxisId("y"), size=spatial),
-                v.SpaceInputAxis(id=v.AxisId("x"), size=spatial),
-            ],
-            test_tensor=v.FileDescr(source=folder / "test_input.npy"),
-            sample_tensor=v.FileDescr(source=folder / "sample_input.tif"),
-            preprocessing=[
-                v.ScaleRangeDescr(
-                    kwargs=v.ScaleRangeKwargs(
-                        axes=[v.AxisId("y"), v.AxisId("x")],
-                        min_percentile=norm.low,
-                        max_percentile=norm.high,
-                    )
+    from .io import overlay_png, write_png
+    from .model import halo
+    from .modelfile import model_to_bytes
+
+    np.save(folder / "test_input.npy", raw[None, None])
+    np.save(folder / "test_output.npy", probabilities)
+    tifffile.imwrite(folder / "sample_input.tif", raw[None, None], photometric="minisblack")
+    tifffile.imwrite(folder / "sample_output.tif", probabilities, photometric="minisblack")
+    torch.save(net.state_dict(), folder / "weights.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated but still the format's
+        example = torch.zeros(1, 1, *raw.shape)
+        torch.jit.trace(net, example).save(str(folder / "weights_torchscript.pt"))
+    (folder / NATIVE_ATTACHMENT).write_bytes(model_to_bytes(model))
+    (folder / "unet_architecture.py").write_bytes((Path(__file__).parent / "model.py").read_bytes())
+    _write_cover(folder / "cover.png", raw, probabilities, model, overlay_png, write_png)
+    depth = net.config.depth
+    readme = _readme(model, net.valid_input_size(1), depth, halo(depth))
+    (folder / "README.md").write_text(readme)
+
+
+def _describe(folder: Path, model, net):
+    """The bioimage.io description (format 0.5) of the files in ``folder``."""
+    import torch
+    from bioimageio.spec.model import v0_5 as v
+
+    from . import __version__
+    from .model import halo
+
+    depth, lost, norm = net.config.depth, halo(net.config.depth), model.normalization
+    spatial = v.ParameterizedSize(min=net.valid_input_size(1), step=2**depth)
+    inputs = v.InputTensorDescr(
+        id=v.TensorId("raw"),
+        description="one grey channel, nuclei bright on a dark background",
+        axes=[
+            v.BatchAxis(),
+            v.ChannelAxis(channel_names=[v.Identifier("grey")]),
+            v.SpaceInputAxis(id=v.AxisId("y"), size=spatial),
+            v.SpaceInputAxis(id=v.AxisId("x"), size=spatial),
+        ],
+        test_tensor=v.FileDescr(source=folder / "test_input.npy"),
+        sample_tensor=v.FileDescr(source=folder / "sample_input.tif"),
+        preprocessing=[
+            v.ScaleRangeDescr(
+                kwargs=v.ScaleRangeKwargs(
+                    axes=[v.AxisId("y"), v.AxisId("x")],
+                    min_percentile=norm.low,
+                    max_percentile=norm.high,
                 )
-            ],
-        )
-
-        def output_axis(name: str):
-            reference = v.SizeReference(
-                tensor_id=v.TensorId("raw"), axis_id=v.AxisId(name), offset=-2 * lost
             )
-            return v.SpaceOutputAxis(id=v.AxisId(name), size=reference)
+        ],
+    )
 
-        outputs = v.OutputTensorDescr(
-            id=v.TensorId("probabilities"),
-            description="class probabilities; napari-unet's watershed turns them into instances",
-            axes=[
-                v.BatchAxis(),
-                v.ChannelAxis(channel_names=[v.Identifier(c) for c in model.classes]),
-                output_axis("y"),
-                output_axis("x"),
-            ],
-            test_tensor=v.FileDescr(source=folder / "test_output.npy"),
-            sample_tensor=v.FileDescr(source=folder / "sample_output.tif"),
-            postprocessing=[v.SoftmaxDescr(kwargs=v.SoftmaxKwargs(axis=v.AxisId("channel")))],
+    def output_axis(name: str):
+        # Valid convolutions: the output is the input less the halo on each side.
+        reference = v.SizeReference(
+            tensor_id=v.TensorId("raw"), axis_id=v.AxisId(name), offset=-2 * lost
         )
-        torch_version = v.Version(torch.__version__.split("+")[0])
-        weights = v.WeightsDescr(
-            pytorch_state_dict=v.PytorchStateDictWeightsDescr(
-                source=folder / "weights.pt",
-                architecture=v.ArchitectureFromFileDescr(
-                    source=architecture, callable=v.Identifier("UNet"), kwargs=config.to_dict()
-                ),
-                pytorch_version=torch_version,
+        return v.SpaceOutputAxis(id=v.AxisId(name), size=reference)
+
+    outputs = v.OutputTensorDescr(
+        id=v.TensorId("probabilities"),
+        description="class probabilities; napari-unet's watershed turns them into instances",
+        axes=[
+            v.BatchAxis(),
+            v.ChannelAxis(channel_names=[v.Identifier(c) for c in model.classes]),
+            output_axis("y"),
+            output_axis("x"),
+        ],
+        test_tensor=v.FileDescr(source=folder / "test_output.npy"),
+        sample_tensor=v.FileDescr(source=folder / "sample_output.tif"),
+        postprocessing=[v.SoftmaxDescr(kwargs=v.SoftmaxKwargs(axis=v.AxisId("channel")))],
+    )
+    torch_version = v.Version(torch.__version__.split("+")[0])
+    weights = v.WeightsDescr(
+        pytorch_state_dict=v.PytorchStateDictWeightsDescr(
+            source=folder / "weights.pt",
+            architecture=v.ArchitectureFromFileDescr(
+                source=folder / "unet_architecture.py",
+                callable=v.Identifier("UNet"),
+                kwargs=net.config.to_dict(),
             ),
-            torchscript=v.TorchscriptWeightsDescr(
-                source=folder / "weights_torchscript.pt",
-                pytorch_version=torch_version,
-                parent="pytorch_state_dict",
-            ),
-        )
-        description = v.ModelDescr(
-            name=f"napari-unet {model.name or 'model'}"[:128],
-            description=(
-                f"U-Net (Ronneberger et al. 2015, valid padding, depth {depth}) segmenting "
-                f"nuclei, exported from napari-unet {__version__}."
-            ),
-            authors=[v.Author(name="napari-unet developers")],
-            cite=[v.CiteEntry(text=CITATION, doi=v.Doi(CITATION_DOI))],
-            license=v.LicenseId("BSD-3-Clause"),
-            documentation=v.FileDescr(source=folder / "README.md"),
-            covers=[v.FileDescr(source=folder / "cover.png")],
-            tags=["unet", "nuclei", "segmentation", "napari-unet", "fluorescence"],
-            inputs=[inputs],
-            outputs=[outputs],
-            weights=weights,
-            attachments=[v.FileDescr(source=folder / NATIVE_ATTACHMENT)],
-            config={
-                CONFIG_KEY: {
-                    "version": __version__,
-                    "model_file": NATIVE_ATTACHMENT,
-                    "scheme": model.scheme,
-                    "normalization": norm.to_dict(),
-                    "postprocessing": model.postprocessing.to_dict(),
-                }
-            },
-        )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as target:
-            save_bioimageio_package(description, output_path=Path(target))
-    return out
+            pytorch_version=torch_version,
+        ),
+        torchscript=v.TorchscriptWeightsDescr(
+            source=folder / "weights_torchscript.pt",
+            pytorch_version=torch_version,
+            parent="pytorch_state_dict",
+        ),
+    )
+    return v.ModelDescr(
+        name=f"napari-unet {model.name or 'model'}"[:128],
+        description=(
+            f"U-Net (Ronneberger et al. 2015, valid padding, depth {depth}) segmenting "
+            f"nuclei, exported from napari-unet {__version__}."
+        ),
+        authors=[v.Author(name="napari-unet developers")],
+        cite=[v.CiteEntry(text=CITATION, doi=v.Doi(CITATION_DOI))],
+        license=v.LicenseId("BSD-3-Clause"),
+        documentation=v.FileDescr(source=folder / "README.md"),
+        covers=[v.FileDescr(source=folder / "cover.png")],
+        tags=["unet", "nuclei", "segmentation", "napari-unet", "fluorescence"],
+        inputs=[inputs],
+        outputs=[outputs],
+        weights=weights,
+        attachments=[v.FileDescr(source=folder / NATIVE_ATTACHMENT)],
+        config={
+            CONFIG_KEY: {
+                "version": __version__,
+                "model_file": NATIVE_ATTACHMENT,
+                "scheme": model.scheme,
+                "normalization": norm.to_dict(),
+                "postprocessing": model.postprocessing.to_dict(),
+            }
+        },
+    )
 
 
 def _write_cover(path: Path, raw, probabilities, model, overlay_png, write_png) -> None:

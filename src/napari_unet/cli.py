@@ -186,12 +186,61 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``napari-unet train``: train or fine-tune a model; returns the exit status."""
-    from .augment import NO_AUGMENTATION, AugmentConfig
     from .data import load_training_folder
     from .modelfile import load_model, save_model
     from .normalize import Normalization
-    from .training import FINE_TUNE, TrainConfig, iter_train
+    from .training import iter_train
 
+    out, checkpoint = _check_train_arguments(args)
+    init = None if args.start_from == "scratch" else load_model(args.start_from)
+    in_channels = init.in_channels if init is not None else args.channels
+    norm = init.normalization if init is not None else Normalization()
+    train_set = load_training_folder(args.images, args.masks, in_channels, norm)
+    val_set = (
+        load_training_folder(args.val_images, args.val_masks, in_channels, norm)
+        if args.val_images
+        else []
+    )
+    # Unset options keep new_model's own defaults (one source for them).
+    architecture = dict(in_channels=in_channels, scheme=args.scheme, name=out.stem)
+    architecture.update(
+        {k: v for k, v in (("depth", args.depth), ("base_channels", args.base_channels)) if v}
+    )
+    description = {
+        "train_images": str(args.images),
+        "train_masks": str(args.masks),
+        "n_train": len(train_set),
+        "val_images": str(args.val_images) if val_set else None,
+        "n_val": len(val_set),
+    }
+    stop = threading.Event()
+    gen = iter_train(
+        train_set,
+        val_set,
+        init=init,
+        architecture=architecture,
+        config=_train_config(args, from_model=init is not None),
+        stop=stop,
+        checkpoint=checkpoint,
+        resume=args.resume,
+        data_description=description,
+        save_best_to=out,
+    )
+    bar = _progress_bar(None, "train", args.quiet)
+    previous_handler = signal.signal(signal.SIGINT, _stop_on_first_interrupt(stop))
+    try:
+        model = run_to_end(gen, lambda event: _show_training(bar, event))
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        bar.close()
+    model.name = out.stem
+    save_model(model, out)
+    _report_training(model.training, out)
+    return 0
+
+
+def _check_train_arguments(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The model and checkpoint paths, after every check that needs no data."""
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise UNetError(f"--out must end in .safetensors, got {out.name}")
@@ -211,18 +260,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"a checkpoint of an earlier run is at {checkpoint}; pass --resume to continue it, "
             "or remove it (or give --checkpoint) to start afresh"
         )
-    init = None if args.start_from == "scratch" else load_model(args.start_from)
-    in_channels = init.in_channels if init is not None else args.channels
-    norm = init.normalization if init is not None else Normalization()
-    train_set = load_training_folder(args.images, args.masks, in_channels, norm)
-    val_set = (
-        load_training_folder(args.val_images, args.val_masks, in_channels, norm)
-        if args.val_images
-        else []
-    )
-    # One source of defaults: the fine-tuning recipe when starting from a
-    # model, TrainConfig's own from scratch; options given override them.
-    preset = FINE_TUNE if init is not None else TrainConfig()
+    return out, checkpoint
+
+
+def _train_config(args: argparse.Namespace, from_model: bool):
+    """One source of defaults: the fine-tuning recipe from a model, TrainConfig's own from scratch."""
+    from .augment import NO_AUGMENTATION, AugmentConfig
+    from .training import FINE_TUNE, TrainConfig
+
     given = {
         "epochs": args.epochs,
         "minutes": args.minutes,
@@ -231,8 +276,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "patch_size": args.patch_size,
         "lr": args.lr,
     }
-    config = replace(
-        preset,
+    return replace(
+        FINE_TUNE if from_model else TrainConfig(),
         **{k: v for k, v in given.items() if v is not None},
         optimizer=args.optimizer,
         seed=args.seed,
@@ -240,22 +285,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         augment=NO_AUGMENTATION if args.no_augment else AugmentConfig(max_zoom=args.max_zoom),
     )
-    # Unset options keep new_model's own defaults (one source for them).
-    architecture = dict(in_channels=in_channels, scheme=args.scheme, name=out.stem)
-    architecture.update(
-        {k: v for k, v in (("depth", args.depth), ("base_channels", args.base_channels)) if v}
-    )
-    description = {
-        "train_images": str(args.images),
-        "train_masks": str(args.masks),
-        "n_train": len(train_set),
-        "val_images": str(args.val_images) if val_set else None,
-        "n_val": len(val_set),
-    }
-    stop = threading.Event()
+
+
+def _stop_on_first_interrupt(stop: threading.Event):
+    """A SIGINT handler: the first Ctrl-C finishes after this step and saves; a second aborts."""
 
     def on_interrupt(signum, frame):
-        # First Ctrl-C: finish after this step and save the best model; second: abort.
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
@@ -264,46 +299,32 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    gen = iter_train(
-        train_set,
-        val_set,
-        init=init,
-        architecture=architecture,
-        config=config,
-        stop=stop,
-        checkpoint=checkpoint,
-        resume=args.resume,
-        data_description=description,
-        save_best_to=out,
-    )
-    bar = _progress_bar(None, "train", args.quiet)
+    return on_interrupt
 
-    def show(ev: Progress) -> None:
-        if ev.stage == Stage.TRAIN:
-            bar.total, bar.n = ev.total, ev.step
-            bar.set_postfix(epoch=ev.info["epoch"], loss=f"{ev.info['loss']:.4f}", refresh=False)
-            bar.refresh()
-        elif ev.stage == Stage.VALIDATE:
-            best = "  (best)" if ev.info.get("best") else ""
-            msg = f"epoch {ev.info['epoch']}: AP@0.5 {ev.info['ap50']:.3f}  AP@0.7 {ev.info['ap70']:.3f}{best}"
-            bar.write(msg, file=sys.stderr)
-        elif ev.stage == Stage.TUNE and ev.total:
-            bar.write(
-                f"post-processing tuned on validation: mean AP {ev.info['mean_ap']:.3f}",
-                file=sys.stderr,
-            )
 
-    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        model = run_to_end(gen, show)
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
-        bar.close()
-    model.name = out.stem
-    save_model(model, out)
-    summary = model.training
+def _show_training(bar, event: Progress) -> None:
+    """Training progress on the terminal: the bar for steps, a line per validation."""
+    info = event.info
+    if event.stage == Stage.TRAIN:
+        bar.total, bar.n = event.total, event.step
+        bar.set_postfix(epoch=info["epoch"], loss=f"{info['loss']:.4f}", refresh=False)
+        bar.refresh()
+    elif event.stage == Stage.VALIDATE:
+        best = "  (best)" if info.get("best") else ""
+        which = "start model" if info["epoch"] < 0 else f"epoch {info['epoch']}"
+        bar.write(
+            f"{which}: AP@0.5 {info['ap50']:.3f}  AP@0.7 {info['ap70']:.3f}{best}", file=sys.stderr
+        )
+    elif event.stage == Stage.TUNE and event.total:
+        bar.write(
+            f"post-processing tuned on validation: mean AP {info['mean_ap']:.3f}", file=sys.stderr
+        )
+
+
+def _report_training(summary: dict, out: Path) -> None:
     print(
-        f"saved {out} ({summary['steps']} steps in {summary['time_s']:.0f}s, stopped by {summary['stopped_by']})",
+        f"saved {out} ({summary['steps']} steps in {summary['time_s']:.0f}s, "
+        f"stopped by {summary['stopped_by']})",
         file=sys.stderr,
     )
     if summary.get("kept_start_model"):
@@ -314,7 +335,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if summary.get("validation"):
         print(json.dumps(summary["validation"]), file=sys.stderr)
-    return 0
 
 
 # --------------------------------------------------------------------------

@@ -518,177 +518,213 @@ def iter_train(
     given_validation = bool(val_images)
     if not val_images and config.holdout_fraction > 0:
         train_images, val_images = hold_out_strips(train_images, config.holdout_fraction)
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    model = _starting_model(init, architecture, train_images)
-    net = model.net.to(device)
-    in_ch = model.in_channels
     yield Progress(Stage.PREPARE, 0, None, {"what": "training patches"})
-    for item in list(train_images) + list(val_images):
-        if item.image.shape[0] != in_ch:
-            raise UNetError(
-                f"{item.name or 'an image'} has {item.image.shape[0]} channels; the model takes {in_ch}"
-            )
-    dataset, loader, class_weights = _patch_loader(model, train_images, config)
-    base_lr = config.lr or (1e-3 if config.optimizer == "adam" else 1e-2)
-    optimizer = make_optimizer(config.optimizer, net.parameters(), base_lr, config.weight_decay)
-    bf16 = _use_bf16(config.precision, device)
-    steps_per_epoch = math.ceil(config.patches_per_epoch / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
-    limit_s = None if config.minutes is None else 60.0 * config.minutes
-
-    checkpoint = Path(checkpoint) if checkpoint else None
-    if resume:
-        if checkpoint is None:
-            raise UNetError("resume needs a checkpoint path")
-        state, best_state = _resume(checkpoint, net, optimizer)
-    else:
-        state, best_state = TrainState(), copy.deepcopy(net.state_dict())
-    start_epoch, step, elapsed_before = state.epoch, state.step, state.elapsed_s
-    best_score, best_epoch, history = state.best_score, state.best_epoch, state.history
-
-    t0 = time.perf_counter() - elapsed_before
-    stopped_by = "epochs"
-    epoch = start_epoch
-    last_validated = -1
-    params = model.postprocessing
-
-    def elapsed() -> float:
-        return time.perf_counter() - t0
-
-    def run_validation(ep: int) -> Progress:
-        nonlocal best_score, best_epoch, best_state
-        net.eval()
-        scores = evaluate_model(net, val_images, params, device, config.precision)
-        _train_mode(net, config)
-        improved = scores["score"] > best_score
-        if improved:
-            best_score, best_epoch = scores["score"], ep
-            best_state = copy.deepcopy(net.state_dict())
-        history.append({"epoch": ep, "step": step, "time_s": round(elapsed(), 1), **scores})
-        return Progress(
-            Stage.VALIDATE, max(ep, 0), config.epochs, {**scores, "epoch": ep, "best": improved}
-        )
-
+    run = _TrainingRun(train_images, val_images, init, architecture, config, checkpoint, resume)
     if config.validate_start and init is not None and val_images and not resume:
-        yield run_validation(-1)  # the start model: training must beat it to replace it
-    saved_best_epoch = best_epoch
-    _train_mode(net, config)
-    for epoch in range(start_epoch, config.epochs):
+        yield run.validate(-1)  # the start model: training must beat it to replace it
+    epoch = run.start_epoch
+    for epoch in range(run.start_epoch, config.epochs):
         if stop is not None and stop.is_set():  # before the first batch is even made
-            stopped_by = "stop"
+            run.stopped_by = "stop"
             break
-        dataset.epoch = epoch
+        seen = yield from run.train_epoch(epoch, stop)
+        yield from run.end_epoch(epoch, seen, save_best_to)
+        if run.stopped_by != "epochs":
+            break
+    # A run cut short by time still gets one look at the validation set.
+    if val_images and run.last_validated != epoch and run.stopped_by == "time":
+        yield run.validate(epoch)
+    model, summary = run.best_model(epoch, data_description, given_validation)
+    params = model.postprocessing
+    # Thresholds are tuned only on validation images the user gave: strips
+    # held out of a few images are too small to tune on without overfitting.
+    if given_validation and config.tune_postprocessing and not summary["kept_start_model"]:
+        yield Progress(Stage.TUNE, 0, None, {})
+        params, tuned = tune_postprocessing(
+            model.net, val_images, run.device, params, config.precision
+        )
+        summary["postprocessing_tuning"] = tuned
+        yield Progress(Stage.TUNE, 1, 1, tuned)
+    return replace(model, net=model.net.cpu(), postprocessing=params, training=summary)
+
+
+class _TrainingRun:
+    """The state of one training run, advanced phase by phase by :func:`iter_train`."""
+
+    def __init__(
+        self, train_images, val_images, init, architecture, config: TrainConfig, checkpoint, resume
+    ) -> None:
+        self.config, self.init = config, init
+        self.train_images, self.val_images = list(train_images), list(val_images)
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.model = _starting_model(init, architecture, train_images)
+        self.net = self.model.net.to(self.device)
+        in_ch = self.model.in_channels
+        for item in self.train_images + self.val_images:
+            if item.image.shape[0] != in_ch:
+                raise UNetError(
+                    f"{item.name or 'an image'} has {item.image.shape[0]} channels; the model takes {in_ch}"
+                )
+        self.dataset, self.loader, self.class_weights = _patch_loader(
+            self.model, train_images, config
+        )
+        self.base_lr = config.lr or (1e-3 if config.optimizer == "adam" else 1e-2)
+        self.optimizer = make_optimizer(
+            config.optimizer, self.net.parameters(), self.base_lr, config.weight_decay
+        )
+        self.bf16 = _use_bf16(config.precision, self.device)
+        self.total_steps = config.epochs * math.ceil(config.patches_per_epoch / config.batch_size)
+        self.limit_s = None if config.minutes is None else 60.0 * config.minutes
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        if resume:
+            if self.checkpoint is None:
+                raise UNetError("resume needs a checkpoint path")
+            state, self.best_state = _resume(self.checkpoint, self.net, self.optimizer)
+        else:
+            state, self.best_state = TrainState(), copy.deepcopy(self.net.state_dict())
+        self.start_epoch, self.step = state.epoch, state.step
+        self.best_score, self.best_epoch, self.history = (
+            state.best_score,
+            state.best_epoch,
+            state.history,
+        )
+        self.saved_best_epoch = self.best_epoch
+        self.t0 = time.perf_counter() - state.elapsed_s
+        self.stopped_by = "epochs"
+        self.last_validated = -1
+        _train_mode(self.net, config)
+
+    def elapsed(self) -> float:
+        """Seconds of training so far (a resumed run's earlier time included)."""
+        return time.perf_counter() - self.t0
+
+    def validate(self, epoch: int) -> Progress:
+        """Score the network on the validation images; keep it when it is the best so far."""
+        self.net.eval()
+        scores = evaluate_model(
+            self.net, self.val_images, self.model.postprocessing, self.device, self.config.precision
+        )
+        _train_mode(self.net, self.config)
+        improved = scores["score"] > self.best_score
+        if improved:
+            self.best_score, self.best_epoch = scores["score"], epoch
+            self.best_state = copy.deepcopy(self.net.state_dict())
+        self.history.append(
+            {"epoch": epoch, "step": self.step, "time_s": round(self.elapsed(), 1), **scores}
+        )
+        self.last_validated = epoch
+        info = {**scores, "epoch": epoch, "best": improved}
+        return Progress(Stage.VALIDATE, max(epoch, 0), self.config.epochs, info)
+
+    def train_epoch(self, epoch: int, stop) -> Generator[Progress, None, int]:
+        """One epoch of optimizer steps (fewer when stopped or out of time); returns patches seen."""
+        config = self.config
+        self.dataset.epoch = epoch
         running, seen = 0.0, 0
         epoch_t0 = time.perf_counter()
-        for images, targets, weights in loader:
+        for batch in self.loader:
             if stop is not None and stop.is_set():
-                stopped_by = "stop"
+                self.stopped_by = "stop"
                 break
-            if limit_s is not None and elapsed() >= limit_s:
-                stopped_by = "time"
+            if self.limit_s is not None and self.elapsed() >= self.limit_s:
+                self.stopped_by = "time"
                 break
-            fraction = max(step / max(total_steps, 1), elapsed() / limit_s if limit_s else 0.0)
-            lr = learning_rate(base_lr, fraction, step, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = _train_step(net, optimizer, (images, targets, weights), device, bf16)
-            step += 1
-            running += loss * len(images)
-            seen += len(images)
-            rate = seen / max(time.perf_counter() - epoch_t0, 1e-9)
-            remaining_steps = total_steps - step
-            eta = remaining_steps * config.batch_size / max(rate, 1e-9)
-            shown_total = total_steps
-            if limit_s is not None and max(limit_s - elapsed(), 0.0) < eta:
-                # The minutes limit ends the run first: total and ETA follow it.
-                eta = max(limit_s - elapsed(), 0.0)
-                shown_total = step + math.ceil(eta * rate / config.batch_size)
-            yield Progress(
-                Stage.TRAIN,
-                step,
-                shown_total,
-                {
-                    "epoch": epoch,
-                    "loss": loss,
-                    "lr": lr,
-                    "eta_s": eta,
-                    "patches_per_s": rate,
-                },
+            fraction = max(
+                self.step / max(self.total_steps, 1),
+                self.elapsed() / self.limit_s if self.limit_s else 0.0,
             )
+            lr = learning_rate(self.base_lr, fraction, self.step, config)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss = _train_step(self.net, self.optimizer, batch, self.device, self.bf16)
+            self.step += 1
+            running += loss * len(batch[0])
+            seen += len(batch[0])
+            rate = seen / max(time.perf_counter() - epoch_t0, 1e-9)
+            eta, shown_total = self._eta(rate)
+            info = {"epoch": epoch, "loss": loss, "lr": lr, "eta_s": eta, "patches_per_s": rate}
+            yield Progress(Stage.TRAIN, self.step, shown_total, info)
         if seen:
-            history.append(
+            self.history.append(
                 {
                     "epoch": epoch,
-                    "step": step,
-                    "time_s": round(elapsed(), 1),
+                    "step": self.step,
+                    "time_s": round(self.elapsed(), 1),
                     "train_loss": running / seen,
                 }
             )
-        finished_epoch = seen > 0 and stopped_by == "epochs"
-        if finished_epoch and val_images and (epoch + 1) % config.validate_every == 0:
-            yield run_validation(epoch)
-            last_validated = epoch
-        if not val_images and seen:
-            best_state, best_epoch = copy.deepcopy(net.state_dict()), epoch
-        if checkpoint is not None and finished_epoch:
-            save_checkpoint(
-                checkpoint,
-                model,
-                optimizer,
-                best_state,
-                TrainState(epoch + 1, step, elapsed(), best_score, best_epoch, history),
-                config,
-            )
-        if save_best_to is not None and best_epoch != saved_best_epoch and seen:
-            _save_provisional(save_best_to, model, best_state, best_epoch, step)
-            saved_best_epoch = best_epoch
-        if stopped_by != "epochs":
-            break
-    # A run cut short by time or Stop still gets one look at the validation set.
-    if val_images and last_validated != epoch and stopped_by == "time":
-        yield run_validation(epoch)
+        return seen
 
-    if step == 0:
-        raise TrainingStopped(
-            "training was stopped before its first step; no model was made"
-            if stopped_by == "stop"
-            else "training ended before its first step (time limit too short); no model was made"
-        )
-    net.load_state_dict(best_state)
-    net.eval()
-    summary = {
-        "data": data_description
-        or {"train_images": len(train_images), "val_images": len(val_images)},
-        "n_train_images": len(train_images),
-        "n_val_images": len(val_images),
-        "epochs_run": epoch + 1 - start_epoch if step else 0,
-        "steps": step,
-        "stopped_by": stopped_by,
-        "time_s": round(elapsed(), 1),
-        "best_epoch": best_epoch,
-        "kept_start_model": best_epoch < 0,
-        "validated_on": "validation images"
-        if given_validation
-        else ("held-out strips of the training images" if val_images else None),
-        "validation": next(
-            (h for h in history if h.get("epoch") == best_epoch and "score" in h), None
-        ),
-        "config": config.to_dict(),
-        "class_weights": class_weights.tolist(),
-        "started_from": None if init is None else (model.source or model.name),
-        "device": str(device),
-        "package_version": __version__,
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    # Thresholds are tuned only on validation images the user gave: strips
-    # held out of a few images are too small to tune on without overfitting.
-    if given_validation and config.tune_postprocessing and best_epoch >= 0:
-        yield Progress(Stage.TUNE, 0, None, {})
-        params, tuned = tune_postprocessing(net, val_images, device, params, config.precision)
-        summary["postprocessing_tuning"] = tuned
-        yield Progress(Stage.TUNE, 1, 1, tuned)
-    return replace(model, net=net.cpu(), postprocessing=params, training=summary, source=None)
+    def _eta(self, rate: float) -> tuple[float, int]:
+        """Seconds left and the step total to show; both follow a binding minutes limit."""
+        eta = (self.total_steps - self.step) * self.config.batch_size / max(rate, 1e-9)
+        shown_total = self.total_steps
+        if self.limit_s is not None and max(self.limit_s - self.elapsed(), 0.0) < eta:
+            eta = max(self.limit_s - self.elapsed(), 0.0)
+            shown_total = self.step + math.ceil(eta * rate / self.config.batch_size)
+        return eta, shown_total
+
+    def end_epoch(self, epoch: int, seen: int, save_best_to) -> Generator[Progress, None, None]:
+        """Validate, checkpoint and write the best model so far, as the epoch's end asks."""
+        config = self.config
+        finished = seen > 0 and self.stopped_by == "epochs"
+        if finished and self.val_images and (epoch + 1) % config.validate_every == 0:
+            yield self.validate(epoch)
+        if not self.val_images and seen:
+            self.best_state, self.best_epoch = copy.deepcopy(self.net.state_dict()), epoch
+        if self.checkpoint is not None and finished:
+            state = TrainState(
+                epoch + 1, self.step, self.elapsed(), self.best_score, self.best_epoch, self.history
+            )
+            save_checkpoint(
+                self.checkpoint, self.model, self.optimizer, self.best_state, state, config
+            )
+        if save_best_to is not None and self.best_epoch != self.saved_best_epoch and seen:
+            _save_provisional(save_best_to, self.model, self.best_state, self.best_epoch, self.step)
+            self.saved_best_epoch = self.best_epoch
+
+    def best_model(
+        self, epoch: int, data_description: dict | None, given_validation: bool
+    ) -> tuple[SegmentationModel, dict]:
+        """The best network as a model, and the training summary it will carry."""
+        if self.step == 0:
+            raise TrainingStopped(
+                "training was stopped before its first step; no model was made"
+                if self.stopped_by == "stop"
+                else "training ended before its first step (time limit too short); no model was made"
+            )
+        self.net.load_state_dict(self.best_state)
+        self.net.eval()
+        train_images, val_images = self.train_images, self.val_images
+        summary = {
+            "data": data_description
+            or {"train_images": len(train_images), "val_images": len(val_images)},
+            "n_train_images": len(train_images),
+            "n_val_images": len(val_images),
+            "epochs_run": epoch + 1 - self.start_epoch,
+            "steps": self.step,
+            "stopped_by": self.stopped_by,
+            "time_s": round(self.elapsed(), 1),
+            "best_epoch": self.best_epoch,
+            # The start model was scored (epoch -1) and nothing trained beat it.
+            "kept_start_model": self.best_epoch < 0
+            and any(h.get("epoch") == -1 for h in self.history),
+            "validated_on": "validation images"
+            if given_validation
+            else ("held-out strips of the training images" if val_images else None),
+            "validation": next(
+                (h for h in self.history if h.get("epoch") == self.best_epoch and "score" in h),
+                None,
+            ),
+            "config": self.config.to_dict(),
+            "class_weights": self.class_weights.tolist(),
+            "started_from": None if self.init is None else (self.model.source or self.model.name),
+            "device": str(self.device),
+            "package_version": __version__,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        return replace(self.model, net=self.net, source=None), summary
 
 
 def _save_provisional(path, model: SegmentationModel, state: dict, epoch: int, step: int) -> None:

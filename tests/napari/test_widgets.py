@@ -57,16 +57,16 @@ def test_segment_relabel_and_correct(make_napari_viewer, qtbot, registered_tiny,
     labels = viewer.layers["cells labels"]
     assert labels.data.shape == (96, 96)
     assert "cells interior probability" in viewer.layers
-    cached = seg._cache["probs"]
+    cached = seg.cached_probabilities
     # Changing a threshold re-labels from the cached probabilities, without new inference.
     seg.foreground_slider.setValue(0.05)
     seg.min_size_slider.setValue(0)
     qtbot.waitUntil(
-        lambda: seg._relabel_timer.isActive() is False and not seg.task.busy, timeout=30_000
+        lambda: seg.idle, timeout=30_000
     )
     qtbot.wait(300)
     wait_idle(qtbot, seg)
-    assert seg._cache["probs"] is cached
+    assert seg.cached_probabilities is cached
     # Re-running updates the same layer in place.
     seg.run()
     wait_idle(qtbot, seg)
@@ -443,7 +443,7 @@ def test_segment_links_the_planes_of_a_stack_as_chosen(make_napari_viewer, qtbot
     assert labels.max() > 0 and np.array_equal(labels[0], labels[1])
     # A slider move re-labels the cached probabilities and links them the same way.
     seg.foreground_slider.setValue(seg.foreground_slider.value() - 0.05)
-    qtbot.waitUntil(lambda: not seg._relabel_timer.isActive() and not seg.task.busy, timeout=30_000)
+    qtbot.waitUntil(lambda: seg.idle, timeout=30_000)
     relabelled = viewer.layers["stack labels"].data
     assert np.array_equal(relabelled[0], relabelled[1])
     seg.link_combo.setCurrentText("none")

@@ -71,6 +71,8 @@ class SegmentWidget(QWidget):
         # What this widget last wrote into each labels layer (by id), to tell hand edits apart.
         self._written: dict[int, np.ndarray] = {}
         self._kept_edits: str | None = None
+        # Counts the results written into labels layers (segment or re-label).
+        self.results_written = 0
         layout = scrolling_layout(self)
 
         self.image_combo = LayerCombo(napari_viewer, (napari.layers.Image,))
@@ -414,6 +416,16 @@ class SegmentWidget(QWidget):
         )
         worker.finished.connect(lambda: self.run_button.setEnabled(True))
 
+    @property
+    def idle(self) -> bool:
+        """True when no segmentation or re-labelling runs or waits to run."""
+        return not self.task.busy and not self._relabel_timer.isActive()
+
+    @property
+    def cached_probabilities(self) -> np.ndarray | None:
+        """The probabilities of the last segmentation, which the sliders re-label."""
+        return None if self._cache is None else self._cache["probs"]
+
     def relabel(self) -> None:
         """Re-run only the post-processing on the cached probabilities."""
         if self._cache is None:
@@ -508,6 +520,7 @@ class SegmentWidget(QWidget):
             out.refresh()
         out.visible = True
         self._written[id(out)] = np.array(out.data, copy=True)
+        self.results_written += 1
 
     def _show_probabilities(self, image_layer, model, probs: np.ndarray, target: Target) -> None:
         for k, cls in enumerate(model.classes):

@@ -305,55 +305,59 @@ class TrainWidget(QWidget):
                 )
             )
 
-        def on_event(event: Progress) -> None:
-            if event.stage == Stage.TRAIN:
-                self.plot.add_loss(event.step, event.info["loss"])
-                eta = event.info.get("eta_s")
-                self.status.setText(
-                    f"epoch {event.info['epoch'] + 1}, loss {event.info['loss']:.4f}"
-                    + (f", about {eta / 60:.1f} min left" if eta else "")
-                )
-            elif event.stage == Stage.VALIDATE:
-                self.plot.add_score(self._last_step(), event.info["ap50"])
-                self.status.setText(
-                    f"validation: AP@0.5 {event.info['ap50']:.3f}, AP@0.7 {event.info['ap70']:.3f}"
-                    + (" (best so far)" if event.info.get("best") else "")
-                )
-            elif event.stage == Stage.PREPARE:
-                self.status.setText(f"preparing: {event.info.get('what', '')}…")
-            elif event.stage == Stage.TUNE:
-                self.status.setText("tuning post-processing thresholds on the validation images…")
-
         def done(model: SegmentationModel) -> None:
             # Named after what it learned from; the registry makes the name unique.
-            model.name = (
-                f"{model_label}, fine-tuned" if init is not None else f"{model_label} model"
-            )
-            self.trained = model
-            name = registry().add(model.name, model)
-            model.name = name
-            self.save_button.setEnabled(True)
-            summary = model.training
-            score = summary.get("validation")
-            self.status.setText(
-                f"{name!r} is ready in the Segment widget ({summary['steps']} steps, "
-                f"{summary['time_s']:.0f}s, stopped by {summary['stopped_by']})"
-                + (f"; best AP@0.5 {score['ap50']:.3f}" if score else "")
-                + (
-                    f"; training did not beat the start model on the {summary['validated_on']}, "
-                    "so it is the start model"
-                    if summary.get("kept_start_model")
-                    else ""
-                )
-            )
+            self._trained(model, f"{model_label}, fine-tuned" if init else f"{model_label} model")
 
         def failed(exc: BaseException) -> None:
             self.status.setText(str(exc) if isinstance(exc, UNetError) else "training failed")
 
         worker = self.task.run(
-            make, on_event, done, on_stop=stop.set, description="train", on_error=failed
+            make, self._show_progress, done, on_stop=stop.set, description="train", on_error=failed
         )
         worker.finished.connect(lambda: self.start_button.setEnabled(True))
+
+    def _show_progress(self, event: Progress) -> None:
+        """A training event on the plot and the status line."""
+        info = event.info
+        if event.stage == Stage.TRAIN:
+            self.plot.add_loss(event.step, info["loss"])
+            eta = info.get("eta_s")
+            self.status.setText(
+                f"epoch {info['epoch'] + 1}, loss {info['loss']:.4f}"
+                + (f", about {eta / 60:.1f} min left" if eta else "")
+            )
+        elif event.stage == Stage.VALIDATE:
+            self.plot.add_score(self._last_step(), info["ap50"])
+            which = "start model" if info["epoch"] < 0 else "validation"
+            self.status.setText(
+                f"{which}: AP@0.5 {info['ap50']:.3f}, AP@0.7 {info['ap70']:.3f}"
+                + (" (best so far)" if info.get("best") else "")
+            )
+        elif event.stage == Stage.PREPARE:
+            self.status.setText(f"preparing: {info.get('what', '')}…")
+        elif event.stage == Stage.TUNE:
+            self.status.setText("tuning post-processing thresholds on the validation images…")
+
+    def _trained(self, model: SegmentationModel, name: str) -> None:
+        """A finished model: registered (so Segment selects it), saveable, summarized."""
+        model.name = name
+        self.trained = model
+        model.name = registry().add(model.name, model)
+        self.save_button.setEnabled(True)
+        summary = model.training
+        score = summary.get("validation")
+        self.status.setText(
+            f"{model.name!r} is ready in the Segment widget ({summary['steps']} steps, "
+            f"{summary['time_s']:.0f}s, stopped by {summary['stopped_by']})"
+            + (f"; best AP@0.5 {score['ap50']:.3f}" if score else "")
+            + (
+                f"; training did not beat the start model on the {summary['validated_on']}, "
+                "so it is the start model"
+                if summary.get("kept_start_model")
+                else ""
+            )
+        )
 
     def _last_step(self) -> float:
         return self.plot.loss[-1][0] if self.plot.loss else 0.0
