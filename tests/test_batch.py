@@ -256,3 +256,23 @@ def test_a_single_large_image_reports_progress_per_block(tmp_path, tiny_model):
         e.info["eta_s"] is None or e.info["eta_s"] >= 0 for e in blocks
     )
     assert events[-1].stage == Stage.BATCH and events[-1].step == 1
+
+
+@pytest.mark.parametrize("block_size", [4096, 128])
+def test_outputs_keep_the_inputs_pixel_size(tmp_path, tiny_model, block_size):
+    from napari_unet.io import read_image
+
+    image, _ = synthetic_nuclei((300, 260), n_nuclei=20, seed=7)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(
+        folder / "cells.tif", image, imagej=True, resolution=(4.0, 4.0), metadata={"unit": "um"}
+    )
+    options = BatchOptions(
+        model=tiny_model, block_size=block_size, save_probabilities=block_size > 300
+    )
+    report = segment_files([folder], tmp_path / "out", options)
+    assert report.done and not report.failed
+    labels = read_image(tmp_path / "out" / "cells_labels.tif")
+    assert labels.pixel_size == pytest.approx({"X": 0.25, "Y": 0.25})
+    assert labels.unit == "micrometer"

@@ -117,3 +117,48 @@ def test_planar_rgb_tiff_is_one_colour_image(tmp_path, tiny_model):
     image = read_image(tmp_path / "planar.tif")
     assert image.axes == "CYX" and image.shape == (3, 40, 50)
     assert segment(image.data, tiny_model, axes=image.axes).shape == (40, 50)
+
+
+def test_pixel_sizes_are_read_from_imagej_ome_and_zarr_and_written_back(tmp_path):
+    import zarr
+
+    from napari_unet.io import write_ngff_labels, write_tiff
+
+    image = np.zeros((20, 30), np.uint16)
+    imagej = tmp_path / "imagej.tif"
+    tifffile.imwrite(imagej, image, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    read = read_image(imagej)
+    assert read.pixel_size == pytest.approx({"X": 0.5, "Y": 0.5}) and read.unit == "micrometer"
+
+    ome = tmp_path / "ome.ome.tif"
+    tifffile.imwrite(
+        ome, image, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.3}
+    )
+    read = read_image(ome)
+    assert read.pixel_size == pytest.approx({"X": 0.25, "Y": 0.3}) and read.unit == "micrometer"
+
+    # Our own outputs keep what they were given, in TIFF and in OME-Zarr.
+    out = write_tiff(
+        tmp_path / "labels.tif",
+        image,
+        axes="YX",
+        pixel_size={"X": 0.5, "Y": 0.5},
+        unit="micrometer",
+    )
+    again = read_image(out)
+    assert again.pixel_size == {"X": 0.5, "Y": 0.5} and again.unit == "micrometer"
+    ngff = write_ngff_labels(
+        tmp_path / "labels.ome.zarr",
+        image,
+        "YX",
+        pixel_size={"X": 0.5, "Y": 0.7},
+        unit="micrometer",
+    )
+    ms = zarr.open_group(str(ngff), mode="r").attrs["multiscales"][0]
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [0.7, 0.5]
+    assert ms["axes"][0]["unit"] == "micrometer"
+    assert read_image(ngff).pixel_size == {"Y": 0.7, "X": 0.5}
+
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, image)
+    assert read_image(plain).pixel_size == {} and read_image(plain).unit is None

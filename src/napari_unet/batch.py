@@ -226,7 +226,15 @@ def iter_segment_one_file(
     if large:
         from .blockwise import iter_segment_large
 
-        blocks = iter_segment_large(image.data, out_path, model, axes=axes, options=options)
+        blocks = iter_segment_large(
+            image.data,
+            out_path,
+            model,
+            axes=axes,
+            options=options,
+            pixel_size=image.pixel_size,
+            unit=image.unit,
+        )
         while True:
             try:
                 event = next(blocks)
@@ -243,7 +251,7 @@ def iter_segment_one_file(
             )
     else:
         # Planes are read one at a time from the (lazy) file: a stack's memory is its labels'.
-        notes = _segment_in_memory(image.data, axes, out_path, model, options, path)
+        notes = _segment_in_memory(image, out_path, model, options)
     return {
         "file": str(path),
         "output": str(out_path),
@@ -253,10 +261,13 @@ def iter_segment_one_file(
     }
 
 
-def _segment_in_memory(
-    data, axes, out_path: Path, model, options: BatchOptions, source: Path
-) -> list[str]:
-    """Segment an in-memory image and write its outputs; returns the notes on how it was read."""
+def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> list[str]:
+    """Segment an image held in memory (or read plane by plane) and write its outputs.
+
+    Returns the notes on how it was read. The outputs keep the image's pixel size.
+    """
+    data, axes, source = image.data, image.axes, image.path
+    spacing = {"pixel_size": image.pixel_size, "unit": image.unit}
     from .io import overlay_png, write_ngff_labels, write_png, write_tiff
     from .segmentation import PlaneLayout, iter_segment
 
@@ -286,14 +297,15 @@ def _segment_in_memory(
     labels, probs = result if options.save_probabilities else (result, None)
     out_axes = PlaneLayout(axes).output_axes
     if out_path.name.endswith(".zarr"):
-        write_ngff_labels(out_path, labels, out_axes, source)
+        write_ngff_labels(out_path, labels, out_axes, source, **spacing)
     else:
-        write_tiff(out_path, labels, axes=out_axes)
+        write_tiff(out_path, labels, axes=out_axes, **spacing)
     if probs is not None:
         write_tiff(
             out_path.with_name(out_path.name.split(LABEL_SUFFIX)[0] + "_probabilities.tif"),
             probs,
             axes="C" + out_axes,
+            **spacing,
         )
     if options.overlay and labels.ndim == 2:
         write_png(

@@ -26,7 +26,7 @@ import numpy as np
 
 from .batch import BatchOptions
 from .errors import UNetError
-from .io import tiff_metadata, write_ngff_labels
+from .io import tiff_metadata, tiff_resolution, write_ngff_labels
 from .modelfile import SegmentationModel, cached_model_from_bytes, get_model, model_to_bytes
 from .progress import Progress, Stage, run_to_end
 
@@ -208,13 +208,16 @@ def iter_segment_large(
     options: BatchOptions | None = None,
     client=None,
     min_merge_iou: float = 0.5,
+    pixel_size: dict | None = None,
+    unit: str | None = None,
 ) -> Generator[Progress, None, dict]:
     """Segment one 2D image (optionally with channels) block by block with bounded memory.
 
     ``data`` is any array-like with numpy slicing (zarr, tifffile's zarr
     store, dask, numpy). Writes ``output`` (``.tif``: a tiled TIFF written
     block row by block row; ``.zarr``: an NGFF label image). Yields progress
-    per block; returns a summary dict.
+    per block; returns a summary dict. ``pixel_size`` (axis -> size in
+    ``unit``) is written into the output, so the labels keep the image's scale.
     """
     from .io import infer_axes
     from .segmentation import diameter_factor
@@ -263,10 +266,11 @@ def iter_segment_large(
 
         # Phase 3: write each core with its final ids.
         dtype = luts[0].dtype if luts else np.uint16
+        spacing = {"pixel_size": pixel_size, "unit": unit}
         if output.name.endswith(".zarr"):
-            yield from _write_zarr(output, blocks, core_labels, shape, dtype, store)
+            yield from _write_zarr(output, blocks, core_labels, shape, dtype, store, spacing)
         else:
-            _write_tiled_tiff(output, blocks, core_labels, shape, dtype)
+            _write_tiled_tiff(output, blocks, core_labels, shape, dtype, spacing)
             yield Progress(Stage.BLOCKS, 2 * len(blocks), 2 * len(blocks), {"phase": "write"})
     return {
         "image_type": stats.image_type,
@@ -371,7 +375,7 @@ def _merge_across_blocks(blocks, store: Path, offsets, min_iou: float):
     return luts, n_objects
 
 
-def _write_zarr(output: Path, blocks, core_labels, shape, dtype, store: Path):
+def _write_zarr(output: Path, blocks, core_labels, shape, dtype, store: Path, spacing: dict):
     """Cores into a zarr array beside the blocks, then an NGFF label image at ``output``."""
     import zarr
 
@@ -387,10 +391,10 @@ def _write_zarr(output: Path, blocks, core_labels, shape, dtype, store: Path):
     for k, b in enumerate(blocks):
         arr[b.core] = core_labels(k)
         yield Progress(Stage.BLOCKS, len(blocks) + k + 1, 2 * len(blocks), {"phase": "write"})
-    write_ngff_labels(output, arr, "YX")
+    write_ngff_labels(output, arr, "YX", **spacing)
 
 
-def _write_tiled_tiff(output: Path, blocks, core_labels, shape, dtype) -> None:
+def _write_tiled_tiff(output: Path, blocks, core_labels, shape, dtype, spacing: dict) -> None:
     """Cores into a tiled BigTIFF, one row of blocks in memory at a time, atomically."""
     import tifffile
 
@@ -432,7 +436,8 @@ def _write_tiled_tiff(output: Path, blocks, core_labels, shape, dtype) -> None:
             tile=(TIFF_TILE, TIFF_TILE),
             compression="zlib",
             bigtiff=True,
-            metadata=tiff_metadata("YX"),
+            metadata=tiff_metadata("YX", **spacing),
+            **tiff_resolution(spacing["pixel_size"]),
         )
 
 

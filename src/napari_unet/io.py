@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +29,17 @@ ZARR_SUFFIXES = (".zarr", ".ome.zarr")
 
 @dataclass
 class ImageData:
-    """An array (numpy, zarr or dask) and its axes, e.g. "YX", "YXC", "ZYX", "TCYX"."""
+    """An array (numpy, zarr or dask) and its axes, e.g. "YX", "YXC", "ZYX", "TCYX".
+
+    ``pixel_size`` maps spatial axes ("X", "Y", "Z") to the size of a pixel
+    in ``unit`` (e.g. "micrometer"), when the file says so.
+    """
 
     data: object
     axes: str
     path: Path | None = None
+    pixel_size: dict[str, float] = field(default_factory=dict)
+    unit: str | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -116,8 +122,9 @@ def read_image(path: str | Path, axes: str | None = None, lazy: bool = False) ->
         raise UNetError(f"{path} does not exist")
     name = path.name.lower()
     try:
+        pixel_size, unit = {}, None
         if is_zarr(path):
-            data, file_axes = _read_zarr(path)
+            data, file_axes, pixel_size, unit = _read_zarr(path)
             if not lazy:
                 data = np.asarray(data)
         elif name.endswith(TIFF_SUFFIXES):
@@ -128,6 +135,7 @@ def read_image(path: str | Path, axes: str | None = None, lazy: bool = False) ->
                 # which a shape alone would take for a 3-plane stack.
                 samples = "S" in (getattr(tif.series[0], "axes", "") or "")
                 file_axes = _ome_axes(tif) if (tif.is_ome or tif.is_imagej or samples) else None
+                pixel_size, unit = _tiff_pixel_size(tif)
                 if not lazy:
                     data = tif.asarray()
             if lazy:
@@ -154,7 +162,67 @@ def read_image(path: str | Path, axes: str | None = None, lazy: bool = False) ->
     chosen = check_axes(axes, len(data.shape)) if axes else file_axes or infer_axes(data.shape)
     if not axes:
         data, chosen = _squeeze_singletons(data, chosen)
-    return ImageData(data, chosen, path)
+    pixel_size = {a: v for a, v in pixel_size.items() if a in chosen}
+    return ImageData(data, chosen, path, pixel_size, unit if pixel_size else None)
+
+
+def _tiff_pixel_size(tif) -> tuple[dict[str, float], str | None]:
+    """Pixel sizes a TIFF records: napari-unet's own, OME's PhysicalSize, or ImageJ's resolution."""
+    import json
+    import re
+
+    page = tif.pages[0]
+    try:
+        own = json.loads(page.description) if tif.is_shaped else {}
+    except (ValueError, TypeError):
+        own = {}
+    if isinstance(own, dict) and isinstance(own.get("pixel_size"), dict):
+        sizes = {k: float(v) for k, v in own["pixel_size"].items() if _positive(v)}
+        return sizes, own.get("unit")
+    if tif.is_ome and tif.ome_metadata:
+        sizes, unit = {}, None
+        for axis in "XYZ":
+            found = re.search(rf'PhysicalSize{axis}="([0-9.eE+-]+)"', tif.ome_metadata)
+            if found and _positive(found.group(1)):
+                sizes[axis] = float(found.group(1))
+        found_unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', tif.ome_metadata)
+        unit = _unit_name(found_unit.group(1)) if found_unit else "micrometer"
+        return sizes, unit if sizes else None
+    if tif.is_imagej:
+        meta = tif.imagej_metadata or {}
+        x_res, y_res = page.tags.get("XResolution"), page.tags.get("YResolution")
+        sizes = {}
+        for axis, tag in (("X", x_res), ("Y", y_res)):
+            if tag is not None and tag.value[0] and tag.value[1]:
+                sizes[axis] = tag.value[1] / tag.value[0]  # pixels per unit -> unit per pixel
+        if _positive(meta.get("spacing")):
+            sizes["Z"] = float(meta["spacing"])
+        unit = _unit_name(meta.get("unit"))
+        return (sizes, unit) if unit and sizes else ({}, None)
+    return {}, None
+
+
+def _positive(value) -> bool:
+    try:
+        return float(value) > 0 and np.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _unit_name(unit) -> str | None:
+    """An NGFF unit name for the spellings microscopy files use."""
+    if not unit:
+        return None
+    text = str(unit).strip()
+    aliases = {
+        "micron": "micrometer",
+        "um": "micrometer",
+        "µm": "micrometer",
+        "nm": "nanometer",
+        "mm": "millimeter",
+        "pixel": None,
+    }
+    return aliases.get(text, aliases.get(text.lower(), text.lower()))
 
 
 def is_zarr(path: Path) -> bool:
@@ -173,7 +241,7 @@ def _read_zarr(path: Path):
     except Exception as exc:
         raise UNetError(f"cannot open {path} as zarr: {exc}") from exc
     if hasattr(node, "shape"):
-        return node, None
+        return node, None, {}, None
     # OME-Zarr (NGFF): the first multiscale dataset is full resolution.
     attrs = dict(node.attrs)
     ome = attrs.get("ome", attrs)
@@ -181,11 +249,24 @@ def _read_zarr(path: Path):
     if not multiscales:
         raise UNetError(f"{path} is a zarr group without an image array (no 'multiscales')")
     ms = multiscales[0]
-    array = node[ms["datasets"][0]["path"]]
-    axes = None
+    first = ms["datasets"][0]
+    array = node[first["path"]]
+    axes, pixel_size, unit = None, {}, None
     if "axes" in ms:
         axes = "".join((a["name"] if isinstance(a, dict) else a).upper() for a in ms["axes"])
-    return array, axes
+        scale = next(
+            (
+                t.get("scale")
+                for t in first.get("coordinateTransformations", [])
+                if t.get("type") == "scale"
+            ),
+            None,
+        )
+        for k, a in enumerate(ms["axes"]):
+            if isinstance(a, dict) and a.get("type") == "space" and scale and _positive(scale[k]):
+                pixel_size[a["name"].upper()] = float(scale[k])
+                unit = unit or a.get("unit")
+    return array, axes, pixel_size, unit
 
 
 # --------------------------------------------------------------------------
@@ -319,13 +400,31 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 WRITTEN_BY = "napari-unet"
 
 
-def tiff_metadata(axes: str | None = None) -> dict:
-    """The metadata napari-unet writes into a TIFF: its mark, and the axes."""
-    return {"written_by": WRITTEN_BY, **({"axes": axes} if axes else {})}
+def tiff_metadata(
+    axes: str | None = None, pixel_size: dict | None = None, unit: str | None = None
+) -> dict:
+    """The metadata napari-unet writes into a TIFF: its mark, the axes, the pixel size."""
+    meta: dict = {"written_by": WRITTEN_BY, **({"axes": axes} if axes else {})}
+    if pixel_size:
+        meta["pixel_size"], meta["unit"] = dict(pixel_size), unit
+    return meta
 
 
-def write_tiff(path: str | Path, array: np.ndarray, axes: str | None = None) -> Path:
-    """Write a (compressed) TIFF atomically; ``axes`` and napari-unet's mark go into the metadata."""
+def tiff_resolution(pixel_size: dict | None) -> dict:
+    """``tifffile.imwrite`` arguments giving X/Y pixels per unit (the TIFF resolution tags)."""
+    if not pixel_size or "X" not in pixel_size or "Y" not in pixel_size:
+        return {}
+    return {"resolution": (1.0 / pixel_size["X"], 1.0 / pixel_size["Y"]), "resolutionunit": 1}
+
+
+def write_tiff(
+    path: str | Path,
+    array: np.ndarray,
+    axes: str | None = None,
+    pixel_size: dict | None = None,
+    unit: str | None = None,
+) -> Path:
+    """Write a (compressed) TIFF atomically, with napari-unet's mark, the axes and the pixel size."""
     import tifffile
 
     path = Path(path)
@@ -336,7 +435,8 @@ def write_tiff(path: str | Path, array: np.ndarray, axes: str | None = None) -> 
             np.asarray(array),
             compression="zlib",
             photometric="minisblack",
-            metadata=tiff_metadata(axes),
+            metadata=tiff_metadata(axes, pixel_size, unit),
+            **tiff_resolution(pixel_size),
         )
     return path
 
@@ -400,14 +500,27 @@ def write_json(path: str | Path, obj) -> Path:
     return path
 
 
-def write_ngff_labels(out_path: Path, labels, axes: str, source: Path | None = None) -> Path:
-    """Write labels as an OME-Zarr (NGFF 0.4) label image, atomically (temp folder + rename)."""
+def write_ngff_labels(
+    out_path: Path,
+    labels,
+    axes: str,
+    source: Path | None = None,
+    pixel_size: dict | None = None,
+    unit: str | None = None,
+) -> Path:
+    """Write labels as an OME-Zarr (NGFF 0.4) label image, atomically (temp folder + rename).
+
+    ``pixel_size`` (axis -> size in ``unit``) becomes the dataset's scale, so
+    the labels overlay their image in any NGFF viewer.
+    """
     with atomic_dir(out_path) as tmp:
-        _write_ngff_group(tmp, out_path.name, labels, axes, source)
+        _write_ngff_group(tmp, out_path.name, labels, axes, source, pixel_size or {}, unit)
     return out_path
 
 
-def _write_ngff_group(tmp: Path, name: str, labels, axes: str, source: Path | None) -> None:
+def _write_ngff_group(
+    tmp: Path, name: str, labels, axes: str, source: Path | None, pixel_size: dict, unit
+) -> None:
     import zarr
 
     root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
@@ -424,15 +537,24 @@ def _write_ngff_group(tmp: Path, name: str, labels, axes: str, source: Path | No
         for y in range(0, labels.shape[-2], step):
             arr[..., y : y + step, :] = np.asarray(labels[..., y : y + step, :])
     kind = {"T": "time", "Z": "space", "C": "channel", "Y": "space", "X": "space"}
+
+    def axis(a: str) -> dict:
+        entry = {"name": a.lower(), "type": kind[a]}
+        if a in pixel_size and unit:
+            entry["unit"] = unit
+        return entry
+
     root.attrs["multiscales"] = [
         {
             "version": "0.4",
             "name": name,
-            "axes": [{"name": a.lower(), "type": kind[a]} for a in axes],
+            "axes": [axis(a) for a in axes],
             "datasets": [
                 {
                     "path": "0",
-                    "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(axes)}],
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [float(pixel_size.get(a, 1.0)) for a in axes]}
+                    ],
                 }
             ],
         }

@@ -61,9 +61,7 @@ def test_segment_relabel_and_correct(make_napari_viewer, qtbot, registered_tiny,
     # Changing a threshold re-labels from the cached probabilities, without new inference.
     seg.foreground_slider.setValue(0.05)
     seg.min_size_slider.setValue(0)
-    qtbot.waitUntil(
-        lambda: seg.idle, timeout=30_000
-    )
+    qtbot.waitUntil(lambda: seg.idle, timeout=30_000)
     qtbot.wait(300)
     wait_idle(qtbot, seg)
     assert seg.cached_probabilities is cached
@@ -192,6 +190,9 @@ def test_weight_map_and_labels_writer(make_napari_viewer, tmp_path):
     assert out.data.max() < with_border
     written = layer.save(str(tmp_path / "cells.tif"), plugin="napari-unet")
     assert np.array_equal(tifffile.imread(written[0]), labels)
+    from napari_unet.io import read_image
+
+    assert read_image(written[0]).pixel_size == {"Y": 2.0, "X": 2.0}  # the layer's scale
 
 
 def test_settings_persist_across_widgets(make_napari_viewer, registered_tiny):
