@@ -49,6 +49,7 @@ class BatchOptions:
     image_type: str | None = None  # None: the model's own setting ("auto" for built-in models)
     diameter: float | None = None  # nucleus diameter in pixels; None: estimated
     replace_others: bool = False  # also replace outputs that napari-unet did not write
+    into_input: bool = False  # OME-Zarr inputs: labels go into <image>/labels/napari-unet
     stitch: bool | None = None  # link Z planes into 3-D objects; None: yes for Z stacks
     track: bool = False  # keep ids over time points by overlap
     stitch_threshold: float = DEFAULT_STITCH_THRESHOLD  # smallest IoU to link
@@ -160,6 +161,34 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
+def target_path(path: Path, out_dir: Path | None, options: BatchOptions) -> Path:
+    """Where the labels of ``path`` go: ``out_dir``, or the OME-Zarr image's own labels group."""
+    if options.into_input:
+        from .ngff_labels import DEFAULT_LABELS_NAME
+
+        return path / "labels" / DEFAULT_LABELS_NAME
+    return output_path(path, out_dir)
+
+
+def check_into_input(files: list[Path], options: BatchOptions) -> None:
+    """Before any work: writing into the inputs needs OME-Zarr images and no side outputs.
+
+    Raises
+    ------
+    UNetError
+        Naming the first input that is not an OME-Zarr image, or the side
+        output that has nowhere to go.
+    """
+    from .ngff_labels import read_ngff_image
+
+    if options.save_probabilities or options.overlay:
+        raise UNetError("--into-input writes only labels: leave out --probabilities and --overlay")
+    for f in files:
+        if not is_zarr_path(f):
+            raise UNetError(f"--into-input writes into OME-Zarr images; {f} is not one (use --out)")
+        read_ngff_image(f)
+
+
 def output_path(path: Path, out_dir: Path) -> Path:
     """Where the labels of ``path`` go in ``out_dir``: ``<stem>_labels.tif`` or ``.ome.zarr``."""
     if is_zarr_path(path):
@@ -234,6 +263,7 @@ def iter_segment_one_file(
             options=options,
             pixel_size=image.pixel_size,
             unit=image.unit,
+            into_image=path if options.into_input else None,
         )
         while True:
             try:
@@ -296,7 +326,11 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
     )
     labels, probs = result if options.save_probabilities else (result, None)
     out_axes = PlaneLayout(axes).output_axes
-    if out_path.name.endswith(".zarr"):
+    if options.into_input:
+        from .ngff_labels import write_labels_into_image
+
+        write_labels_into_image(source, labels, out_path.name)
+    elif out_path.name.endswith(".zarr"):
         write_ngff_labels(out_path, labels, out_axes, source, **spacing)
     else:
         write_tiff(out_path, labels, axes=out_axes, **spacing)
@@ -322,7 +356,7 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
 
 def iter_segment_files(
     inputs: Iterable[str | Path],
-    out_dir: str | Path,
+    out_dir: str | Path | None,
     options: BatchOptions | None = None,
     *,
     client=None,
@@ -338,11 +372,16 @@ def iter_segment_files(
     from .modelfile import cached_model_from_bytes, model_display_name, model_to_bytes
 
     options = options or BatchOptions()
-    out_dir = Path(out_dir)
     ignored: list[Path] = []
     files = expand_inputs(inputs, ignored)
-    check_output_folder(files, out_dir, options.allow_input_folder)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if options.into_input:
+        check_into_input(files, options)
+    else:
+        if out_dir is None:
+            raise UNetError("give an output folder (--out), or write into OME-Zarr inputs")
+        out_dir = Path(out_dir)
+        check_output_folder(files, out_dir, options.allow_input_folder)
+        out_dir.mkdir(parents=True, exist_ok=True)
     blob = model_to_bytes(options.model)
     model_name = model_display_name(options.model)
     # Build the network once here: a file whose weights do not fit its config
@@ -354,7 +393,7 @@ def iter_segment_files(
     t0 = time.perf_counter()
     todo = []
     for f in files:
-        target = output_path(f, out_dir)
+        target = target_path(f, out_dir, options)
         try:
             exists = target.exists()
         except OSError as exc:  # e.g. a name too long for this file system: this file only

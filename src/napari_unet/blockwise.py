@@ -210,6 +210,7 @@ def iter_segment_large(
     min_merge_iou: float = 0.5,
     pixel_size: dict | None = None,
     unit: str | None = None,
+    into_image: Path | None = None,
 ) -> Generator[Progress, None, dict]:
     """Segment one 2D image (optionally with channels) block by block with bounded memory.
 
@@ -218,6 +219,8 @@ def iter_segment_large(
     block row by block row; ``.zarr``: an NGFF label image). Yields progress
     per block; returns a summary dict. ``pixel_size`` (axis -> size in
     ``unit``) is written into the output, so the labels keep the image's scale.
+    With ``into_image`` (an OME-Zarr image), the labels go into its own
+    ``labels/<output's name>`` group instead, pyramid levels included.
     """
     from .io import infer_axes
     from .segmentation import diameter_factor
@@ -251,7 +254,9 @@ def iter_segment_large(
         2 * len(blocks),
         {"phase": "plan", "image_type": stats.image_type, "scale": scale, "notes": notes},
     )
-    with tempfile.TemporaryDirectory(prefix="napari-unet-blocks-", dir=output.parent) as tmpdir:
+    # Blocks are kept beside the output (beside the image when writing into it).
+    work_dir = into_image.parent if into_image is not None else output.parent
+    with tempfile.TemporaryDirectory(prefix="napari-unet-blocks-", dir=work_dir) as tmpdir:
         store = Path(tmpdir)
         # Phase 1: labels of every block region (core + margin), kept on disk.
         offsets = yield from _label_blocks(
@@ -266,8 +271,8 @@ def iter_segment_large(
 
         # Phase 3: write each core with its final ids.
         dtype = luts[0].dtype if luts else np.uint16
-        spacing = {"pixel_size": pixel_size, "unit": unit}
-        if output.name.endswith(".zarr"):
+        spacing = {"pixel_size": pixel_size, "unit": unit, "into_image": into_image}
+        if into_image is not None or output.name.endswith(".zarr"):
             yield from _write_zarr(output, blocks, core_labels, shape, dtype, store, spacing)
         else:
             _write_tiled_tiff(output, blocks, core_labels, shape, dtype, spacing)
@@ -391,7 +396,13 @@ def _write_zarr(output: Path, blocks, core_labels, shape, dtype, store: Path, sp
     for k, b in enumerate(blocks):
         arr[b.core] = core_labels(k)
         yield Progress(Stage.BLOCKS, len(blocks) + k + 1, 2 * len(blocks), {"phase": "write"})
-    write_ngff_labels(output, arr, "YX", **spacing)
+    if spacing["into_image"] is not None:
+        from .ngff_labels import write_labels_into_image
+
+        # The levels are read back from this array band by band: never whole in memory.
+        write_labels_into_image(spacing["into_image"], arr, output.name)
+    else:
+        write_ngff_labels(output, arr, "YX", pixel_size=spacing["pixel_size"], unit=spacing["unit"])
 
 
 def _write_tiled_tiff(output: Path, blocks, core_labels, shape, dtype, spacing: dict) -> None:
@@ -436,7 +447,7 @@ def _write_tiled_tiff(output: Path, blocks, core_labels, shape, dtype, spacing: 
             tile=(TIFF_TILE, TIFF_TILE),
             compression="zlib",
             bigtiff=True,
-            metadata=tiff_metadata("YX", **spacing),
+            metadata=tiff_metadata("YX", spacing["pixel_size"], spacing["unit"]),
             **tiff_resolution(spacing["pixel_size"]),
         )
 

@@ -127,7 +127,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     """``napari-unet segment``: segment files or folders; returns the exit status."""
     from .batch import BatchOptions, iter_segment_files
 
-    check_writable_folder(args.out, "--out")
+    if args.into_input and args.out:
+        raise UNetError("--into-input writes into the OME-Zarr inputs: leave out --out")
+    if not args.into_input:
+        if not args.out:
+            raise UNetError(
+                "give an output folder with --out (or --into-input for OME-Zarr images)"
+            )
+        check_writable_folder(args.out, "--out")
     if args.json:
         check_writable_file(args.json, "--json")
     options = BatchOptions(
@@ -147,13 +154,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
         stitch=False if args.no_stitch else None,
         track=args.track,
         stitch_threshold=args.stitch_threshold,
+        into_input=args.into_input,
     )
     gen = iter_segment_files(
         args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler
     )
-    bar = _progress_bar(None, "segment", args.quiet)
+    bars = []  # made at the first event: a mistake found before any work stays one line
 
     def show(ev: Progress) -> None:
+        if not bars:
+            bars.append(_progress_bar(None, "segment", args.quiet))
+        bar = bars[0]
         name = Path(ev.info.get("file", "")).name[-30:]
         if ev.stage == Stage.BLOCKS:
             # One image bigger than memory: the bar counts its blocks meanwhile.
@@ -170,7 +181,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     try:
         report = run_to_end(gen, show)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     print(report.summary(), file=sys.stderr)
     if args.json:
         from .io import write_json
@@ -497,7 +509,13 @@ def _add_segment_command(sub) -> None:
     p.add_argument(
         "inputs", nargs="+", help="files, folders or globs (TIFF, OME-TIFF, PNG, zarr, OME-Zarr)"
     )
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", default=None, help="output folder (one <stem>_labels file per input)")
+    p.add_argument(
+        "--into-input",
+        action="store_true",
+        help="OME-Zarr inputs: write the labels into each image's own labels/napari-unet group "
+        "(multiscale, as OME-Zarr viewers expect) instead of --out",
+    )
     p.add_argument(
         "--model", default="default", help="'default' (alias 'nuclei') or a .safetensors file"
     )
