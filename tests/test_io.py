@@ -162,3 +162,17 @@ def test_pixel_sizes_are_read_from_imagej_ome_and_zarr_and_written_back(tmp_path
     plain = tmp_path / "plain.tif"
     tifffile.imwrite(plain, image)
     assert read_image(plain).pixel_size == {} and read_image(plain).unit is None
+
+
+def test_a_standalone_ome_zarr_points_at_its_image_by_a_relative_path(tmp_path):
+    import zarr
+
+    from napari_unet.io import write_ngff_labels
+
+    source = tmp_path / "images" / "cells.tif"
+    out = write_ngff_labels(
+        tmp_path / "out" / "cells_labels.ome.zarr", np.zeros((8, 8), np.uint16), "YX", source
+    )
+    image_label = zarr.open_group(str(out), mode="r").attrs["image-label"]
+    assert image_label["source"]["image"] == "../../images/cells.tif"
+    assert (out / image_label["source"]["image"]).resolve() == source.resolve()

@@ -562,8 +562,16 @@ def _write_ngff_group(
     root.attrs["napari_unet"] = {"written_by": WRITTEN_BY}
     root.attrs["image-label"] = {
         "version": "0.4",
-        "source": {"image": str(source) if source else None},
+        # Relative, as NGFF asks: the pair can be moved together.
+        "source": {"image": _relative_source(source, tmp, name)},
     }
+
+
+def _relative_source(source: Path | None, tmp: Path, name: str) -> str | None:
+    """The image's path relative to the label image that ``tmp`` becomes (``tmp.parent / name``)."""
+    if source is None:
+        return None
+    return os.path.relpath(Path(source).absolute(), (tmp.parent / name).absolute())
 
 
 def overlay_png(image: np.ndarray, labels: np.ndarray) -> np.ndarray:

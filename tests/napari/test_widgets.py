@@ -193,6 +193,12 @@ def test_weight_map_and_labels_writer(make_napari_viewer, tmp_path):
     from napari_unet.io import read_image
 
     assert read_image(written[0]).pixel_size == {"Y": 2.0, "X": 2.0}  # the layer's scale
+    as_zarr = layer.save(str(tmp_path / "cells.ome.zarr"), plugin="napari-unet")
+    again = read_image(as_zarr[0])
+    assert np.array_equal(np.asarray(again.data), labels) and again.pixel_size == {
+        "Y": 2.0,
+        "X": 2.0,
+    }
 
 
 def test_settings_persist_across_widgets(make_napari_viewer, registered_tiny):
