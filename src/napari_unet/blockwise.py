@@ -238,16 +238,19 @@ def iter_segment_large(
     blocks = plan_blocks(shape, options.block_size, options.object_margin, seg_model.net.stride)
     t0 = time.perf_counter()
     params = seg_model.postprocessing
+    done: dict[int, np.ndarray] = {}
     if options.diameter is not None:
         scale = diameter_factor(options.diameter, params)
         notes = []
     else:
         # One resize factor for all blocks (decided on the middle one), so
         # neighbouring blocks see the same input and their labels merge.
-        first = _segment_block(
-            data, axes, blocks[len(blocks) // 2], seg_model, stats, None, options
-        )
+        # Prediction is exact whatever the context around a region, so the
+        # middle block's labels are already its final ones: kept, not redone.
+        middle = len(blocks) // 2
+        first = _segment_block(data, axes, blocks[middle], seg_model, stats, None, options)
         scale, notes = first.scale, first.notes
+        done[middle] = first.labels
     yield Progress(
         Stage.BLOCKS,
         0,
@@ -260,7 +263,7 @@ def iter_segment_large(
         store = Path(tmpdir)
         # Phase 1: labels of every block region (core + margin), kept on disk.
         offsets = yield from _label_blocks(
-            data, axes, blocks, seg_model, stats, scale, options, store, client
+            data, axes, blocks, seg_model, stats, scale, options, store, client, done
         )
         # Phase 2: merge labels that cover the same object where regions overlap.
         luts, n_objects = _merge_across_blocks(blocks, store, offsets, min_merge_iou)
@@ -288,8 +291,12 @@ def iter_segment_large(
     }
 
 
-def _label_blocks(data, axes, blocks, model, stats, scale, options, store: Path, client):
-    """Label every block's region into ``store/<k>.npy``; returns the cumulative id offsets."""
+def _label_blocks(data, axes, blocks, model, stats, scale, options, store: Path, client, done=None):
+    """Label every block's region into ``store/<k>.npy``; returns the cumulative id offsets.
+
+    ``done`` holds labels already made for some blocks (index -> labels).
+    """
+    done = done or {}
     offsets = np.zeros(len(blocks) + 1, dtype=np.int64)
     if client is not None:
         from dask.distributed import as_completed
@@ -318,7 +325,9 @@ def _label_blocks(data, axes, blocks, model, stats, scale, options, store: Path,
             yield Progress(Stage.BLOCKS, n, 2 * len(blocks), {"phase": "label"})
     else:
         for k, b in enumerate(blocks):
-            labels = _segment_block(data, axes, b, model, stats, scale, options).labels
+            labels = done.get(k)
+            if labels is None:
+                labels = _segment_block(data, axes, b, model, stats, scale, options).labels
             np.save(store / f"{k}.npy", labels)
             offsets[k + 1] = int(labels.max())
             yield Progress(Stage.BLOCKS, k + 1, 2 * len(blocks), {"phase": "label"})
