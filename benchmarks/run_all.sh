@@ -10,6 +10,7 @@ python benchmarks/postprocess.py > "$out/postprocess.json"
 python benchmarks/weight_map.py > "$out/weight_map.json"
 python benchmarks/training.py > "$out/training.json"
 python benchmarks/large_image.py --size 20000 > "$out/large_image.json"
+python benchmarks/blockwise_vs_memory.py > "$out/blockwise_vs_memory.json"
 xvfb-run -a python benchmarks/gui_responsiveness.py --seconds 60 > "$out/gui_responsiveness.json"
 python benchmarks/first_step.py > "$out/first_step.json"
 # These need ../shared/data and take minutes (finetune.py's whole grid takes hours: run it by hand).
