@@ -216,3 +216,18 @@ def test_brightfield_planes_go_to_the_models_companion(tiny_model, tmp_path, mon
     assert any("built-in 'brightfield'" in n for n in note)
     np.testing.assert_array_equal(with_companion, segment(fluo, mf.get_model(str(path))))
     # Fluorescence planes stay with the model itself.
+
+
+def test_no_size_warning_once_the_plane_was_resized_to_the_training_size(default_model_available):
+    import warnings
+
+    from napari_unet.segmentation import InputWarning
+
+    image, _ = synthetic_nuclei((900, 900), n_nuclei=6, radius=(80, 90), seed=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels = segment(image, diameter=170)  # shrunk 4x: about the training size
+    assert labels.max() > 0
+    assert not [w for w in caught if issubclass(w.category, InputWarning)], [
+        str(w.message) for w in caught
+    ]

@@ -205,7 +205,8 @@ def iter_segment_plane(
         labels = instances_from_probabilities(probs, params, model.scheme)
     area = median_object_area(labels)
     if area is not None and params.object_area > 0:
-        ratio = area / params.object_area
+        # Compared as the network saw them: in the resized plane when it was resized.
+        ratio = area * factor**2 / params.object_area
         if not 1 / 30 <= ratio <= 30:
             notes.append(
                 f"warning: nuclei here ({area:.0f} px) are far from the model's training size "
