@@ -374,14 +374,7 @@ def iter_segment_files(
     options = options or BatchOptions()
     ignored: list[Path] = []
     files = expand_inputs(inputs, ignored)
-    if options.into_input:
-        check_into_input(files, options)
-    else:
-        if out_dir is None:
-            raise UNetError("give an output folder (--out), or write into OME-Zarr inputs")
-        out_dir = Path(out_dir)
-        check_output_folder(files, out_dir, options.allow_input_folder)
-        out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _check_outputs(files, out_dir, options)
     blob = model_to_bytes(options.model)
     model_name = model_display_name(options.model)
     # Build the network once here: a file whose weights do not fit its config
@@ -391,6 +384,55 @@ def iter_segment_files(
     for path in ignored:
         report.notes[str(path)] = ["not a regular file (a pipe or device?): skipped"]
     t0 = time.perf_counter()
+    todo = _plan_outputs(files, out_dir, options, report)
+    total = len(files)
+    done = len(report.skipped) + len(report.failed)
+    if report.skipped:
+        yield Progress(Stage.BATCH, done, total, {"file": "", "skipped": len(report.skipped)})
+
+    own_cluster = None
+    if client is None and (workers or scheduler):
+        client, own_cluster = _make_client(workers, scheduler)
+
+    def finish(f: Path, result) -> Progress:
+        nonlocal done
+        if isinstance(result, Exception):  # one bad file must not stop the batch
+            report.failed[str(f)] = _describe(result)
+        else:
+            report.done.append(str(f))
+            if result["notes"]:
+                report.notes[str(f)] = result["notes"]
+        done += 1
+        return Progress(Stage.BATCH, done, total, {"file": str(f), "failed": len(report.failed)})
+
+    try:
+        if client is None:
+            yield from _run_here(todo, options, blob, model_name, finish)
+        else:
+            yield from _run_on_cluster(client, todo, options, blob, model_name, finish)
+    finally:
+        if own_cluster is not None:
+            client.close()
+            own_cluster.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _check_outputs(files: list[Path], out_dir, options: BatchOptions) -> Path | None:
+    """Before any work: the output folder, or the OME-Zarr inputs the labels go into."""
+    if options.into_input:
+        check_into_input(files, options)
+        return None
+    if out_dir is None:
+        raise UNetError("give an output folder (--out), or write into OME-Zarr inputs")
+    out_dir = Path(out_dir)
+    check_output_folder(files, out_dir, options.allow_input_folder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def _plan_outputs(files, out_dir, options: BatchOptions, report: BatchReport) -> list:
+    """(input, output) pairs to segment; skipped and refused files go into ``report``."""
     todo = []
     for f in files:
         target = target_path(f, out_dir, options)
@@ -411,59 +453,38 @@ def iter_segment_files(
             if owner == "damaged":
                 report.notes[str(f)] = [f"{target.name} was incomplete: segmented again"]
             todo.append((f, target))
-    total = len(files)
-    done = len(report.skipped) + len(report.failed)
-    if report.skipped:
-        yield Progress(Stage.BATCH, done, total, {"file": "", "skipped": len(report.skipped)})
+    return todo
 
-    own_cluster = None
-    if client is None and (workers or scheduler):
-        client, own_cluster = _make_client(workers, scheduler)
-    try:
-        if client is None:
-            for f, target in todo:
-                try:
-                    result = yield from iter_segment_one_file(
-                        str(f), str(target), options, blob, model_name
-                    )
-                    report.done.append(str(f))
-                    if result["notes"]:
-                        report.notes[str(f)] = result["notes"]
-                except Exception as exc:  # one bad file must not stop the batch
-                    report.failed[str(f)] = _describe(exc)
-                done += 1
-                yield Progress(
-                    Stage.BATCH, done, total, {"file": str(f), "failed": len(report.failed)}
-                )
-        else:
-            from dask.distributed import as_completed
 
-            blob_future = client.scatter(blob, broadcast=True)
-            futures = {
-                client.submit(
-                    segment_one_file, str(f), str(t), options, blob_future, model_name, pure=False
-                ): f
-                for f, t in todo
-            }
-            for future in as_completed(futures):
-                f = futures[future]
-                try:
-                    result = future.result()
-                    report.done.append(str(f))
-                    if result["notes"]:
-                        report.notes[str(f)] = result["notes"]
-                except Exception as exc:
-                    report.failed[str(f)] = _describe(exc)
-                done += 1
-                yield Progress(
-                    Stage.BATCH, done, total, {"file": str(f), "failed": len(report.failed)}
-                )
-    finally:
-        if own_cluster is not None:
-            client.close()
-            own_cluster.close()
-    report.seconds = time.perf_counter() - t0
-    return report
+def _run_here(todo, options, blob, model_name, finish):
+    """Files one after another in this process; a large image reports its blocks on the way."""
+    for f, target in todo:
+        try:
+            result = yield from iter_segment_one_file(
+                str(f), str(target), options, blob, model_name
+            )
+        except Exception as exc:
+            result = exc
+        yield finish(f, result)
+
+
+def _run_on_cluster(client, todo, options, blob, model_name, finish):
+    """Files on a dask cluster, reported as they finish."""
+    from dask.distributed import as_completed
+
+    blob_future = client.scatter(blob, broadcast=True)
+    futures = {
+        client.submit(
+            segment_one_file, str(f), str(t), options, blob_future, model_name, pure=False
+        ): f
+        for f, t in todo
+    }
+    for future in as_completed(futures):
+        try:
+            result = future.result()
+        except Exception as exc:
+            result = exc
+        yield finish(futures[future], result)
 
 
 def segment_files(inputs, out_dir, options: BatchOptions | None = None, **kwargs) -> BatchReport:
