@@ -99,6 +99,14 @@ def check_writable_file(path: str | Path, what: str, overwrite: bool = True) -> 
     return path
 
 
+def check_output_file(path: str | Path, suffix: str, overwrite: bool) -> Path:
+    """``--out`` as a file with ``suffix`` that can be written (one line, before any work)."""
+    path = Path(path)
+    if path.suffix != suffix:
+        raise UNetError(f"--out must end in {suffix}, got {path.name}")
+    return check_writable_file(path, "--out", overwrite=overwrite)
+
+
 def check_writable_folder(path: str | Path, what: str) -> Path:
     """Raise UNetError now when ``path`` cannot be (or become) a writable folder."""
     path = Path(path)
@@ -253,10 +261,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _check_train_arguments(args: argparse.Namespace) -> tuple[Path, Path]:
     """The model and checkpoint paths, after every check that needs no data."""
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise UNetError(f"--out must end in .safetensors, got {out.name}")
-    check_writable_file(out, "--out", overwrite=args.overwrite)
+    out = check_output_file(args.out, ".safetensors", args.overwrite)
     if (args.val_images is None) != (args.val_masks is None):
         raise UNetError("give both --val-images and --val-masks, or neither")
     if args.max_zoom and args.max_zoom < 1:
@@ -424,10 +429,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .modelfile import load_model, save_model
     from .training import tune_postprocessing
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise UNetError(f"--out must end in .safetensors, got {out.name}")
-    check_writable_file(out, "--out", overwrite=args.overwrite)
+    out = check_output_file(args.out, ".safetensors", args.overwrite)
     model = load_model(args.model)
     images = load_training_folder(args.images, args.masks, model.in_channels, model.normalization)
     params, summary = tune_postprocessing(
@@ -450,21 +452,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``napari-unet export``: write a model as a bioimage.io package; returns the exit status."""
-    import importlib.util
-
     from .bioimage_package import export_package
     from .modelfile import get_model
 
-    out = Path(args.out)
-    if out.suffix != ".zip":
-        raise UNetError(f"--out must name a .zip file (a bioimage.io package), got {out.name}")
-    check_writable_file(out, "--out", overwrite=args.overwrite)
-    if importlib.util.find_spec("bioimageio.spec") is None:
-        raise UNetError(
-            "exporting a bioimage.io package needs bioimageio.spec: pip install bioimageio.spec"
-        )
-    model = get_model(args.model)  # a bad model is one line, before anything is written
-    export_package(model, out)
+    out = check_output_file(args.out, ".zip", args.overwrite)
+    # A bad model, or bioimageio.spec missing, is one line before anything is written.
+    export_package(get_model(args.model), out)
     print(f"wrote {out}; check it with: bioimageio test {out}", file=sys.stderr)
     return 0
 

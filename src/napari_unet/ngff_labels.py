@@ -95,9 +95,12 @@ def write_labels_into_image(
     target = image.path / "labels" / name
     with atomic_dir(target) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=image.zarr_format)
-        for dataset, shape in zip(image.datasets, level_shapes):
+        # The full-resolution level reads every label once: its largest id comes with it.
+        n_labels = max(
             _write_level(group, dataset["path"], labels, shape)
-        metadata = _label_metadata(image, keep, name, int(_max_label(labels)))
+            for dataset, shape in zip(image.datasets, level_shapes)
+        )
+        metadata = _label_metadata(image, keep, name, n_labels)
         if image.zarr_format == 3:
             group.attrs.update({"ome": {"version": "0.5", **metadata}})
         else:
@@ -107,18 +110,23 @@ def write_labels_into_image(
     return target
 
 
-def _write_level(group, path: str, labels, shape: tuple[int, ...]) -> None:
-    """One pyramid level: nearest-neighbour picks from the full resolution, a band of rows at a time."""
+def _write_level(group, path: str, labels, shape: tuple[int, ...]) -> int:
+    """One pyramid level: nearest-neighbour picks from the full resolution, a band of rows at a time.
+
+    Returns the largest label id written.
+    """
     full = tuple(labels.shape)
     chunks = tuple([1] * (len(shape) - 2) + [min(1024, shape[-2]), min(1024, shape[-1])])
     out = group.create_array(path, shape=shape, dtype=labels.dtype, chunks=chunks, fill_value=0)
     picks = [_nearest(n_out, n_in) for n_out, n_in in zip(shape, full)]
+    largest = 0
     for y0 in range(0, shape[-2], BAND_ROWS):
         rows = picks[-2][y0 : y0 + BAND_ROWS]
         lo, hi = int(rows.min()), int(rows.max()) + 1
-        band = np.asarray(labels[..., lo:hi, :])
-        index = np.ix_(*[p for p in picks[:-2]], rows - lo, picks[-1])
-        out[..., y0 : y0 + len(rows), :] = band[index]
+        band = np.asarray(labels[..., lo:hi, :])[np.ix_(*picks[:-2], rows - lo, picks[-1])]
+        out[..., y0 : y0 + len(rows), :] = band
+        largest = max(largest, int(band.max(initial=0)))
+    return largest
 
 
 def _nearest(n_out: int, n_in: int) -> np.ndarray:
@@ -128,18 +136,6 @@ def _nearest(n_out: int, n_in: int) -> np.ndarray:
     full-resolution pixel j * n_in / n_out: the ``[::2]`` of a halved level.
     """
     return np.minimum((np.arange(n_out) * n_in // n_out).astype(np.int64), n_in - 1)
-
-
-def _max_label(labels) -> int:
-    if isinstance(labels, np.ndarray):
-        return int(labels.max(initial=0))
-    return max(
-        (
-            int(np.asarray(labels[..., y : y + BAND_ROWS, :]).max(initial=0))
-            for y in range(0, labels.shape[-2], BAND_ROWS)
-        ),
-        default=0,
-    )
 
 
 def label_colours(n_labels: int) -> list[dict]:
