@@ -145,6 +145,20 @@ def test_blocks_use_the_same_rescaling_as_the_whole_image(default_model_availabl
     assert m.tp >= 0.95 * int(whole.max())
 
 
+def test_blocks_shrink_like_the_whole_image_with_wider_context(default_model_available, tmp_path):
+    # Huge nuclei: the whole image is segmented again shrunk; the block that
+    # decides so is redone with the context a shrunk plane needs.
+    image, _ = synthetic_nuclei((1200, 1200), n_nuclei=180, radius=(28, 36), seed=3)
+    whole = segment(image, "default")
+    info = segment_large(
+        image, tmp_path / "huge_labels.tif", "default", options=BatchOptions(block_size=512)
+    )
+    assert info["scale"] < 0.5
+    blocks = tifffile.imread(tmp_path / "huge_labels.tif")
+    m = matching(whole, blocks, 0.8)
+    assert m.tp >= 0.97 * int(whole.max())
+
+
 def test_brightfield_blocks_equal_their_fluorescence_twin(tmp_path, tiny_model):
     image, _ = synthetic_nuclei((300, 260), n_nuclei=40, seed=5)
     bright = (int(image.max()) - image.astype(np.int64)).astype(np.uint16)

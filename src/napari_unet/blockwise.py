@@ -120,7 +120,9 @@ def _segment_block(
     dev = resolve_device(options.device)
     nets = PreparedNets(dev, resolve_precision(options.precision, dev))
     depth = model.net.config.depth
-    margin = context_margin(depth, scale if scale is not None else 0.25)
+    # Scale still undecided: context for an unshrunk plane (a shrinking decision
+    # makes the caller redo the block with the wider context it needs).
+    margin = context_margin(depth, scale if scale is not None else 1.0)
     ry, rx = block.region
     rows = np.arange(ry.start - margin, ry.stop + margin)
     cols = np.arange(rx.start - margin, rx.stop + margin)
@@ -246,11 +248,13 @@ def iter_segment_large(
         # One resize factor for all blocks (decided on the middle one), so
         # neighbouring blocks see the same input and their labels merge.
         # Prediction is exact whatever the context around a region, so the
-        # middle block's labels are already its final ones: kept, not redone.
+        # middle block's labels are already its final ones unless the plane
+        # was shrunk (it then needs more context than the block was given).
         middle = len(blocks) // 2
         first = _segment_block(data, axes, blocks[middle], seg_model, stats, None, options)
         scale, notes = first.scale, first.notes
-        done[middle] = first.labels
+        if scale >= 1.0:
+            done[middle] = first.labels
     yield Progress(
         Stage.BLOCKS,
         0,
