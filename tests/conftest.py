@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import zarr
 
 from napari_unet.modelfile import builtin_model_path, new_model
 from napari_unet.synthetic import synthetic_nuclei
@@ -50,3 +51,42 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "dsb2018-fluo" / "val").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (../shared/data beside the repository)")
     return SHARED_DATA
+
+
+def _ome_zarr_image(path, zarr_format=2, shape=(200, 240), channels=False):
+    """A two-level OME-Zarr image (0.5 um pixels, the second level halved)."""
+    image, _ = synthetic_nuclei(shape, n_nuclei=20, seed=1)
+    data = image[None] if channels else image
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    group.create_array("0", data=data, chunks=data.shape)
+    group.create_array("1", data=data[..., ::2, ::2], chunks=data.shape)
+    axes = [
+        {"name": "y", "type": "space", "unit": "micrometer"},
+        {"name": "x", "type": "space", "unit": "micrometer"},
+    ]
+    lead = [{"name": "c", "type": "channel"}] if channels else []
+    ones = [1.0] if channels else []
+    multiscale = {
+        "axes": lead + axes,
+        "datasets": [
+            {
+                "path": "0",
+                "coordinateTransformations": [{"type": "scale", "scale": ones + [0.5, 0.5]}],
+            },
+            {
+                "path": "1",
+                "coordinateTransformations": [{"type": "scale", "scale": ones + [1.0, 1.0]}],
+            },
+        ],
+    }
+    if zarr_format == 3:
+        group.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale]}
+    else:
+        group.attrs["multiscales"] = [{**multiscale, "version": "0.4"}]
+    return path
+
+
+@pytest.fixture
+def ome_zarr_image():
+    """Factory of small two-level OME-Zarr images (zarr v2 / NGFF 0.4 or v3 / 0.5)."""
+    return _ome_zarr_image

@@ -9,40 +9,6 @@ from napari_unet.cli import main
 from napari_unet.errors import UNetError
 from napari_unet.io import read_image
 from napari_unet.ngff_labels import label_colours, write_labels_into_image
-from napari_unet.synthetic import synthetic_nuclei
-
-
-def ome_zarr_image(path, zarr_format=2, shape=(200, 240), channels=False):
-    """A two-level OME-Zarr image (0.5 um pixels, the second level halved)."""
-    image, _ = synthetic_nuclei(shape, n_nuclei=20, seed=1)
-    data = image[None] if channels else image
-    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
-    group.create_array("0", data=data, chunks=data.shape)
-    group.create_array("1", data=data[..., ::2, ::2], chunks=data.shape)
-    axes = [
-        {"name": "y", "type": "space", "unit": "micrometer"},
-        {"name": "x", "type": "space", "unit": "micrometer"},
-    ]
-    lead = [{"name": "c", "type": "channel"}] if channels else []
-    ones = [1.0] if channels else []
-    multiscale = {
-        "axes": lead + axes,
-        "datasets": [
-            {
-                "path": "0",
-                "coordinateTransformations": [{"type": "scale", "scale": ones + [0.5, 0.5]}],
-            },
-            {
-                "path": "1",
-                "coordinateTransformations": [{"type": "scale", "scale": ones + [1.0, 1.0]}],
-            },
-        ],
-    }
-    if zarr_format == 3:
-        group.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale]}
-    else:
-        group.attrs["multiscales"] = [{**multiscale, "version": "0.4"}]
-    return path
 
 
 def label_attrs(group):
@@ -51,7 +17,9 @@ def label_attrs(group):
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
-def test_labels_go_into_the_image_with_its_levels_scale_and_colours(tmp_path, zarr_format):
+def test_labels_go_into_the_image_with_its_levels_scale_and_colours(
+    tmp_path, zarr_format, ome_zarr_image
+):
     image = ome_zarr_image(tmp_path / "img.ome.zarr", zarr_format, channels=True)
     labels = np.zeros((200, 240), np.uint16)
     labels[20:60, 30:90], labels[100:180, 120:230] = 1, 2
@@ -72,7 +40,7 @@ def test_labels_go_into_the_image_with_its_levels_scale_and_colours(tmp_path, za
     assert read_image(out).pixel_size == {"Y": 0.5, "X": 0.5}
 
 
-def test_labels_that_do_not_fit_the_image_are_refused(tmp_path):
+def test_labels_that_do_not_fit_the_image_are_refused(tmp_path, ome_zarr_image):
     image = ome_zarr_image(tmp_path / "img.ome.zarr")
     with pytest.raises(UNetError, match="do not fit"):
         write_labels_into_image(image, np.zeros((10, 10), np.uint16))
@@ -86,7 +54,9 @@ def test_colours_are_distinct_and_reproducible():
 
 
 @pytest.mark.parametrize("block_size", [4096, 128])
-def test_segment_into_input_in_memory_and_block_wise_then_resume(tmp_path, tiny_model, block_size):
+def test_segment_into_input_in_memory_and_block_wise_then_resume(
+    tmp_path, tiny_model, block_size, ome_zarr_image
+):
     image = ome_zarr_image(tmp_path / "img.ome.zarr")
     options = BatchOptions(model=tiny_model, into_input=True, block_size=block_size)
     report = segment_files([image], None, options)
@@ -99,7 +69,7 @@ def test_segment_into_input_in_memory_and_block_wise_then_resume(tmp_path, tiny_
     assert again.skipped and not again.done  # its own complete output: resumed, not redone
 
 
-def test_someone_elses_labels_of_that_name_are_not_touched(tmp_path, tiny_model):
+def test_someone_elses_labels_of_that_name_are_not_touched(tmp_path, tiny_model, ome_zarr_image):
     image = ome_zarr_image(tmp_path / "img.ome.zarr")
     theirs = zarr.open_group(str(image / "labels" / "napari-unet"), mode="w", zarr_format=2)
     theirs.attrs["note"] = "hand-made"
@@ -117,7 +87,9 @@ def test_someone_elses_labels_of_that_name_are_not_touched(tmp_path, tiny_model)
         (["--probabilities"], "only labels"),
     ],
 )
-def test_cli_into_input_mistakes_are_one_line_before_work(tmp_path, capsys, extra, message):
+def test_cli_into_input_mistakes_are_one_line_before_work(
+    tmp_path, capsys, extra, message, ome_zarr_image
+):
     image = ome_zarr_image(tmp_path / "img.ome.zarr")
     argv = ["segment", str(image), "--into-input"] + [
         str(tmp_path / "o") if a == "OUT" else a for a in extra

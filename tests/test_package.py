@@ -65,9 +65,25 @@ def test_manifest_validates_and_is_discovered():
     }
     assert "napari/layers/segment" in manifest.contributions.menus
     result = subprocess.run(
-        [sys.executable, "-m", "npe2", "validate", "napari-unet"], capture_output=True, text=True
+        # --imports: every python_name in the manifest must import and exist.
+        [sys.executable, "-m", "npe2", "validate", "--imports", "napari-unet"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dependencies_leave_the_qt_backend_to_the_user():
+    # napari's plugin best practices: no Qt binding and no napari[all] in the
+    # default dependencies (a pip PyQt beside a conda one breaks environments).
+    import re
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = [re.split(r"[<>=!~;\s]", d, maxsplit=1)[0].lower() for d in deps]
+    assert not {"pyqt5", "pyqt6", "pyside2", "pyside6"} & set(names)
+    assert not any(n.startswith("napari[") for n in names)
+    assert "napari" in names and "qtpy" in names
 
 
 def test_console_script_runs():
