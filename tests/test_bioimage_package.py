@@ -49,12 +49,14 @@ def test_a_package_gives_the_same_labels_as_the_model_it_came_from(package):
 
 
 @needs_spec
-def test_the_package_holds_both_weight_formats_and_napari_units_config(package):
+def test_the_package_holds_every_weight_format_and_napari_units_config(package):
     _, path = package
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
         rdf = archive.read("rdf.yaml").decode()
     assert {"weights.pt", "weights_torchscript.pt", "napari_unet.safetensors", "cover.png"} <= names
+    if importlib.util.find_spec("onnx") is not None:
+        assert "weights.onnx" in names and "opset_version" in rdf
     assert "scale_range" in rdf and "softmax" in rdf and "napari_unet" in rdf
     assert "10.1007/978-3-319-24574-4_28" in rdf  # Ronneberger et al. 2015
 
@@ -69,6 +71,26 @@ def test_the_package_passes_bioimageio_test(package):
     _, path = package
     summary = test_model(path)
     assert summary.status == "passed", summary.format()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
+    reason="onnx and onnxruntime are not installed",
+)
+@pytest.mark.parametrize("size", [1, 3])
+def test_onnx_weights_take_any_valid_size(package, tmp_path, size):
+    import onnxruntime
+    import torch
+
+    model, path = package
+    with zipfile.ZipFile(path) as archive:
+        archive.extract("weights.onnx", tmp_path)
+    session = onnxruntime.InferenceSession(str(tmp_path / "weights.onnx"))
+    side = model.net.valid_input_size(40 * size)
+    x = torch.randn(2, 1, side, side + 2**model.net.config.depth)
+    (got,) = session.run(None, {"raw": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model.net.eval()(x).numpy(), atol=1e-4)
 
 
 def test_another_tools_package_is_refused_in_one_line(tmp_path):

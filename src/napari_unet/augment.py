@@ -31,6 +31,9 @@ class AugmentConfig:
     # Objects shown at a size drawn log-uniformly in [1/z, z] of their own (0 or 1: off),
     # so a model sees nuclei smaller and larger than its training set's.
     max_zoom: float = 0.0
+    # Each channel of a colour image multiplied by its own U(1 - c, 1 + c) on top
+    # of the common scale: stain colours vary from lab to lab (0: off).
+    channel_scale: float = 0.0
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict."""
@@ -162,6 +165,9 @@ def augment_intensity(
         out = np.sign(out) * np.abs(out) ** np.float32(g)
     if config.intensity_scale:
         out *= np.float32(rng.uniform(1 - config.intensity_scale, 1 + config.intensity_scale))
+    if config.channel_scale and out.shape[0] > 1:
+        c = config.channel_scale
+        out *= rng.uniform(1 - c, 1 + c, size=(out.shape[0], 1, 1)).astype(np.float32)
     if config.intensity_offset:
         out += np.float32(rng.uniform(-config.intensity_offset, config.intensity_offset))
     if config.blur:

@@ -1,8 +1,9 @@
 """bioimage.io model packages: export a napari-unet model, read back the packages it wrote.
 
 A package (format 0.5, written with ``bioimageio.spec``) holds the network
-twice, as bioimage.io tools run it: ``pytorch_state_dict`` weights with the
-architecture's source file and keyword arguments, and ``torchscript``.
+as bioimage.io tools run it: ``pytorch_state_dict`` weights with the
+architecture's source file and keyword arguments, ``torchscript``, and
+``onnx`` when the ``onnx`` package is installed.
 Inputs are one grey channel with a parameterized size (the valid sizes of the
 valid-padding U-Net: ``min + n * 2**depth``), normalized by ``scale_range``
 at the model's percentiles; outputs are the class probabilities (softmax),
@@ -12,13 +13,15 @@ package's ``config``, and the napari-unet model file itself is attached, so
 napari-unet rebuilds the whole model from a package it exported, without
 unpickling anything. Other packages are refused with one line.
 
-``bioimageio.spec`` is needed only to export (``pip install bioimageio.spec``);
+``bioimageio.spec`` is needed only to export (``pip install "napari-unet[bioimageio]"``, which
+brings ``onnx`` too);
 reading a package back needs nothing beyond the standard library.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import tempfile
 import warnings
@@ -33,6 +36,7 @@ from .errors import UNetError
 NATIVE_ATTACHMENT = "napari_unet.safetensors"
 CONFIG_KEY = "napari_unet"
 MAX_NATIVE_BYTES = 2 << 30  # a napari-unet model attachment is far smaller
+ONNX_OPSET = 17  # onnxruntime 1.14 and later run it
 
 CITATION = (
     "Ronneberger O., Fischer P., Brox T. U-Net: Convolutional Networks for Biomedical "
@@ -160,12 +164,36 @@ def _write_files(folder: Path, model, net, raw: np.ndarray, probabilities: np.nd
         warnings.simplefilter("ignore")  # torch.jit is deprecated but still the format's
         example = torch.zeros(1, 1, *raw.shape)
         torch.jit.trace(net, example).save(str(folder / "weights_torchscript.pt"))
+        if importlib.util.find_spec("onnx") is not None:
+            _write_onnx(net, example, folder / "weights.onnx")
     (folder / NATIVE_ATTACHMENT).write_bytes(model_to_bytes(model))
     (folder / "unet_architecture.py").write_bytes((Path(__file__).parent / "model.py").read_bytes())
     _write_cover(folder / "cover.png", raw, probabilities, model, overlay_png, write_png)
     depth = net.config.depth
     readme = _readme(model, net.valid_input_size(1), depth, halo(depth))
     (folder / "README.md").write_text(readme)
+
+
+def _write_onnx(net, example, path: Path) -> None:
+    """ONNX weights with batch, Y and X free (torch's TorchScript-based exporter).
+
+    torch's newer exporter (``dynamo=True``) cannot yet express the valid
+    U-Net's crop sizes for free input sizes; the older one traces them as
+    shape arithmetic, which onnxruntime evaluates for every valid size.
+    """
+    import torch
+
+    free = {0: "batch", 2: "y", 3: "x"}
+    torch.onnx.export(
+        net,
+        (example,),
+        str(path),
+        dynamo=False,
+        opset_version=ONNX_OPSET,
+        input_names=["raw"],
+        output_names=["logits"],
+        dynamic_axes={"raw": free, "logits": free},
+    )
 
 
 def _describe(folder: Path, model, net):
@@ -236,6 +264,11 @@ def _describe(folder: Path, model, net):
             pytorch_version=torch_version,
             parent="pytorch_state_dict",
         ),
+        onnx=v.OnnxWeightsDescr(
+            source=folder / "weights.onnx", opset_version=ONNX_OPSET, parent="pytorch_state_dict"
+        )
+        if (folder / "weights.onnx").exists()
+        else None,
     )
     return v.ModelDescr(
         name=f"napari-unet {model.name or 'model'}"[:128],
