@@ -42,5 +42,7 @@ def test_a_labels_layer_saved_as_ome_zarr_opens_as_labels(make_napari_viewer, tm
     viewer.layers.clear()
     (layer,) = viewer.open(saved[0], plugin="napari-ome-zarr")
     assert layer._type_string == "labels"
-    np.testing.assert_array_equal(np.asarray(layer.data[0] if layer.multiscale else layer.data), data)
+    np.testing.assert_array_equal(
+        np.asarray(layer.data[0] if layer.multiscale else layer.data), data
+    )
     np.testing.assert_allclose(layer.scale, [0.25, 0.25])
