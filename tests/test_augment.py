@@ -80,6 +80,19 @@ def test_intensity_changes_shape_and_range():
     assert np.array_equal(same, img)
 
 
+def test_channel_scale_changes_colour_balance_only_for_colour_images():
+    from dataclasses import replace
+
+    config = replace(NO_AUGMENTATION, channel_scale=0.3)
+    rgb = np.ones((3, 8, 8), np.float32)
+    out = augment_intensity(rgb, np.random.default_rng(0), config)
+    per_channel = out.reshape(3, -1)
+    assert np.all(per_channel == per_channel[:, :1])  # one factor per channel
+    assert len(np.unique(per_channel[:, 0])) == 3 and np.all(np.abs(per_channel - 1) <= 0.3)
+    grey = np.ones((1, 8, 8), np.float32)
+    assert np.array_equal(augment_intensity(grey, np.random.default_rng(0), config), grey)
+
+
 @pytest.mark.parametrize("y0, x0, h, w", [(-2, -1, 8, 8), (2, 3, 5, 9), (-30, -30, 70, 70)])
 def test_crop_padded_matches_numpy_pad(y0, x0, h, w):
     a = np.arange(20).reshape(4, 5)
