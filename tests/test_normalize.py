@@ -108,3 +108,64 @@ def test_float64_beyond_float32_range_is_normalized_not_lost():
     out = normalize(huge)
     assert out.dtype == np.float32 and np.isfinite(out).all()
     np.testing.assert_allclose(out, normalize(image), atol=1e-5)
+
+
+def _stained_field(seed=0):
+    """Synthetic H&E: blue-purple nuclei (hematoxylin) and pink cytoplasm (eosin) on white."""
+    from skimage.color import hed2rgb
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:96, :96]
+    nuclei = np.zeros((96, 96), bool)
+    for cy, cx in rng.uniform(12, 84, size=(8, 2)):
+        nuclei |= (yy - cy) ** 2 + (xx - cx) ** 2 < 36
+    cytoplasm = ((xx // 16) % 3 == 0) & ~nuclei
+    hed = np.zeros((96, 96, 3))
+    hed[..., 0] = 0.1 * nuclei
+    hed[..., 1] = 0.15 * cytoplasm  # eosin as dark as the nuclei in grey
+    rgb = (np.clip(hed2rgb(hed), 0, 1) * 255).astype(np.uint8)
+    return rgb, nuclei, cytoplasm
+
+
+def test_hematoxylin_separates_nuclei_from_eosin_where_grey_cannot():
+    from napari_unet.normalize import prepare_plane
+
+    rgb, nuclei, cytoplasm = _stained_field()
+
+    def contrast(norm):
+        x, kind = prepare_plane(rgb, -1, 1, norm)
+        assert kind == "brightfield" and x.shape == (1, 96, 96)
+        return x[0][nuclei].mean() - x[0][cytoplasm].mean()
+
+    inverted = contrast(Normalization())
+    hematoxylin = contrast(Normalization(brightfield="hematoxylin"))
+    assert hematoxylin > 0.5 and hematoxylin > inverted + 0.3
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_hematoxylin_of_grey_is_monotone_in_darkness(dtype):
+    from napari_unet.normalize import hematoxylin_density
+
+    scale = 1.0 if dtype == np.float32 else np.iinfo(dtype).max
+    ramp = (np.linspace(1.0, 0.0, 50) * scale).astype(dtype)[None, None]
+    density = hematoxylin_density(ramp)[0, 0]
+    assert np.all(np.isfinite(density)) and np.all(np.diff(density) > 0)
+    # A grey plane is the same density in R, G and B.
+    np.testing.assert_allclose(
+        hematoxylin_density(np.repeat(ramp, 3, axis=0)), density[None, None], rtol=1e-5
+    )
+
+
+def test_three_channel_model_gets_the_density_in_each_channel():
+    from napari_unet.normalize import prepare_plane
+
+    rgb, _, _ = _stained_field()
+    x, _ = prepare_plane(rgb, -1, 3, Normalization(brightfield="hematoxylin"))
+    assert x.shape == (3, 96, 96) and np.array_equal(x[0], x[2])
+
+
+def test_unknown_brightfield_conversion_is_a_clear_error():
+    with pytest.raises(UNetError, match="brightfield conversion 'sepia'"):
+        Normalization(brightfield="sepia")
+    assert Normalization.from_dict({"brightfield": "hematoxylin"}).brightfield == "hematoxylin"
+    assert Normalization.from_dict({}).brightfield == "invert"  # model files from before

@@ -27,7 +27,13 @@ import numpy as np
 from .batch import BatchOptions
 from .errors import UNetError
 from .io import tiff_metadata, tiff_resolution, write_ngff_labels
-from .modelfile import SegmentationModel, cached_model_from_bytes, get_model, model_to_bytes
+from .modelfile import (
+    SegmentationModel,
+    cached_model_from_bytes,
+    get_model,
+    model_for_image_type,
+    model_to_bytes,
+)
 from .progress import Progress, Stage, run_to_end
 
 TIFF_TILE = 256
@@ -75,27 +81,26 @@ def sampled_input_stats(
 
     The subsample is the Y/X grid :func:`~napari_unet.normalize.percentile_range`
     uses for an in-memory plane of the same size, taken after the same
-    channel mapping and inversion, so both paths normalize alike.
+    channel mapping and conversion (those of the model that will segment the
+    plane's image type), so both paths normalize alike.
     """
     import dask.array as da
 
-    from .normalize import (
-        as_fluorescence,
-        percentile_range,
-        resolve_image_type,
-        subsample_step,
-        to_channels_first,
-    )
+    from .normalize import convert_plane, percentile_range, subsample_step
 
     arr = da.from_array(data, chunks=getattr(data, "chunks", "auto"))
     ny, nx = data.shape[axes.index("Y")], data.shape[axes.index("X")]
     step = subsample_step(model.in_channels * ny * nx)
     order = [axes.index("Y"), axes.index("X")] + [i for i, a in enumerate(axes) if a not in "YX"]
     sample = np.asarray(arr.transpose(order)[::step, ::step].compute())
-    chw = to_channels_first(sample, 2 if sample.ndim == 3 else None, model.in_channels)
-    kind = resolve_image_type(chw, image_type or model.normalization.image_type)
     norm = model.normalization
-    return InputStats(percentile_range(as_fluorescence(chw, kind), norm.low, norm.high), kind)
+    channel_axis = 2 if sample.ndim == 3 else None
+    chw, kind = convert_plane(sample, channel_axis, model.in_channels, norm, image_type)
+    chosen = model_for_image_type(model, kind)
+    if chosen.normalization != norm or chosen.in_channels != model.in_channels:
+        norm = chosen.normalization
+        chw, kind = convert_plane(sample, channel_axis, chosen.in_channels, norm, kind)
+    return InputStats(percentile_range(chw, norm.low, norm.high), kind)
 
 
 def context_margin(depth: int, scale: float) -> int:

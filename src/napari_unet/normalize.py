@@ -4,8 +4,11 @@
    their background (fluorescence). Brightfield and stained images (H&E,
    IHC, RGB or grey) show dark nuclei on a bright background; they are
    recognised by where the bulk of their pixels lies (see
-   :func:`bright_background_score`) and inverted, after colour is reduced to
-   what the model takes. ``image_type`` forces a choice.
+   :func:`bright_background_score`) and converted, as the model's
+   ``Normalization.brightfield`` says: inverted after colour is reduced to
+   what the model takes ("invert"), or to the optical density of
+   hematoxylin, the stain of nuclei, by colour deconvolution
+   ("hematoxylin", :func:`hematoxylin_density`). ``image_type`` forces a choice.
 2. Channels: :func:`to_channels_first` maps RGB(A) and grey to the model's count.
 3. Intensities: percentile normalization over the whole plane. Per-tile
    statistics would give every tile a different scale and visible seams; the
@@ -31,6 +34,8 @@ MAX_PERCENTILE_SAMPLES = 4_000_000
 
 # The image types a plane can be segmented as; "auto" decides per plane.
 IMAGE_TYPES = ("auto", "fluorescence", "brightfield")
+# How a brightfield plane becomes bright nuclei on a dark background.
+BRIGHTFIELD_CONVERSIONS = ("invert", "hematoxylin")
 # Above this bright_background_score a plane is taken as brightfield. On the
 # DSB 2018 data fluorescence planes score 0.00-0.13 and stained/brightfield
 # ones 0.40-0.94 (all 582 train and val images).
@@ -45,13 +50,25 @@ class Normalization:
         Percentiles that map to 0 and 1 (no clipping).
     image_type
         "auto" (decide per plane), "fluorescence" (use as is) or
-        "brightfield" (invert: dark nuclei on a bright background).
+        "brightfield" (dark nuclei on a bright background: converted).
+    brightfield
+        How brightfield planes are converted: "invert" (colour reduced to
+        the model's channels, then negated) or "hematoxylin" (the optical
+        density of the nuclear stain, :func:`hematoxylin_density`).
     """
 
     low: float = 1.0
     high: float = 99.8
     method: str = "percentile"
     image_type: str = "auto"
+    brightfield: str = "invert"
+
+    def __post_init__(self) -> None:
+        if self.brightfield not in BRIGHTFIELD_CONVERSIONS:
+            raise UNetError(
+                f"unknown brightfield conversion {self.brightfield!r}; "
+                f"choose one of {', '.join(BRIGHTFIELD_CONVERSIONS)}"
+            )
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict."""
@@ -129,6 +146,55 @@ def as_fluorescence(chw: np.ndarray, image_type: str) -> np.ndarray:
     return chw
 
 
+# Colour deconvolution (Ruifrok & Johnston 2001, scikit-image's H&E-DAB
+# vectors): optical densities of R, G, B -> hematoxylin. A grey plane is the
+# same density in all three channels.
+HEMATOXYLIN_FROM_RGB = np.array([1.87798274, -0.06590806, -0.60190736])
+
+
+def hematoxylin_density(chw: np.ndarray) -> np.ndarray:
+    """The (1, Y, X) hematoxylin optical density of a brightfield plane (1 or 3 channels).
+
+    Optical density is -log of the transmitted light relative to the
+    background's; the background term is a constant per channel, which the
+    percentile normalization that follows removes, so no white point is
+    needed. Integer images add 1 before the logarithm (float images 1/255) so
+    black pixels stay finite.
+    """
+    chw = np.asarray(chw)
+    dtype = working_dtype(chw)
+    offset = 1.0 if not np.issubdtype(chw.dtype, np.floating) else 1 / 255
+    density = -np.log(np.maximum(chw.astype(dtype, copy=False), 0) + dtype(offset))
+    weights = HEMATOXYLIN_FROM_RGB.astype(dtype)
+    if chw.shape[0] == 1:
+        return density * weights.sum()
+    if chw.shape[0] != 3:
+        raise UNetError(f"colour deconvolution takes grey or RGB, got {chw.shape[0]} channels")
+    return np.tensordot(weights, density, axes=1)[None]
+
+
+def convert_plane(
+    plane: np.ndarray,
+    channel_axis: int | None,
+    in_channels: int,
+    norm: Normalization,
+    image_type: str | None = None,
+) -> tuple[np.ndarray, str]:
+    """One plane as (C, Y, X) bright nuclei on a dark background, before normalization.
+
+    Returns the converted plane and the image type used (``image_type``
+    overrides the model's own setting).
+    """
+    chw = to_channels_first(plane, channel_axis, in_channels)
+    kind = resolve_image_type(chw, image_type or norm.image_type)
+    if kind == "brightfield" and norm.brightfield == "hematoxylin":
+        colour = (
+            to_channels_first(plane, channel_axis, 3) if channel_axis is not None else plane[None]
+        )
+        return to_channels_first(hematoxylin_density(colour), 0, in_channels), kind
+    return as_fluorescence(chw, kind), kind
+
+
 def prepare_plane(
     plane: np.ndarray,
     channel_axis: int | None,
@@ -145,9 +211,8 @@ def prepare_plane(
     converted plane.
     """
     check_finite_array(plane)
-    chw = to_channels_first(plane, channel_axis, in_channels)
-    kind = resolve_image_type(chw, image_type or norm.image_type)
-    return normalize(as_fluorescence(chw, kind), norm, value_range), kind
+    chw, kind = convert_plane(plane, channel_axis, in_channels, norm, image_type)
+    return normalize(chw, norm, value_range), kind
 
 
 def subsample_step(n_pixels: int) -> int:

@@ -175,7 +175,7 @@ def iter_segment_plane(
             plane, channel_axis, model.in_channels, model.normalization, image_type, value_range
         )
         chosen = model_for_image_type(model, kind)
-        if chosen is not model and chosen.normalization != model.normalization:
+        if chosen.normalization != model.normalization or chosen.in_channels != model.in_channels:
             chw, kind = prepare_plane(
                 plane, channel_axis, chosen.in_channels, chosen.normalization, kind, value_range
             )
