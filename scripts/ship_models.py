@@ -75,6 +75,9 @@ def main(argv=None) -> int:
     save_model(brightfield, out / "brightfield.safetensors", half=True)
     default = load_model(args.fluorescence)
     default.name, default.companions = "default", {"brightfield": "brightfield"}
+    # The pair converts brightfield planes alike: what the default prepares
+    # (detection, block-wise percentiles, fine-tuning data) suits its companion.
+    default.normalization = brightfield.normalization
     save_model(default, out / "default.safetensors", half=True)
 
     # Scores of the files as shipped (half precision), through the built-in names.

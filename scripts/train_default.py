@@ -32,6 +32,7 @@ from napari_unet.devices import resolve_device
 from napari_unet.instances import CLASS_SCHEMES
 from napari_unet.io import read_image
 from napari_unet.metrics import dataset_ap
+from napari_unet.model import UNet
 from napari_unet.modelfile import load_model, save_model
 from napari_unet.normalize import Normalization
 from napari_unet.progress import Progress, Stage, run_to_end
@@ -61,11 +62,39 @@ def split_pairs(folder: Path, holdout: int, seed: int):
     )
 
 
-def prepare(pairs, norm: Normalization):
+def prepare(pairs, norm: Normalization, in_channels: int = 1):
     return [
-        make_training_image(read_image(i).data, read_image(m).data, 1, norm, name=i.stem)
+        make_training_image(read_image(i).data, read_image(m).data, in_channels, norm, name=i.stem)
         for i, m in pairs
     ]
+
+
+def starting_model(init: str, in_channels: int, norm: Normalization):
+    """``init`` loaded with the run's input settings: ``norm``, and ``in_channels``.
+
+    A one-channel ``init`` gets a first convolution that takes ``in_channels``.
+    The one-channel weights are spread evenly over the new channels, so a grey
+    image repeated into them gives the start model's output exactly and a
+    colour image starts from its channel mean.
+    """
+    import torch
+
+    model = load_model(init)
+    model.normalization = norm
+    old = model.net
+    if old.config.in_channels == in_channels:
+        return model
+    if old.config.in_channels != 1:
+        raise SystemExit(
+            f"can only widen a one-channel model, {init} takes {old.config.in_channels}"
+        )
+    net = UNet(**{**old.config.to_dict(), "in_channels": in_channels})
+    state = old.state_dict()
+    first = next(k for k, v in state.items() if v.ndim == 4)  # the first convolution's weight
+    state[first] = state[first].repeat(1, in_channels, 1, 1) / in_channels
+    net.load_state_dict(state)
+    model.net = net.to(torch.float32)
+    return model
 
 
 def report_on_val(model, data: Path) -> dict:
@@ -152,6 +181,24 @@ def main(argv=None) -> int:
         default=OBJECT_AREA,
         help="median nucleus area of the training data (what shrinking aims for)",
     )
+    ap.add_argument(
+        "--in-channels",
+        type=int,
+        default=1,
+        help="channels the network takes (3: colour; a one-channel --init is widened)",
+    )
+    ap.add_argument(
+        "--brightfield",
+        default="invert",
+        choices=["invert", "hematoxylin"],
+        help="how brightfield and stained images become network input",
+    )
+    ap.add_argument(
+        "--channel-scale",
+        type=float,
+        default=0.0,
+        help="colour augmentation: each channel scaled by its own U(1-c, 1+c)",
+    )
     ap.add_argument("--name", default="default", help="the model's name in its file")
     ap.add_argument("--strong-intensity", action="store_true", help="wider grey-value augmentation")
     ap.add_argument(
@@ -170,14 +217,14 @@ def main(argv=None) -> int:
     if not len(args.repeat) == len(args.holdout) == len(datasets):
         print("give one --repeat and one --holdout per --data set", file=sys.stderr)
         return 2
-    norm = Normalization()
+    norm = Normalization(brightfield=args.brightfield)
     t_load = time.perf_counter()
     train_set, select_set, description = [], [], {}
     for d, repeat, holdout in zip(datasets, args.repeat, args.holdout):
         train_pairs, held_pairs = split_pairs(d / "train", holdout, args.seed)
-        images = [] if args.retune else prepare(train_pairs, norm)
+        images = [] if args.retune else prepare(train_pairs, norm, args.in_channels)
         train_set += images * repeat
-        select_set += prepare(held_pairs, norm)
+        select_set += prepare(held_pairs, norm, args.in_channels)
         description[d.name] = (
             f"{d.name}/train: {len(train_pairs)} images shown x{repeat}, "
             f"{len(held_pairs)} held out for selection and tuning; {d.name}/val for the report"
@@ -200,9 +247,11 @@ def main(argv=None) -> int:
         workers=args.workers,
         device=args.device,
         validate_every=args.validate_every,
-        augment=AugmentConfig(max_zoom=args.max_zoom, **STRONG_INTENSITY)
-        if args.strong_intensity
-        else AugmentConfig(max_zoom=args.max_zoom),
+        augment=AugmentConfig(
+            max_zoom=args.max_zoom,
+            channel_scale=args.channel_scale,
+            **(STRONG_INTENSITY if args.strong_intensity else {}),
+        ),
     )
     checkpoint = Path(args.out).with_name(Path(args.out).stem + ".checkpoint.safetensors")
     arch = dict(
@@ -211,6 +260,7 @@ def main(argv=None) -> int:
         scheme=args.scheme,
         batch_norm=not args.no_batch_norm,
         dropout=args.dropout,
+        in_channels=args.in_channels,
         name="default",
     )
     log = open(args.log, "a") if args.log else None
@@ -252,7 +302,7 @@ def main(argv=None) -> int:
             iter_train(
                 train_set,
                 select_set,
-                init=args.init,
+                init=starting_model(args.init, args.in_channels, norm) if args.init else None,
                 architecture=None if args.init else arch,
                 config=config,
                 data_description=description,
