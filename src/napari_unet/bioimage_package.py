@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UNetError
+from .normalize import HEMATOXYLIN_FROM_RGB
 
 # The napari-unet model file inside a package, and the config section naming it.
 NATIVE_ATTACHMENT = "napari_unet.safetensors"
@@ -319,8 +320,8 @@ A U-Net (Ronneberger et al. 2015) with valid convolutions, exported by
 [napari-unet](https://pypi.org/project/napari-unet/).
 
 - **Input** `raw`: one grey channel, nuclei bright on a dark background.
-  Brightfield and stained (H&E) images must be converted to grey and
-  inverted first (napari-unet does this itself). Valid sizes along Y and X:
+  Brightfield and stained (H&E) images must be {_brightfield_text(model)}
+  first (napari-unet does this itself). Valid sizes along Y and X:
   {minimum} + n * {2**depth}; normalized by the {model.normalization.low} and
   {model.normalization.high} percentiles.
 - **Output** `probabilities`: {classes}; {lost} pixels smaller than the
@@ -339,6 +340,18 @@ A U-Net (Ronneberger et al. 2015) with valid convolutions, exported by
 
 {_validation_text(model)}
 """
+
+
+def _brightfield_text(model) -> str:
+    """How this model's brightfield input is made, for the package README."""
+    if model.normalization.brightfield == "hematoxylin":
+        return (
+            "converted to the optical density of hematoxylin (colour deconvolution with "
+            "scikit-image's H&E-DAB vectors: `-log(I + 1)` per channel, weights "
+            + ", ".join(f"{w:.3f}" for w in HEMATOXYLIN_FROM_RGB)
+            + " for R, G, B; grey images as R = G = B)"
+        )
+    return "converted to grey and inverted"
 
 
 def _validation_text(model) -> str:
