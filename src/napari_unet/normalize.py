@@ -164,7 +164,10 @@ def hematoxylin_density(chw: np.ndarray) -> np.ndarray:
     chw = np.asarray(chw)
     dtype = working_dtype(chw)
     offset = 1.0 if not np.issubdtype(chw.dtype, np.floating) else 1 / 255
-    density = -np.log(np.maximum(chw.astype(dtype, copy=False), 0) + dtype(offset))
+    density = np.maximum(chw, 0, dtype=dtype)  # one working copy, changed in place
+    density += dtype(offset)
+    np.log(density, out=density)
+    np.negative(density, out=density)
     weights = HEMATOXYLIN_FROM_RGB.astype(dtype)
     if chw.shape[0] == 1:
         return density * weights.sum()
