@@ -27,13 +27,7 @@ import numpy as np
 from .batch import BatchOptions
 from .errors import UNetError
 from .io import tiff_metadata, tiff_resolution, write_ngff_labels
-from .modelfile import (
-    SegmentationModel,
-    cached_model_from_bytes,
-    get_model,
-    model_for_image_type,
-    model_to_bytes,
-)
+from .modelfile import SegmentationModel, cached_model_from_bytes, get_model, model_to_bytes
 from .progress import Progress, Stage, run_to_end
 
 TIFF_TILE = 256
@@ -86,20 +80,18 @@ def sampled_input_stats(
     """
     import dask.array as da
 
-    from .normalize import convert_plane, percentile_range, subsample_step
+    from .normalize import percentile_range, subsample_step
+    from .segmentation import convert_for_segmenting
 
     arr = da.from_array(data, chunks=getattr(data, "chunks", "auto"))
     ny, nx = data.shape[axes.index("Y")], data.shape[axes.index("X")]
     step = subsample_step(model.in_channels * ny * nx)
     order = [axes.index("Y"), axes.index("X")] + [i for i, a in enumerate(axes) if a not in "YX"]
     sample = np.asarray(arr.transpose(order)[::step, ::step].compute())
-    norm = model.normalization
-    channel_axis = 2 if sample.ndim == 3 else None
-    chw, kind = convert_plane(sample, channel_axis, model.in_channels, norm, image_type)
-    chosen = model_for_image_type(model, kind)
-    if chosen.normalization != norm or chosen.in_channels != model.in_channels:
-        norm = chosen.normalization
-        chw, kind = convert_plane(sample, channel_axis, chosen.in_channels, norm, kind)
+    chw, kind, chosen = convert_for_segmenting(
+        sample, 2 if sample.ndim == 3 else None, model, image_type
+    )
+    norm = chosen.normalization
     return InputStats(percentile_range(chw, norm.low, norm.high), kind)
 
 

@@ -15,8 +15,9 @@
    percentiles come from the whole plane (a regular subsample for very large
    ones) and are applied everywhere.
 
-:func:`prepare_plane` does all three; every path (segment, block-wise,
-training data, widgets) goes through it.
+:func:`convert_plane` does the first two and :func:`prepare_plane` all
+three; every path (segment, block-wise statistics, training data, widgets)
+goes through them.
 """
 
 from __future__ import annotations

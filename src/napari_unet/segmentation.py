@@ -24,8 +24,9 @@ from .modelfile import SegmentationModel, get_model, model_for_image_type
 from .normalize import (
     check_finite_array,
     check_image_type,
+    convert_plane,
     detect_image_type,
-    prepare_plane,
+    normalize,
     to_channels_first,
 )
 from .progress import Progress, Stage, run_to_end
@@ -140,6 +141,29 @@ class PreparedNets:
         return self._nets[id(model)][1]
 
 
+def convert_for_segmenting(
+    plane: np.ndarray,
+    channel_axis: int | None,
+    model: SegmentationModel,
+    image_type: str | None = None,
+) -> tuple[np.ndarray, str, SegmentationModel]:
+    """A plane converted, not yet normalized, for the model that segments its image type.
+
+    Returns the (C, Y, X) plane, its image type, and that model: ``model``
+    itself or the companion it hands such planes to, whose conversion and
+    channel count the plane then gets.
+    """
+    chw, kind = convert_plane(
+        plane, channel_axis, model.in_channels, model.normalization, image_type
+    )
+    chosen = model_for_image_type(model, kind)
+    if chosen.normalization != model.normalization or chosen.in_channels != model.in_channels:
+        chw, kind = convert_plane(
+            plane, channel_axis, chosen.in_channels, chosen.normalization, kind
+        )
+    return chw, kind, chosen
+
+
 def iter_segment_plane(
     plane: np.ndarray,
     channel_axis: int | None,
@@ -171,14 +195,9 @@ def iter_segment_plane(
     info = dict(info or {})
     requested = image_type or model.normalization.image_type
     if normalize_input:
-        chw, kind = prepare_plane(
-            plane, channel_axis, model.in_channels, model.normalization, image_type, value_range
-        )
-        chosen = model_for_image_type(model, kind)
-        if chosen.normalization != model.normalization or chosen.in_channels != model.in_channels:
-            chw, kind = prepare_plane(
-                plane, channel_axis, chosen.in_channels, chosen.normalization, kind, value_range
-            )
+        check_finite_array(plane)
+        chw, kind, chosen = convert_for_segmenting(plane, channel_axis, model, image_type)
+        chw = normalize(chw, chosen.normalization, value_range)
     else:
         check_finite_array(plane)
         chw, kind = to_channels_first(plane, channel_axis, model.in_channels), "prepared"
