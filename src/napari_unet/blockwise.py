@@ -78,16 +78,20 @@ def sampled_input_stats(
     channel mapping and conversion (those of the model that will segment the
     plane's image type), so both paths normalize alike.
     """
-    import dask.array as da
-
     from .normalize import percentile_range, subsample_step
     from .segmentation import convert_for_segmenting
 
-    arr = da.from_array(data, chunks=getattr(data, "chunks", "auto"))
     ny, nx = data.shape[axes.index("Y")], data.shape[axes.index("X")]
     step = subsample_step(model.in_channels * ny * nx)
+    grid = tuple(slice(None, None, step) if a in "YX" else slice(None) for a in axes)
+    try:
+        sample = np.asarray(data[grid])  # numpy, zarr and dask slice with a step themselves
+    except (TypeError, ValueError, IndexError, NotImplementedError):
+        import dask.array as da
+
+        sample = np.asarray(da.from_array(data, chunks=getattr(data, "chunks", "auto"))[grid])
     order = [axes.index("Y"), axes.index("X")] + [i for i, a in enumerate(axes) if a not in "YX"]
-    sample = np.asarray(arr.transpose(order)[::step, ::step].compute())
+    sample = np.transpose(sample, order)
     chw, kind, chosen = convert_for_segmenting(
         sample, 2 if sample.ndim == 3 else None, model, image_type
     )
@@ -373,8 +377,10 @@ def _merge_across_blocks(blocks, store: Path, offsets, min_iou: float):
                 uf.union(x, y)
     core_ids = []
     for k, b in enumerate(blocks):
-        ids = np.unique(region_labels(k)[_core_in_region(b)])
-        core_ids.append(ids[ids > 0].astype(np.int64) + offsets[k])
+        # Ids present in the core: a count per id is linear in the pixels (a sort is not).
+        present = np.bincount(np.asarray(region_labels(k)[_core_in_region(b)]).ravel())
+        ids = np.flatnonzero(present[1:]) + 1
+        core_ids.append(ids.astype(np.int64) + offsets[k])
     all_ids = np.concatenate(core_ids) if core_ids else np.zeros(0, np.int64)
     unique_roots = np.unique(np.array([uf.find(int(x)) for x in all_ids], dtype=np.int64))
     final_of_root = {int(r): n + 1 for n, r in enumerate(unique_roots)}

@@ -72,9 +72,13 @@ def plan_axis(size: int, depth: int, step: int) -> AxisPlan:
     """Tiles along one axis of ``size`` pixels for a network of ``depth``, ``step`` output pixels apart."""
     stride = 2**depth
     # Never tile wider than the image needs; keep the step a multiple of the stride.
-    step = max(stride, min(step // stride * stride, math.ceil(size / stride) * stride))
+    largest = max(stride, min(step // stride * stride, math.ceil(size / stride) * stride))
+    count = math.ceil(size / largest)
+    # As few tiles as the largest step needs, each only as large as covering the
+    # axis takes: an axis just over a multiple of the largest step would
+    # otherwise compute a nearly empty last tile (4352 px: 5120 px at 1024 a tile).
+    step = math.ceil(size / count / stride) * stride
     tile = input_size_for_output(step, depth)
-    count = math.ceil(size / step)
     padded = (count - 1) * step + tile
     before = halo(depth)
     return AxisPlan(size, step, tile, count, before, padded - size - before)
