@@ -118,3 +118,20 @@ def test_bfloat16_close_to_float32_for_trained_model(default_model_available):
     # Pixels at the edge of a decision can flip slightly; nearly all stay close.
     diff = np.abs(p32 - p16)
     assert np.quantile(diff, 0.999) < 1e-2
+
+
+@given(
+    size=st.integers(1, 20000),
+    depth=st.integers(1, 4),
+    step=st.sampled_from([64, 256, 1000, 1024]),
+)
+def test_tiles_cover_an_axis_with_less_than_a_stride_to_spare_per_tile(size, depth, step):
+    from napari_unet.tiling import plan_axis
+
+    stride = 2**depth
+    plan = plan_axis(size, depth, step)
+    assert plan.step % stride == 0 and plan.step <= max(stride, step)
+    assert plan.count * plan.step >= size  # the axis is covered ...
+    assert plan.count * plan.step - size < plan.count * stride  # ... without near-empty tiles
+    largest = max(stride, step // stride * stride)
+    assert (plan.count - 1) * largest < size  # ... with no more tiles than the largest step needs
