@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UNetError
+from .heap import reusing_freed_memory
 from .io import output_owner
 from .progress import Progress, Stage, run_to_end
 from .stitching import DEFAULT_STITCH_THRESHOLD
@@ -354,6 +355,7 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
 # --------------------------------------------------------------------------
 
 
+@reusing_freed_memory
 def iter_segment_files(
     inputs: Iterable[str | Path],
     out_dir: str | Path | None,

@@ -26,6 +26,7 @@ import numpy as np
 
 from .batch import BatchOptions
 from .errors import UNetError
+from .heap import reuse_freed_memory, reusing_freed_memory
 from .io import tiff_metadata, tiff_resolution, write_ngff_labels
 from .modelfile import SegmentationModel, cached_model_from_bytes, get_model, model_to_bytes
 from .progress import Progress, Stage, run_to_end
@@ -202,6 +203,7 @@ def _shared_pairs(
     return [(int(x) + a_offset, int(y) + b_offset) for x, y in zip(pa[keep], pb[keep])]
 
 
+@reusing_freed_memory
 def iter_segment_large(
     data,
     output: str | Path,
@@ -477,7 +479,8 @@ def _block_task(
 ) -> tuple[int, int]:
     """Dask task: label block number ``k``'s region and store it in the shared temporary folder."""
     model = cached_model_from_bytes(blob)
-    labels = _segment_block(data, axes, block, model, stats, scale, options).labels
+    with reuse_freed_memory():  # a worker process of its own: the caller's setting is not here
+        labels = _segment_block(data, axes, block, model, stats, scale, options).labels
     np.save(Path(tmpdir) / f"{k}.npy", labels)
     return k, int(labels.max())
 

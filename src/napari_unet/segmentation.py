@@ -18,6 +18,7 @@ import numpy as np
 
 from .devices import resolve_device, resolve_precision
 from .errors import UNetError
+from .heap import reusing_freed_memory
 from .instances import InstanceParams, instances_from_probabilities
 from .io import check_axes, infer_axes
 from .modelfile import SegmentationModel, get_model, model_for_image_type
@@ -316,6 +317,7 @@ def _predict_with_progress(net, chw: np.ndarray, info: dict, tiling: dict):
         yield Progress(Stage.PREDICT, ev.step, ev.total, {**ev.info, **info})
 
 
+@reusing_freed_memory
 def iter_segment(
     image,
     model: str | Path | SegmentationModel = "default",

@@ -37,6 +37,7 @@ from .augment import AugmentConfig
 from .data import PatchDataset, TrainingImage, dataset_class_weights, hold_out_strips
 from .devices import native_bfloat16, resolve_device
 from .errors import UNetError
+from .heap import reusing_freed_memory
 from .instances import InstanceParams, instances_from_probabilities, tune_instance_params
 from .io import atomic_path
 from .metrics import MatchCounts, match_counts
@@ -471,6 +472,7 @@ def _train_step(net: UNet, optimizer, batch, device: torch.device, bf16: bool) -
     return float(loss.detach())
 
 
+@reusing_freed_memory
 def iter_train(
     train_images: Sequence[TrainingImage],
     val_images: Sequence[TrainingImage] = (),
