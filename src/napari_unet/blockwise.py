@@ -26,7 +26,7 @@ import numpy as np
 
 from .batch import BatchOptions
 from .errors import UNetError
-from .heap import reuse_freed_memory, reusing_freed_memory
+from .heap import release_freed_memory, reuse_freed_memory, reusing_freed_memory
 from .io import tiff_metadata, tiff_resolution, write_ngff_labels
 from .modelfile import SegmentationModel, cached_model_from_bytes, get_model, model_to_bytes
 from .progress import Progress, Stage, run_to_end
@@ -332,11 +332,13 @@ def _label_blocks(data, axes, blocks, model, stats, scale, options, store: Path,
             yield Progress(Stage.BLOCKS, n, 2 * len(blocks), {"phase": "label"})
     else:
         for k, b in enumerate(blocks):
-            labels = done.get(k)
+            labels = done.pop(k, None)
             if labels is None:
                 labels = _segment_block(data, axes, b, model, stats, scale, options).labels
             np.save(store / f"{k}.npy", labels)
             offsets[k + 1] = int(labels.max())
+            del labels
+            release_freed_memory()  # memory bounded by one block's, not by all blocks' leftovers
             yield Progress(Stage.BLOCKS, k + 1, 2 * len(blocks), {"phase": "label"})
     return np.cumsum(offsets)
 
@@ -481,8 +483,11 @@ def _block_task(
     model = cached_model_from_bytes(blob)
     with reuse_freed_memory():  # a worker process of its own: the caller's setting is not here
         labels = _segment_block(data, axes, block, model, stats, scale, options).labels
-    np.save(Path(tmpdir) / f"{k}.npy", labels)
-    return k, int(labels.max())
+        np.save(Path(tmpdir) / f"{k}.npy", labels)
+        count = int(labels.max())
+        del labels
+        release_freed_memory()
+    return k, count
 
 
 def segment_large(data, output, model="default", **kwargs) -> dict:

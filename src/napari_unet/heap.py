@@ -8,7 +8,9 @@ of kernel time in a 2.1 s run on 2 cores. While a task runs, the thresholds
 are raised so freed buffers stay in the heap and are reused (the same image:
 0.2-0.3 s of kernel time, 1.5-1.7 s in all). When the last running task
 ends the thresholds go back and the heap is trimmed, so an idle napari (or
-the rest of a script) gets the memory back.
+the rest of a script) gets the memory back; tasks made of many large steps
+(the blocks of an image bigger than memory) trim it between steps too, so
+their memory stays bounded by one step's.
 
 Elsewhere than glibc (macOS, Windows, musl) this does nothing.
 """
@@ -71,6 +73,17 @@ def reuse_freed_memory() -> Iterator[None]:
                 libc.mallopt(M_MMAP_THRESHOLD, DEFAULT_MMAP_BYTES)
                 libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_BYTES)
                 libc.malloc_trim(0)
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free memory back to the system now (between the blocks of a large image).
+
+    Keeps the resident memory of a long task at what one step of it needs:
+    buffers are still reused within the step, and faulted in again once per step.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def reusing_freed_memory(task: Callable[..., Generator]) -> Callable[..., Generator]:
