@@ -195,12 +195,11 @@ def iter_segment_plane(
     region = region or (slice(None), slice(None))
     info = dict(info or {})
     requested = image_type or model.normalization.image_type
+    check_finite_array(plane)
     if normalize_input:
-        check_finite_array(plane)
         chw, kind, chosen = convert_for_segmenting(plane, channel_axis, model, image_type)
         chw = normalize(chw, chosen.normalization, value_range)
     else:
-        check_finite_array(plane)
         chw, kind = to_channels_first(plane, channel_axis, model.in_channels), "prepared"
         chosen = model
     notes = input_notes(chw, kind, requested)
