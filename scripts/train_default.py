@@ -80,7 +80,8 @@ def starting_model(init: str, in_channels: int, norm: Normalization):
     import torch
 
     model = load_model(init)
-    model.normalization = norm
+    # The script trains exactly this network: no hand-over to a companion model.
+    model.normalization, model.companions = norm, {}
     old = model.net
     if old.config.in_channels == in_channels:
         return model
