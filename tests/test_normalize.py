@@ -169,3 +169,10 @@ def test_unknown_brightfield_conversion_is_a_clear_error():
         Normalization(brightfield="sepia")
     assert Normalization.from_dict({"brightfield": "hematoxylin"}).brightfield == "hematoxylin"
     assert Normalization.from_dict({}).brightfield == "invert"  # model files from before
+
+
+def test_colour_deconvolution_of_two_channels_is_a_clear_error():
+    from napari_unet.normalize import hematoxylin_density
+
+    with pytest.raises(UNetError, match="grey or RGB, got 2 channels"):
+        hematoxylin_density(np.ones((2, 8, 8), np.uint8))
