@@ -168,7 +168,6 @@ def read_image(path: str | Path, axes: str | None = None, lazy: bool = False) ->
 
 def _tiff_pixel_size(tif) -> tuple[dict[str, float], str | None]:
     """Pixel sizes a TIFF records: napari-unet's own, OME's PhysicalSize, or ImageJ's resolution."""
-    import json
     import re
 
     page = tif.pages[0]
@@ -243,17 +242,14 @@ def _read_zarr(path: Path):
     if hasattr(node, "shape"):
         return node, None, {}, None
     # OME-Zarr (NGFF): the first multiscale dataset is full resolution.
-    attrs = dict(node.attrs)
-    ome = attrs.get("ome", attrs)
-    multiscales = ome.get("multiscales")
-    if not multiscales:
-        raise UNetError(f"{path} is a zarr group without an image array (no 'multiscales')")
-    ms = multiscales[0]
-    first = ms["datasets"][0]
+    from .ngff_labels import read_ngff_image
+
+    image = read_ngff_image(path)
+    first = image.datasets[0]
     array = node[first["path"]]
     axes, pixel_size, unit = None, {}, None
-    if "axes" in ms:
-        axes = "".join((a["name"] if isinstance(a, dict) else a).upper() for a in ms["axes"])
+    if image.axes:
+        axes = "".join(a["name"].upper() for a in image.axes)
         scale = next(
             (
                 t.get("scale")
@@ -262,8 +258,8 @@ def _read_zarr(path: Path):
             ),
             None,
         )
-        for k, a in enumerate(ms["axes"]):
-            if isinstance(a, dict) and a.get("type") == "space" and scale and _positive(scale[k]):
+        for k, a in enumerate(image.axes):
+            if a.get("type") == "space" and scale and _positive(scale[k]):
                 pixel_size[a["name"].upper()] = float(scale[k])
                 unit = unit or a.get("unit")
     return array, axes, pixel_size, unit
