@@ -18,9 +18,9 @@ needs_spec = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    """The tiny model exported once for the module."""
+@pytest.fixture(scope="module", params=[1, 3], ids=["grey", "rgb"])
+def package(tmp_path_factory, request):
+    """The tiny model exported once for the module: one grey channel, and R, G, B."""
     if importlib.util.find_spec("bioimageio.spec") is None:
         pytest.skip("bioimageio.spec is not installed (pip install bioimageio.spec)")
     import torch
@@ -29,7 +29,14 @@ def package(tmp_path_factory):
     from napari_unet.modelfile import new_model
 
     torch.manual_seed(0)
-    model = new_model(depth=2, base_channels=4, scheme="3class", batch_norm=True, dropout=0.0)
+    model = new_model(
+        depth=2,
+        base_channels=4,
+        in_channels=request.param,
+        scheme="3class",
+        batch_norm=True,
+        dropout=0.0,
+    )
     model.name = "tiny"
     out = tmp_path_factory.mktemp("export") / "tiny.zip"
     return model, export_package(model, out)
@@ -87,10 +94,35 @@ def test_onnx_weights_take_any_valid_size(package, tmp_path, size):
         archive.extract("weights.onnx", tmp_path)
     session = onnxruntime.InferenceSession(str(tmp_path / "weights.onnx"))
     side = model.net.valid_input_size(40 * size)
-    x = torch.randn(2, 1, side, side + 2**model.net.config.depth)
+    x = torch.randn(2, model.in_channels, side, side + 2**model.net.config.depth)
     (got,) = session.run(None, {"raw": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(got, model.net.eval()(x).numpy(), atol=1e-4)
+
+
+@needs_spec
+def test_a_colour_package_names_its_channels_and_normalizes_them_together(package):
+    model, path = package
+    with zipfile.ZipFile(path) as archive:
+        rdf = archive.read("rdf.yaml").decode()
+        test_input = np.load(archive.open("test_input.npy"))
+    assert test_input.shape[:2] == (1, model.in_channels)
+    if model.in_channels == 3:
+        assert all(name in rdf for name in ("red", "green", "blue"))
+        assert "- channel" in rdf  # scale_range over channel, y and x: one range, as napari-unet
+    else:
+        assert "grey" in rdf
+
+
+@needs_spec
+def test_a_test_image_of_another_channel_count_is_one_clear_error(tmp_path):
+    from napari_unet.bioimage_package import export_package
+    from napari_unet.modelfile import new_model
+
+    model = new_model(depth=2, base_channels=4, in_channels=3)
+    with pytest.raises(UNetError, match=r"\(Y, X\) or \(3, Y, X\)"):
+        export_package(model, tmp_path / "m.zip", test_image=np.zeros((2, 128, 128), np.float32))
+    assert not (tmp_path / "m.zip").exists()
 
 
 def test_another_tools_package_is_refused_in_one_line(tmp_path):

@@ -4,9 +4,11 @@ A package (format 0.5, written with ``bioimageio.spec``) holds the network
 as bioimage.io tools run it: ``pytorch_state_dict`` weights with the
 architecture's source file and keyword arguments, ``torchscript``, and
 ``onnx`` when the ``onnx`` package is installed.
-Inputs are one grey channel with a parameterized size (the valid sizes of the
+Inputs are the network's channels (one grey, or R, G, B for a model of
+stained images), nuclei bright on dark, with a parameterized size (the valid sizes of the
 valid-padding U-Net: ``min + n * 2**depth``), normalized by ``scale_range``
-at the model's percentiles; outputs are the class probabilities (softmax),
+at the model's percentiles (over all channels jointly, as napari-unet
+normalizes); outputs are the class probabilities (softmax),
 their size the input's less the halo on each side. The watershed step cannot
 be expressed in the format: the post-processing parameters go into the
 package's ``config``, and the napari-unet model file itself is attached, so
@@ -90,13 +92,13 @@ def export_package(model, out: str | Path, test_image: np.ndarray | None = None)
     Parameters
     ----------
     model
-        A :class:`~napari_unet.modelfile.SegmentationModel` with a one-channel
-        network.
+        A :class:`~napari_unet.modelfile.SegmentationModel`.
     out
         The ``.zip`` to write (atomically).
     test_image
-        A grey image (Y, X) for the package's test tensors and cover; by
-        default synthetic nuclei.
+        An image for the package's test tensors and cover, nuclei bright
+        on dark: (Y, X), repeated over the network's channels, or (C, Y, X);
+        by default synthetic nuclei.
 
     Returns
     -------
@@ -115,8 +117,6 @@ def export_package(model, out: str | Path, test_image: np.ndarray | None = None)
     if out.suffix != ".zip":
         raise UNetError(f"a bioimage.io package is a .zip file, got {out.name}")
     net = copy.deepcopy(model.net).float().eval().cpu()
-    if net.config.in_channels != 1:
-        raise UNetError("only one-channel models can be exported (grey input)")
     raw, probabilities = _test_tensors(model, net, test_image)
     with tempfile.TemporaryDirectory(prefix="napari-unet-export-") as tmp:
         folder = Path(tmp)
@@ -129,7 +129,7 @@ def export_package(model, out: str | Path, test_image: np.ndarray | None = None)
 
 
 def _test_tensors(model, net, test_image) -> tuple[np.ndarray, np.ndarray]:
-    """A raw grey test input of a valid size, and the probabilities the package must give."""
+    """A raw (C, Y, X) test input of a valid size, and the probabilities the package must give."""
     import torch
 
     from .normalize import normalize
@@ -138,11 +138,19 @@ def _test_tensors(model, net, test_image) -> tuple[np.ndarray, np.ndarray]:
     size = net.valid_input_size(256)
     if test_image is None:
         test_image, _ = synthetic_nuclei((size, size), n_nuclei=12, seed=0)
-    raw = np.asarray(test_image, dtype=np.float32)[:size, :size]
-    if raw.shape != (size, size):
+    raw = np.asarray(test_image, dtype=np.float32)
+    channels = net.config.in_channels
+    if raw.ndim == 2:
+        raw = np.repeat(raw[None], channels, axis=0)
+    if raw.ndim != 3 or raw.shape[0] != channels:
+        raise UNetError(
+            f"the test image must be (Y, X) or ({channels}, Y, X) for this model, got {raw.shape}"
+        )
+    raw = raw[:, :size, :size]
+    if raw.shape[1:] != (size, size):
         raise UNetError(f"the test image must be at least {size}x{size}")
     with torch.no_grad():
-        x = torch.from_numpy(normalize(raw, model.normalization))[None, None]
+        x = torch.from_numpy(normalize(raw, model.normalization))[None]
         probabilities = torch.softmax(net(x), dim=1).numpy()
     return raw, probabilities
 
@@ -156,14 +164,14 @@ def _write_files(folder: Path, model, net, raw: np.ndarray, probabilities: np.nd
     from .model import halo
     from .modelfile import model_to_bytes
 
-    np.save(folder / "test_input.npy", raw[None, None])
+    np.save(folder / "test_input.npy", raw[None])
     np.save(folder / "test_output.npy", probabilities)
-    tifffile.imwrite(folder / "sample_input.tif", raw[None, None], photometric="minisblack")
+    tifffile.imwrite(folder / "sample_input.tif", raw[None], photometric="minisblack")
     tifffile.imwrite(folder / "sample_output.tif", probabilities, photometric="minisblack")
     torch.save(net.state_dict(), folder / "weights.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated but still the format's
-        example = torch.zeros(1, 1, *raw.shape)
+        example = torch.zeros(1, *raw.shape)
         torch.jit.trace(net, example).save(str(folder / "weights_torchscript.pt"))
         if importlib.util.find_spec("onnx") is not None:
             _write_onnx(net, example, folder / "weights.onnx")
@@ -207,12 +215,15 @@ def _describe(folder: Path, model, net):
 
     depth, lost, norm = net.config.depth, halo(net.config.depth), model.normalization
     spatial = v.ParameterizedSize(min=net.valid_input_size(1), step=2**depth)
+    names = _channel_names(net.config.in_channels)
+    # One range for all channels, as napari-unet normalizes (colour kept).
+    jointly = [v.AxisId("y"), v.AxisId("x")] + ([v.AxisId("channel")] if len(names) > 1 else [])
     inputs = v.InputTensorDescr(
         id=v.TensorId("raw"),
-        description="one grey channel, nuclei bright on a dark background",
+        description=_input_text(model, names),
         axes=[
             v.BatchAxis(),
-            v.ChannelAxis(channel_names=[v.Identifier("grey")]),
+            v.ChannelAxis(channel_names=[v.Identifier(c) for c in names]),
             v.SpaceInputAxis(id=v.AxisId("y"), size=spatial),
             v.SpaceInputAxis(id=v.AxisId("x"), size=spatial),
         ],
@@ -221,7 +232,7 @@ def _describe(folder: Path, model, net):
         preprocessing=[
             v.ScaleRangeDescr(
                 kwargs=v.ScaleRangeKwargs(
-                    axes=[v.AxisId("y"), v.AxisId("x")],
+                    axes=jointly,
                     min_percentile=norm.low,
                     max_percentile=norm.high,
                 )
@@ -282,7 +293,7 @@ def _describe(folder: Path, model, net):
         license=v.LicenseId("BSD-3-Clause"),
         documentation=v.FileDescr(source=folder / "README.md"),
         covers=[v.FileDescr(source=folder / "cover.png")],
-        tags=["unet", "nuclei", "segmentation", "napari-unet", "fluorescence"],
+        tags=["unet", "nuclei", "segmentation", "napari-unet"],
         inputs=[inputs],
         outputs=[outputs],
         weights=weights,
@@ -303,9 +314,9 @@ def _write_cover(path: Path, raw, probabilities, model, overlay_png, write_png) 
     """Input and its segmentation side by side (the 2:1 cover bioimage.io shows)."""
     from .instances import instances_from_probabilities
 
-    lost = (raw.shape[0] - probabilities.shape[2]) // 2
+    lost = (raw.shape[1] - probabilities.shape[2]) // 2
     labels = instances_from_probabilities(probabilities[0], model.postprocessing, model.scheme)
-    crop = raw[lost : lost + labels.shape[0], lost : lost + labels.shape[1]]
+    crop = raw.mean(axis=0)[lost : lost + labels.shape[0], lost : lost + labels.shape[1]]
     grey = np.clip((crop - crop.min()) / (np.ptp(crop) or 1.0) * 255, 0, 255).astype(np.uint8)
     left = np.repeat(grey[..., None], 3, axis=-1)
     write_png(path, np.concatenate([left, overlay_png(crop, labels)], axis=1))
@@ -319,11 +330,11 @@ def _readme(model, minimum: int, depth: int, lost: int) -> str:
 A U-Net (Ronneberger et al. 2015) with valid convolutions, exported by
 [napari-unet](https://pypi.org/project/napari-unet/).
 
-- **Input** `raw`: one grey channel, nuclei bright on a dark background.
+- **Input** `raw`: {_input_text(model, _channel_names(model.in_channels))}.
   Brightfield and stained (H&E) images must be {_brightfield_text(model)}
   first (napari-unet does this itself). Valid sizes along Y and X:
   {minimum} + n * {2**depth}; normalized by the {model.normalization.low} and
-  {model.normalization.high} percentiles.
+  {model.normalization.high} percentiles of all channels together.
 - **Output** `probabilities`: {classes}; {lost} pixels smaller than the
   input on each side (valid padding). Tile with overlaps of {lost} pixels
   for exact results on large images.
@@ -342,6 +353,20 @@ A U-Net (Ronneberger et al. 2015) with valid convolutions, exported by
 """
 
 
+def _channel_names(channels: int) -> list[str]:
+    """The input's channel names: grey, R/G/B, or numbered."""
+    if channels == 1:
+        return ["grey"]
+    if channels == 3:
+        return ["red", "green", "blue"]
+    return [f"channel{i}" for i in range(channels)]
+
+
+def _input_text(model, names: list[str]) -> str:
+    channels = "one grey channel" if names == ["grey"] else f"channels {', '.join(names)}"
+    return f"{channels}, nuclei bright on a dark background"
+
+
 def _brightfield_text(model) -> str:
     """How this model's brightfield input is made, for the package README."""
     if model.normalization.brightfield == "hematoxylin":
@@ -351,6 +376,8 @@ def _brightfield_text(model) -> str:
             + ", ".join(f"{w:.3f}" for w in HEMATOXYLIN_FROM_RGB)
             + " for R, G, B; grey images as R = G = B)"
         )
+    if model.in_channels == 3:
+        return "inverted (each colour channel negated; grey images as R = G = B)"
     return "converted to grey and inverted"
 
 
