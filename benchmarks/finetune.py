@@ -36,7 +36,7 @@ from napari_unet.data import make_training_image, pair_by_stem
 from napari_unet.devices import cpu_name
 from napari_unet.io import read_image
 from napari_unet.metrics import dataset_ap
-from napari_unet.modelfile import load_model
+from napari_unet.modelfile import load_model, model_for_image_types
 from napari_unet.segmentation import segment
 from napari_unet.training import FINE_TUNE, TrainConfig, TrainingStopped, train
 
@@ -197,10 +197,9 @@ def main(argv=None) -> int:
                 make_training_image(
                     image,
                     labels,
-                    default.in_channels,
-                    default.normalization,
                     valid=region_around(labels, args.partial) if args.partial else None,
                     name=name,
+                    model=default,  # as segmenting sees it: stained images for the companion
                 )
                 for name, image, labels in chosen
             ]
@@ -214,10 +213,9 @@ def main(argv=None) -> int:
                                 config, freeze_batch_norm=args.freeze_batch_norm == "on"
                             )
                     else:
-                        arch = dict(
-                            default.net.config.to_dict(),
-                            scheme=default.scheme,
-                        )
+                        # The network fine-tuning would train, new: same architecture and input.
+                        trained = model_for_image_types(default, [i.image_type for i in items])
+                        arch = dict(trained.net.config.to_dict(), scheme=trained.scheme)
                         arch.pop("n_classes")
                         init = None
                         config = replace(FINE_TUNE, minutes=minutes, lr=TrainConfig().lr or 1e-3)
@@ -228,7 +226,9 @@ def main(argv=None) -> int:
                         emit({"shift": shift_name, "model": start, "error": str(exc)})
                         continue
                     if start == "scratch":  # a new network has no thresholds of its own
-                        model.postprocessing = default.postprocessing
+                        model.postprocessing = model_for_image_types(
+                            default, [i.image_type for i in items]
+                        ).postprocessing
                     emit(
                         {
                             "shift": shift_name,

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         image = np.asarray(read_image(image_path).data)
         truth = np.asarray(read_image(mask_path).data)
         before = matching(truth, segment(image, model), 0.5).ap
-        corrected.append(make_training_image(image, truth, 1, name=image_path.stem))
+        corrected.append(make_training_image(image, truth, name=image_path.stem, model=model))
         t = time.perf_counter()
         model = train(corrected, init=model, config=replace(FINE_TUNE, minutes=args.minutes))
         print(

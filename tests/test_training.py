@@ -322,3 +322,69 @@ def test_a_held_out_share_outside_0_1_is_refused(data):
         run_to_end(
             iter_train(train_set, architecture=ARCH, config=small_config(holdout_fraction=1.0))
         )
+
+
+@pytest.fixture
+def default_with_rgb_companion(tmp_path, monkeypatch):
+    """A one-channel start model whose brightfield companion takes R, G, B (as the built-ins)."""
+    import napari_unet.modelfile as mf
+    from napari_unet.modelfile import new_model
+
+    companion = new_model(**ARCH, in_channels=3)
+    path = mf.save_model(companion, tmp_path / "brightfield.safetensors")
+    monkeypatch.setattr(mf, "builtin_model_path", lambda n: path if n == "brightfield" else None)
+    start = new_model(**ARCH)
+    start.companions = {"brightfield": "brightfield"}
+    return start
+
+
+def stained(seed: int):
+    """Synthetic dark nuclei on a bright, pinkish RGB background, and their labels."""
+    image, labels = synthetic_nuclei((96, 96), n_nuclei=8, seed=seed)
+    dark = 1.0 - image.astype(np.float32) / image.max()
+    tint = np.array([0.95, 0.75, 0.9], np.float32)
+    return (255 * dark[..., None] * tint).astype(np.uint8), labels
+
+
+def test_fine_tuning_stained_images_trains_the_rgb_companion_on_colour(
+    default_with_rgb_companion,
+):
+    start = default_with_rgb_companion
+    items = [make_training_image(*stained(s), model=start) for s in (1, 2)]
+    assert [(i.image.shape[0], i.image_type) for i in items] == [(3, "brightfield")] * 2
+    # A fluorescence image among them is prepared for the one-channel network.
+    grey = make_training_image(*synthetic_nuclei((96, 96), n_nuclei=8, seed=3), model=start)
+    assert grey.image.shape[0] == 1
+    model = run_to_end(iter_train(items + [grey], init=start, config=small_config(epochs=1)))
+    assert model.training["started_from"] == "brightfield" and model.in_channels == 3
+    # Mostly fluorescence: the one-channel network is trained, the RGB image adapted.
+    fluo = [grey, make_training_image(*synthetic_nuclei((96, 96), n_nuclei=8, seed=4), model=start)]
+    model = run_to_end(iter_train(fluo + items[:1], init=start, config=small_config(epochs=1)))
+    assert model.in_channels == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_adapting_channels_equals_preparing_for_that_network(default_with_rgb_companion, seed):
+    from napari_unet.data import adapt_channels
+    from napari_unet.normalize import Normalization
+
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 255, (40, 50, 3)).astype(np.uint8)
+    labels = np.zeros((40, 50), np.int32)
+    labels[10:20, 10:20] = 1
+    for image_type in ("brightfield", "fluorescence"):
+        colour = make_training_image(rgb, labels, 3, image_type=image_type)
+        grey = make_training_image(rgb, labels, 1, image_type=image_type)
+        np.testing.assert_allclose(
+            adapt_channels(colour, 1, Normalization()).image, grey.image, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            adapt_channels(grey, 3, Normalization()).image,
+            np.repeat(grey.image, 3, axis=0),
+            atol=1e-6,
+        )
+
+
+def test_a_training_image_needs_channels_or_a_model():
+    with pytest.raises(TypeError, match="in_channels or model"):
+        make_training_image(*synthetic_nuclei((64, 64), n_nuclei=3, seed=0))

@@ -79,8 +79,8 @@ def sampled_input_stats(
     channel mapping and conversion (those of the model that will segment the
     plane's image type), so both paths normalize alike.
     """
+    from .modelfile import convert_for_segmenting
     from .normalize import percentile_range, subsample_step
-    from .segmentation import convert_for_segmenting
 
     ny, nx = data.shape[axes.index("Y")], data.shape[axes.index("X")]
     step = subsample_step(model.in_channels * ny * nx)

@@ -208,19 +208,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``napari-unet train``: train or fine-tune a model; returns the exit status."""
     from .data import load_training_folder
     from .modelfile import load_model, save_model
-    from .normalize import Normalization
     from .training import iter_train
 
     out, checkpoint = _check_train_arguments(args)
     init = None if args.start_from == "scratch" else load_model(args.start_from)
-    in_channels = init.in_channels if init is not None else args.channels
-    norm = init.normalization if init is not None else Normalization()
-    train_set = load_training_folder(args.images, args.masks, in_channels, norm)
+    # Fine-tuning prepares each image as the start model will segment it (a
+    # built-in model's brightfield companion included); scratch, as given.
+    in_channels = None if init is not None else args.channels
+    train_set = load_training_folder(args.images, args.masks, in_channels, model=init)
     val_set = (
-        load_training_folder(args.val_images, args.val_masks, in_channels, norm)
+        load_training_folder(args.val_images, args.val_masks, in_channels, model=init)
         if args.val_images
         else []
     )
+    in_channels = in_channels or init.in_channels
     # Unset options keep new_model's own defaults (one source for them).
     architecture = dict(in_channels=in_channels, scheme=args.scheme, name=out.stem)
     architecture.update(
@@ -426,18 +427,26 @@ def cmd_tune(args: argparse.Namespace) -> int:
     """``napari-unet tune``: tune a model's post-processing on labelled images; returns the exit status."""
     from .data import load_training_folder
     from .devices import resolve_device
-    from .modelfile import load_model, save_model
-    from .training import tune_postprocessing
+    from .modelfile import load_model, model_for_image_types, save_model
+    from .training import images_for_network, tune_postprocessing
 
     out = check_output_file(args.out, ".safetensors", args.overwrite)
-    model = load_model(args.model)
-    images = load_training_folder(args.images, args.masks, model.in_channels, model.normalization)
+    given = load_model(args.model)
+    images = load_training_folder(args.images, args.masks, model=given)
+    # Tune the network that segments these images: for mostly brightfield
+    # images and the built-in default, its brightfield companion.
+    model = model_for_image_types(given, [item.image_type for item in images])
+    if model is not given:
+        print(
+            f"tuning the built-in {model.name!r} model, which segments these images",
+            file=sys.stderr,
+        )
+    images = images_for_network(images, model)
     params, summary = tune_postprocessing(
         model.net, images, resolve_device(args.device), model.postprocessing
     )
-    model.postprocessing = params
-    model.training = {**model.training, "postprocessing_tuning": summary}
-    save_model(model, out)
+    training = {**model.training, "postprocessing_tuning": summary}
+    save_model(replace(model, postprocessing=params, training=training), out)
     print(json.dumps({"postprocessing": params.to_dict(), **summary}, indent=2))
     return 0
 

@@ -17,7 +17,14 @@ import torch
 
 from .augment import AugmentConfig, augment_pair, crop_padded
 from .errors import UNetError
-from .normalize import Normalization, prepare_plane
+from .modelfile import SegmentationModel, convert_for_segmenting
+from .normalize import (
+    Normalization,
+    check_finite_array,
+    normalize,
+    prepare_plane,
+    to_channels_first,
+)
 from .weights import class_targets, class_weights_from_counts, training_weights
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -80,21 +87,43 @@ def _crop(item: TrainingImage, window: tuple[slice, slice], name: str) -> Traini
     )
 
 
+def adapt_channels(
+    item: TrainingImage, in_channels: int, normalization: Normalization
+) -> TrainingImage:
+    """``item``, prepared for a network of another channel count, as one of ``in_channels`` sees it.
+
+    Used when a training set mixes image types that a built-in model hands
+    to networks of different channel counts. Exact when both networks
+    convert alike: the channel mappings of
+    :func:`~napari_unet.normalize.to_channels_first` are linear and the
+    percentile normalization is an affine map of each image (no clipping),
+    so normalizing again after the mapping gives what preparing the raw
+    image for this network gives.
+    """
+    if item.image.shape[0] == in_channels:
+        return item
+    chw = to_channels_first(item.image, 0, in_channels)
+    return replace(item, image=normalize(chw, normalization))
+
+
 def make_training_image(
     image: np.ndarray,
     labels: np.ndarray,
-    in_channels: int,
+    in_channels: int | None = None,
     normalization: Normalization = Normalization(),
     valid: np.ndarray | None = None,
     channel_axis: int | None = None,
     name: str = "",
     image_type: str | None = None,
+    model: SegmentationModel | None = None,
 ) -> TrainingImage:
     """Check and prepare one image/labels pair (raises UNetError with the name on problems).
 
-    The image goes through :func:`~napari_unet.normalize.prepare_plane`, as
-    it will when segmented: brightfield and stained images are inverted
-    (``image_type`` overrides the normalization's own setting).
+    The image is prepared as it will be when segmented: with ``model``, for
+    the network that segments its image type (the built-in default hands
+    brightfield images to its three-channel brightfield companion); without,
+    with ``in_channels`` and ``normalization``. Brightfield and stained
+    images are converted (``image_type`` overrides the automatic choice).
     """
     what = f" ({name})" if name else ""
     image = np.asarray(image)
@@ -117,7 +146,14 @@ def make_training_image(
             f"the mask{what} has ids up to {int(labels.max())}; ids must stay below 2**31 "
             "(relabel it, e.g. skimage.segmentation.relabel_sequential)"
         )
-    chw, kind = prepare_plane(image, channel_axis, in_channels, normalization, image_type)
+    if model is not None:
+        check_finite_array(image)
+        chw, kind, chosen = convert_for_segmenting(image, channel_axis, model, image_type)
+        chw = normalize(chw, chosen.normalization)
+    elif in_channels is None:
+        raise TypeError("make_training_image needs in_channels or model")
+    else:
+        chw, kind = prepare_plane(image, channel_axis, in_channels, normalization, image_type)
     if chw.shape[1:] != labels.shape:
         raise UNetError(
             f"image{what} is {chw.shape[1:]} but its mask is {labels.shape}; they must match"
@@ -135,16 +171,18 @@ def training_images_from_stack(
     image: np.ndarray,
     labels: np.ndarray,
     axes: str,
-    in_channels: int,
+    in_channels: int | None = None,
     normalization: Normalization = Normalization(),
     valid: np.ndarray | None = None,
     name: str = "",
+    model: SegmentationModel | None = None,
 ) -> list[TrainingImage]:
     """The annotated planes of an image (2D, or a Z/T stack with axes like "ZYX", "TZYXC").
 
     ``labels`` has the image's shape without C; planes with no labelled
     pixel inside ``valid`` (the annotated Y/X region, default all) are
     skipped. Raises UNetError when shapes differ or nothing is annotated.
+    Planes are prepared as :func:`make_training_image` does.
     """
     image, labels = np.asarray(image), np.asarray(labels)
     expected = tuple(s for s, a in zip(image.shape, axes) if a != "C")
@@ -169,6 +207,7 @@ def training_images_from_stack(
                 valid,
                 channel_axis=channel_axis,
                 name=f"{name}{list(index) if index else ''}",
+                model=model,
             )
         )
     if not items:
@@ -230,11 +269,12 @@ def pair_by_stem(images_dir: str | Path, masks_dir: str | Path) -> list[tuple[Pa
 def load_training_folder(
     images_dir: str | Path,
     masks_dir: str | Path,
-    in_channels: int,
+    in_channels: int | None = None,
     normalization: Normalization = Normalization(),
     limit: int | None = None,
+    model: SegmentationModel | None = None,
 ) -> list[TrainingImage]:
-    """Read, check and normalize every image/mask pair of two folders."""
+    """Read, check and prepare every image/mask pair of two folders (see :func:`make_training_image`)."""
     from .io import read_image
 
     pairs = pair_by_stem(images_dir, masks_dir)
@@ -248,7 +288,11 @@ def load_training_folder(
             raise UNetError(
                 f"the mask {mask_path.name} is empty (no labelled cell); annotate it or remove the pair"
             )
-        out.append(make_training_image(image, mask, in_channels, normalization, name=img_path.stem))
+        out.append(
+            make_training_image(
+                image, mask, in_channels, normalization, name=img_path.stem, model=model
+            )
+        )
     return out
 
 

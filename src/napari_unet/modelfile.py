@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
@@ -21,7 +22,7 @@ from .errors import UNetError
 from .instances import CLASS_SCHEMES, InstanceParams, class_scheme_of
 from .io import atomic_path
 from .model import UNet, UNetConfig
-from .normalize import IMAGE_TYPES, Normalization
+from .normalize import IMAGE_TYPES, Normalization, convert_plane
 
 FORMAT = "napari-unet-model"
 FORMAT_VERSION = 1
@@ -365,6 +366,42 @@ def model_for_image_type(model: SegmentationModel, image_type: str) -> Segmentat
     if companion is None:
         return model
     return get_model(companion)
+
+
+def model_for_image_types(model: SegmentationModel, image_types) -> SegmentationModel:
+    """The model that segments the most common of ``image_types`` (ties: alphabetical first).
+
+    Training and tuning on such images change that model: the built-in
+    default's brightfield companion for mostly brightfield images.
+    """
+    kinds = [kind for kind in image_types if kind]
+    if not kinds:
+        return model
+    majority = max(sorted(set(kinds)), key=kinds.count)
+    return model_for_image_type(model, majority)
+
+
+def convert_for_segmenting(
+    plane: np.ndarray,
+    channel_axis: int | None,
+    model: SegmentationModel,
+    image_type: str | None = None,
+) -> tuple[np.ndarray, str, SegmentationModel]:
+    """A plane converted, not yet normalized, for the model that segments its image type.
+
+    Returns the (C, Y, X) plane, its image type, and that model: ``model``
+    itself or the companion it hands such planes to, whose conversion and
+    channel count the plane then gets.
+    """
+    chw, kind = convert_plane(
+        plane, channel_axis, model.in_channels, model.normalization, image_type
+    )
+    chosen = model_for_image_type(model, kind)
+    if chosen.normalization != model.normalization or chosen.in_channels != model.in_channels:
+        chw, kind = convert_plane(
+            plane, channel_axis, chosen.in_channels, chosen.normalization, kind
+        )
+    return chw, kind, chosen
 
 
 def get_model(model: str | Path | SegmentationModel) -> SegmentationModel:

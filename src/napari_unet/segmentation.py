@@ -21,11 +21,10 @@ from .errors import UNetError
 from .heap import reusing_freed_memory
 from .instances import InstanceParams, instances_from_probabilities
 from .io import check_axes, infer_axes
-from .modelfile import SegmentationModel, get_model, model_for_image_type
+from .modelfile import SegmentationModel, convert_for_segmenting, get_model
 from .normalize import (
     check_finite_array,
     check_image_type,
-    convert_plane,
     detect_image_type,
     normalize,
     to_channels_first,
@@ -140,29 +139,6 @@ class PreparedNets:
         if id(model) not in self._nets:
             self._nets[id(model)] = (model, prepare_model(model.net, self.device, self.dtype))
         return self._nets[id(model)][1]
-
-
-def convert_for_segmenting(
-    plane: np.ndarray,
-    channel_axis: int | None,
-    model: SegmentationModel,
-    image_type: str | None = None,
-) -> tuple[np.ndarray, str, SegmentationModel]:
-    """A plane converted, not yet normalized, for the model that segments its image type.
-
-    Returns the (C, Y, X) plane, its image type, and that model: ``model``
-    itself or the companion it hands such planes to, whose conversion and
-    channel count the plane then gets.
-    """
-    chw, kind = convert_plane(
-        plane, channel_axis, model.in_channels, model.normalization, image_type
-    )
-    chosen = model_for_image_type(model, kind)
-    if chosen.normalization != model.normalization or chosen.in_channels != model.in_channels:
-        chw, kind = convert_plane(
-            plane, channel_axis, chosen.in_channels, chosen.normalization, kind
-        )
-    return chw, kind, chosen
 
 
 def iter_segment_plane(

@@ -34,7 +34,13 @@ import torch.nn.functional as F
 
 from . import __version__
 from .augment import AugmentConfig
-from .data import PatchDataset, TrainingImage, dataset_class_weights, hold_out_strips
+from .data import (
+    PatchDataset,
+    TrainingImage,
+    adapt_channels,
+    dataset_class_weights,
+    hold_out_strips,
+)
 from .devices import native_bfloat16, resolve_device
 from .errors import UNetError
 from .heap import reusing_freed_memory
@@ -42,7 +48,14 @@ from .instances import InstanceParams, instances_from_probabilities, tune_instan
 from .io import atomic_path
 from .metrics import MatchCounts, match_counts
 from .model import UNet, halo, valid_input_size
-from .modelfile import CHECKPOINT_KEY, SegmentationModel, load_model, new_model, save_model
+from .modelfile import (
+    CHECKPOINT_KEY,
+    SegmentationModel,
+    load_model,
+    model_for_image_types,
+    new_model,
+    save_model,
+)
 from .progress import Progress, Stage, run_to_end
 from .tiling import predict_tiled, prepare_model
 
@@ -402,13 +415,30 @@ def _starting_model(init, architecture: dict | None, train_images=()) -> Segment
     if init is None:
         return new_model(**(architecture or {}))
     base = load_model(init) if not isinstance(init, SegmentationModel) else init
-    kinds = [item.image_type for item in train_images if item.image_type]
-    if kinds:
-        majority = max(set(kinds), key=kinds.count)
-        base = load_model(base.companions[majority]) if majority in base.companions else base
+    base = model_for_image_types(base, [item.image_type for item in train_images])
     return SegmentationModel(
         copy.deepcopy(base.net), base.normalization, base.postprocessing, {}, base.name, base.source
     )
+
+
+def images_for_network(items, model: SegmentationModel, fine_tuning: bool = True) -> list:
+    """The training images with the channel count of the network trained.
+
+    When fine-tuning a built-in model on a mix of image types, the minority
+    was prepared for the other network (one channel vs three); it is adapted
+    exactly (:func:`~napari_unet.data.adapt_channels`). Any other mismatch
+    is one clear error.
+    """
+    in_ch, out = model.in_channels, []
+    for item in items:
+        if item.image.shape[0] != in_ch and fine_tuning and item.image.shape[0] in (1, 3):
+            item = adapt_channels(item, in_ch, model.normalization)
+        if item.image.shape[0] != in_ch:
+            raise UNetError(
+                f"{item.name or 'an image'} has {item.image.shape[0]} channels; the model takes {in_ch}"
+            )
+        out.append(item)
+    return out
 
 
 def _patch_loader(model: SegmentationModel, train_images, config: TrainConfig):
@@ -562,14 +592,12 @@ class _TrainingRun:
         torch.manual_seed(config.seed)
         self.model = _starting_model(init, architecture, train_images)
         self.net = self.model.net.to(self.device)
-        in_ch = self.model.in_channels
-        for item in self.train_images + self.val_images:
-            if item.image.shape[0] != in_ch:
-                raise UNetError(
-                    f"{item.name or 'an image'} has {item.image.shape[0]} channels; the model takes {in_ch}"
-                )
+        self.train_images, self.val_images = (
+            images_for_network(items, self.model, init is not None)
+            for items in (self.train_images, self.val_images)
+        )
         self.dataset, self.loader, self.class_weights = _patch_loader(
-            self.model, train_images, config
+            self.model, self.train_images, config
         )
         self.base_lr = config.lr or (1e-3 if config.optimizer == "adam" else 1e-2)
         self.optimizer = make_optimizer(

@@ -274,16 +274,16 @@ class TrainWidget(QWidget):
         self.start_button.setEnabled(False)
         self.status.setText("preparing the training images…")
         stop = self._stop
-        in_channels = init.in_channels if init is not None else self._in_channels_for_scratch()
-        norm = init.normalization if init is not None else Normalization()
-        architecture = {"in_channels": in_channels} if init is None else None
+        architecture = (
+            None if init is not None else {"in_channels": self._in_channels_for_scratch()}
+        )
         names = [p["name"] for p in sources["pairs"] if p["role"] == "train"]
         model_label = names[0] if len(names) == 1 else f"{len(names) or 'folder'} images"
 
         def make():
             # Normalizing the images takes time: it runs here, in the worker.
             yield Progress(Stage.PREPARE, 0, None, {"what": "training images"})
-            train_set, val_set = prepare_training_data(sources, in_channels, norm)
+            train_set, val_set = prepare_training_data(sources, init, architecture)
             if stop.is_set():
                 raise TrainingStopped(
                     "training was stopped before its first step; no model was made"
@@ -390,8 +390,16 @@ class TrainWidget(QWidget):
         return path
 
 
-def prepare_training_data(sources: dict, in_channels: int, norm: Normalization):
-    """Training and validation images from :meth:`TrainWidget.data_sources` (run in the worker)."""
+def prepare_training_data(sources: dict, init, architecture: dict | None):
+    """Training and validation images from :meth:`TrainWidget.data_sources` (run in the worker).
+
+    Fine-tuning prepares each image as ``init`` will segment it (a built-in
+    model's companion included); from scratch, with the new network's channels.
+    """
+    if init is not None:
+        in_channels, norm, model = None, Normalization(), init
+    else:
+        in_channels, norm, model = architecture["in_channels"], Normalization(), None
     sets = {"train": [], "validation": []}
     for pair in sources["pairs"]:
         sets[pair["role"]] += training_images_from_stack(
@@ -402,8 +410,9 @@ def prepare_training_data(sources: dict, in_channels: int, norm: Normalization):
             norm,
             pair["valid"],
             pair["name"],
+            model=model,
         )
     for role, (images, masks) in sources["folders"].items():
         if images:
-            sets[role] += load_training_folder(images, masks, in_channels, norm)
+            sets[role] += load_training_folder(images, masks, in_channels, norm, model=model)
     return sets["train"], sets["validation"]
