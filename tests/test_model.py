@@ -96,3 +96,14 @@ def test_flop_count_matches_hooks():
     with torch.no_grad():
         net(torch.zeros(1, 1, 92, 92))
     assert net.conv_flops(92, 92) == pytest.approx(sum(counted), rel=1e-9)
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_a_colour_network_folded_for_grey_input_gives_the_same_output(batch_norm):
+    torch.manual_seed(0)
+    net = UNet(depth=2, base_channels=4, in_channels=3, batch_norm=batch_norm).eval()
+    grey = torch.randn(1, 1, 44, 52)
+    folded = net.for_grey_input().eval()
+    assert folded.config.in_channels == 1 and net.config.in_channels == 3
+    with torch.no_grad():
+        torch.testing.assert_close(folded(grey), net(grey.repeat(1, 3, 1, 1)), atol=1e-5, rtol=1e-5)

@@ -231,3 +231,18 @@ def test_no_size_warning_once_the_plane_was_resized_to_the_training_size(default
     assert not [w for w in caught if issubclass(w.category, InputWarning)], [
         str(w.message) for w in caught
     ]
+
+
+def test_a_grey_plane_through_a_colour_model_is_segmented_as_its_repeated_channels():
+    import torch
+
+    from napari_unet.modelfile import new_model
+    from napari_unet.normalize import normalize
+
+    torch.manual_seed(0)
+    model = new_model(depth=2, base_channels=4, in_channels=3, scheme="3class", dropout=0.0)
+    image, _ = synthetic_nuclei((96, 96), n_nuclei=8, seed=2)
+    folded = segment(image, model, precision="float32", image_type="fluorescence")
+    repeated = normalize(np.repeat(image[None], 3, axis=0).astype(np.float32))
+    given = segment(repeated, model, axes="CYX", precision="float32", normalize_input=False)
+    np.testing.assert_array_equal(folded, given)

@@ -11,7 +11,7 @@ whole-image pass exactly (see :mod:`napari_unet.tiling`).
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -292,3 +292,21 @@ class UNet(nn.Module):
                         j += 1
                 blocks[i] = nn.Sequential(*layers)
         return fused
+
+    def for_grey_input(self) -> UNet:
+        """A one-channel copy for inputs whose channels are all the same plane.
+
+        Exact: a convolution of C identical channels is the convolution of
+        one with the weights summed over the channels. A colour model then
+        segments a grey image as fast as a grey model does.
+        """
+        grey = copy.deepcopy(self)
+        first = grey.down[0][0]
+        folded = nn.Conv2d(1, first.out_channels, first.kernel_size, bias=first.bias is not None)
+        with torch.no_grad():
+            folded.weight.copy_(first.weight.sum(dim=1, keepdim=True))
+            if first.bias is not None:
+                folded.bias.copy_(first.bias)
+        grey.down[0][0] = folded
+        grey.config = replace(grey.config, in_channels=1)
+        return grey

@@ -189,14 +189,20 @@ def convert_plane(
     Returns the converted plane and the image type used (``image_type``
     overrides the model's own setting).
     """
-    chw = to_channels_first(plane, channel_axis, in_channels)
+    # A grey plane for a colour model is converted once, then shown to every
+    # channel as a read-only view (no copies; the pipeline folds the network).
+    grey = (channel_axis is None or plane.shape[channel_axis] == 1) and in_channels > 1
+    chw = to_channels_first(plane, channel_axis, 1 if grey else in_channels)
     kind = resolve_image_type(chw, image_type or norm.image_type)
     if kind == "brightfield" and norm.brightfield == "hematoxylin":
         colour = (
             to_channels_first(plane, channel_axis, 3) if channel_axis is not None else plane[None]
         )
         return to_channels_first(hematoxylin_density(colour), 0, in_channels), kind
-    return as_fluorescence(chw, kind), kind
+    chw = as_fluorescence(chw, kind)
+    if grey:
+        chw = np.broadcast_to(chw, (in_channels, *chw.shape[1:]))
+    return chw, kind
 
 
 def prepare_plane(

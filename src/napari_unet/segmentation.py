@@ -134,11 +134,26 @@ class PreparedNets:
         # Keyed by id(model); the model is kept beside its net so the id stays its own.
         self._nets: dict[int, tuple[SegmentationModel, object]] = {}
 
-    def __call__(self, model: SegmentationModel):
-        """The network of ``model`` on this device and precision, prepared once."""
-        if id(model) not in self._nets:
-            self._nets[id(model)] = (model, prepare_model(model.net, self.device, self.dtype))
-        return self._nets[id(model)][1]
+    def __call__(self, model: SegmentationModel, grey: bool = False):
+        """The network of ``model`` on this device and precision, prepared once.
+
+        ``grey``: its one-channel form for inputs whose channels are all the
+        same plane (:meth:`~napari_unet.model.UNet.for_grey_input`).
+        """
+        key = (id(model), grey)
+        if key not in self._nets:
+            net = model.net.for_grey_input() if grey else model.net
+            self._nets[key] = (model, prepare_model(net, self.device, self.dtype))
+        return self._nets[key][1]
+
+
+def one_plane_if_channels_equal(chw: np.ndarray) -> np.ndarray:
+    """The first channel alone when every channel holds the same plane (a grey image), else ``chw``."""
+    if chw.shape[0] > 1 and (
+        chw.strides[0] == 0 or all(np.array_equal(chw[0], c) for c in chw[1:])
+    ):
+        return chw[:1]
+    return chw
 
 
 def iter_segment_plane(
@@ -174,14 +189,16 @@ def iter_segment_plane(
     check_finite_array(plane)
     if normalize_input:
         chw, kind, chosen = convert_for_segmenting(plane, channel_axis, model, image_type)
-        chw = normalize(chw, chosen.normalization, value_range)
+        # A grey plane for a colour network: one channel through the folded
+        # network gives the same result at a grey network's cost.
+        chw = normalize(one_plane_if_channels_equal(chw), chosen.normalization, value_range)
     else:
         chw, kind = to_channels_first(plane, channel_axis, model.in_channels), "prepared"
         chosen = model
     notes = input_notes(chw, kind, requested)
     if chosen is not model:
         notes.append(f"segmented with the built-in {chosen.name!r} model")
-    model, net = chosen, nets(chosen)
+    model, net = chosen, nets(chosen, grey=chw.shape[0] < chosen.in_channels)
     params = params or model.postprocessing
     factor = scale
     probs = None
