@@ -460,3 +460,37 @@ def test_segment_stitches_a_z_stack_unless_asked_not_to(default_model_available,
     )
     apart = tifffile.imread(tmp_path / "apart" / "stack_labels.tif")
     assert not (set(np.unique(apart[0])) - {0}) & set(np.unique(apart[1]))
+
+
+def test_train_and_tune_on_stained_images_work_on_the_rgb_companion(tmp_path, monkeypatch, capsys):
+    import napari_unet.modelfile as mf
+    from napari_unet.modelfile import load_model, new_model
+
+    arch = dict(depth=2, base_channels=4, scheme="3class", dropout=0.0)
+    colour = new_model(**arch, in_channels=3)
+    colour.name = "brightfield"  # as the built-in one
+    companion = mf.save_model(colour, tmp_path / "bf.safetensors")
+    monkeypatch.setattr(
+        mf, "builtin_model_path", lambda n: companion if n == "brightfield" else None
+    )
+    start = new_model(**arch)
+    start.companions = {"brightfield": "brightfield"}
+    start_file = str(save_model(start, tmp_path / "start.safetensors"))
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for s in range(2):
+        fluo, labels = synthetic_nuclei((96, 96), n_nuclei=8, seed=s)
+        dark = 1.0 - fluo.astype(np.float32) / fluo.max()
+        rgb = (255 * dark[..., None] * np.array([0.95, 0.75, 0.9])).astype(np.uint8)
+        tifffile.imwrite(images / f"he{s}.tif", rgb, photometric="rgb")
+        tifffile.imwrite(masks / f"he{s}.tif", labels.astype(np.uint16))
+    folders = ["--images", str(images), "--masks", str(masks)]
+    trained = tmp_path / "mine.safetensors"
+    argv = ["train", *folders, "--from", start_file, "--out", str(trained), "--epochs", "1"]
+    assert main([*argv, "--patches-per-epoch", "4", "--batch-size", "2", "--quiet"]) == 0
+    assert load_model(trained).in_channels == 3
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["tune", *folders, "--model", start_file, "--out", str(tuned)]) == 0
+    assert "tuning the built-in 'brightfield' model" in capsys.readouterr().err
+    assert load_model(tuned).in_channels == 3
