@@ -214,16 +214,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     init = None if args.start_from == "scratch" else load_model(args.start_from)
     # Fine-tuning prepares each image as the start model will segment it (a
     # built-in model's brightfield companion included); scratch, as given.
-    in_channels = None if init is not None else args.channels
-    train_set = load_training_folder(args.images, args.masks, in_channels, model=init)
+    scratch_channels = None if init is not None else args.channels
+    train_set = load_training_folder(args.images, args.masks, scratch_channels, model=init)
     val_set = (
-        load_training_folder(args.val_images, args.val_masks, in_channels, model=init)
+        load_training_folder(args.val_images, args.val_masks, scratch_channels, model=init)
         if args.val_images
         else []
     )
-    in_channels = in_channels or init.in_channels
-    # Unset options keep new_model's own defaults (one source for them).
-    architecture = dict(in_channels=in_channels, scheme=args.scheme, name=out.stem)
+    # A new network's (ignored when fine-tuning); unset options keep
+    # new_model's own defaults (one source for them).
+    architecture = dict(in_channels=args.channels, scheme=args.scheme, name=out.stem)
     architecture.update(
         {k: v for k, v in (("depth", args.depth), ("base_channels", args.base_channels)) if v}
     )

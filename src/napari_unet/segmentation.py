@@ -131,8 +131,8 @@ class PreparedNets:
 
     def __init__(self, device, dtype) -> None:
         self.device, self.dtype = device, dtype
-        # Keyed by id(model); the model is kept beside its net so the id stays its own.
-        self._nets: dict[int, tuple[SegmentationModel, object]] = {}
+        # Keyed by (id(model), grey); the model is kept beside its net so the id stays its own.
+        self._nets: dict[tuple[int, bool], tuple[SegmentationModel, object]] = {}
 
     def __call__(self, model: SegmentationModel, grey: bool = False):
         """The network of ``model`` on this device and precision, prepared once.

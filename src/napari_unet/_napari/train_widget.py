@@ -396,10 +396,9 @@ def prepare_training_data(sources: dict, init, architecture: dict | None):
     Fine-tuning prepares each image as ``init`` will segment it (a built-in
     model's companion included); from scratch, with the new network's channels.
     """
-    if init is not None:
-        in_channels, norm, model = None, Normalization(), init
-    else:
-        in_channels, norm, model = architecture["in_channels"], Normalization(), None
+    in_channels = None if init is not None else architecture["in_channels"]
+    norm = Normalization()  # a new network's; a model's own comes with it
+    model = init
     sets = {"train": [], "validation": []}
     for pair in sources["pairs"]:
         sets[pair["role"]] += training_images_from_stack(
