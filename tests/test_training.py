@@ -1,4 +1,5 @@
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -291,7 +292,7 @@ def test_training_that_beats_the_start_model_replaces_it(data, tiny_model, monke
     import napari_unet.training as training
 
     train_set, _ = data
-    scores = iter([0.1, 0.5, 0.3])
+    scores = iter([0.1, 0.9, 0.3])
     monkeypatch.setattr(
         training,
         "evaluate_model",
@@ -300,6 +301,30 @@ def test_training_that_beats_the_start_model_replaces_it(data, tiny_model, monke
     config = small_config(holdout_fraction=0.25, validate_start=True)
     model = run_to_end(iter_train(train_set, init=tiny_model, config=config))
     assert not model.training["kept_start_model"] and model.training["best_epoch"] == 0
+
+
+@pytest.mark.parametrize("margin, kept", [(None, True), (0.0, False)])
+def test_a_checkpoint_must_beat_the_start_model_by_more_than_chance(
+    data, tiny_model, monkeypatch, margin, kept
+):
+    import napari_unet.training as training
+
+    train_set, _ = data
+    scores = iter([0.50, 0.52, 0.51])  # a win by 0.02 on a few strips' nuclei: chance
+    monkeypatch.setattr(
+        training,
+        "evaluate_model",
+        lambda *a, **k: dict.fromkeys(("ap50", "ap70", "score"), next(scores)),
+    )
+    config = small_config(holdout_fraction=0.25, validate_start=True)
+    if margin is not None:
+        config = replace(config, start_model_margin=margin)
+    model = run_to_end(iter_train(train_set, init=tiny_model, config=config))
+    summary = model.training
+    assert summary["kept_start_model"] is kept
+    assert summary["validation_nuclei"] > 0
+    expected = config.start_model_margin / summary["validation_nuclei"] ** 0.5
+    assert summary["start_model_margin"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_hold_out_strips_split_each_image_in_two_and_skip_empty_strips():

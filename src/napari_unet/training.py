@@ -95,6 +95,12 @@ class TrainConfig:
     # Score the start model before the first step: fine-tuning keeps it unless
     # training beats it on the validation images.
     validate_start: bool = False
+    # ... by more than this / sqrt(nuclei validated on). The best of many
+    # checkpoints, each scored on a few dozen nuclei, beats the start model
+    # by chance alone; the bar grows as the validation set shrinks.
+    start_model_margin: float = (
+        0.25  # chosen on held-out train images (scripts/choose_replace_margin.py)
+    )
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict."""
@@ -620,6 +626,10 @@ class _TrainingRun:
             state.history,
         )
         self.saved_best_epoch = self.best_epoch
+        self.validation_nuclei = sum(
+            len(np.unique(item.labels[item.valid & (item.labels > 0)])) for item in self.val_images
+        )
+        self.start_margin = config.start_model_margin / math.sqrt(max(self.validation_nuclei, 1))
         self.t0 = time.perf_counter() - state.elapsed_s
         self.stopped_by = "epochs"
         self.last_validated = -1
@@ -640,6 +650,8 @@ class _TrainingRun:
         if improved:
             self.best_score, self.best_epoch = scores["score"], epoch
             self.best_state = copy.deepcopy(self.net.state_dict())
+            if epoch < 0:  # the start model: a checkpoint must beat it by more than chance
+                self.best_score += self.start_margin
         self.history.append(
             {"epoch": epoch, "step": self.step, "time_s": round(self.elapsed(), 1), **scores}
         )
@@ -740,6 +752,9 @@ class _TrainingRun:
             # The start model was scored (epoch -1) and nothing trained beat it.
             "kept_start_model": self.best_epoch < 0
             and any(h.get("epoch") == -1 for h in self.history),
+            "validation_nuclei": self.validation_nuclei,
+            # How much a checkpoint had to beat the start model by (when it competed).
+            "start_model_margin": round(self.start_margin, 4),
             "validated_on": "validation images"
             if given_validation
             else ("held-out strips of the training images" if val_images else None),

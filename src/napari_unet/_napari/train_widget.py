@@ -352,7 +352,8 @@ class TrainWidget(QWidget):
             f"{summary['time_s']:.0f}s, stopped by {summary['stopped_by']})"
             + (f"; best AP@0.5 {score['ap50']:.3f}" if score else "")
             + (
-                f"; training did not beat the start model on the {summary['validated_on']}, "
+                f"; training did not beat the start model on the {summary['validated_on']} "
+                f"by more than chance ({summary.get('validation_nuclei', '?')} nuclei), "
                 "so it is the start model"
                 if summary.get("kept_start_model")
                 else ""
