@@ -3,7 +3,7 @@
     python benchmarks/human_in_the_loop.py [--rounds 3] [--minutes 2]
 
 Round k: the current model segments the next ``dsb2018-stained/train`` image
-(a seeded order); the "correction" is that image's ground truth (a perfect
+(a seeded order, among the 12 that no built-in model was trained on); the "correction" is that image's ground truth (a perfect
 annotator: what a biologist's edits converge to); the model is then
 fine-tuned for ``--minutes`` on all images corrected so far with the
 library's FINE_TUNE recipe, as the Train widget does. After each round the
@@ -46,7 +46,11 @@ def main(argv=None) -> int:
     if not data.is_dir():
         print(f"no data at {data}", file=sys.stderr)
         return 2
-    train_pairs = pair_by_stem(data / "train/images", data / "train/masks")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from finetune import annotatable_pairs
+
+    # Images no built-in model was trained on, as a lab's own would be.
+    train_pairs = annotatable_pairs("dsb2018-stained")
     order = np.random.default_rng(args.seed).permutation(len(train_pairs))
     val = [
         (np.asarray(read_image(i).data), np.asarray(read_image(m).data))

@@ -28,7 +28,15 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "benchmarks"))
-from finetune import SHARED, SHIFTS, _draw, _read, load_pairs, score  # noqa: E402
+from finetune import (  # noqa: E402
+    SHARED,
+    SHIFTS,
+    _draw,
+    _read,
+    annotatable_pairs,
+    load_pairs,
+    score,
+)
 
 from napari_unet.data import hold_out_strips, make_training_image, pair_by_stem  # noqa: E402
 from napari_unet.devices import resolve_device  # noqa: E402
@@ -44,7 +52,7 @@ def run(shift_name: str, n_images: int, minutes: float, seed: int) -> dict:
     train_all = pair_by_stem(
         SHARED / dataset / "train" / "images", SHARED / dataset / "train" / "masks"
     )
-    annotated = _draw(train_all, n_images, seed)
+    annotated = _draw(annotatable_pairs(dataset), n_images, seed)
     names = {i.stem for i, _ in annotated}
     rest = [pair for pair in train_all if pair[0].stem not in names]
     held = _read(_draw(rest, 12, seed + 1000), shift)
