@@ -116,10 +116,12 @@ def bright_background_score(chw: np.ndarray) -> float:
     near 0 in fluorescence, near 1 in brightfield and stained images.
     Channels are averaged.
     """
-    grey = np.asarray(chw, dtype=working_dtype(chw))
-    grey = grey.mean(axis=0) if grey.ndim == 3 else grey
-    step = subsample_step(grey.size)
-    sample = grey[::step, ::step] if step > 1 else grey
+    chw = np.asarray(chw)
+    # The same grid as averaging first, then sampling: only the sample is converted.
+    step = subsample_step(chw.shape[-2] * chw.shape[-1])
+    sample = chw[..., ::step, ::step] if step > 1 else chw
+    sample = np.asarray(sample, dtype=working_dtype(chw))
+    sample = sample.mean(axis=0) if sample.ndim == 3 else sample
     lo, mid, hi = np.percentile(sample, [1.0, 50.0, 99.8])
     return float((mid - lo) / (hi - lo)) if hi > lo else 0.0
 
@@ -143,7 +145,10 @@ def as_fluorescence(chw: np.ndarray, image_type: str) -> np.ndarray:
     maps the new range to 0..1 again.
     """
     if image_type == "brightfield":
-        return -np.asarray(chw, dtype=working_dtype(chw))
+        # One C-ordered copy (a channels-last view would stay strided and
+        # slow every later pass), negated in place.
+        out = np.array(chw, dtype=working_dtype(chw), order="C")
+        return np.negative(out, out=out)
     return chw
 
 
