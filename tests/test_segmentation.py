@@ -246,3 +246,28 @@ def test_a_grey_plane_through_a_colour_model_is_segmented_as_its_repeated_channe
     repeated = normalize(np.repeat(image[None], 3, axis=0).astype(np.float32))
     given = segment(repeated, model, axes="CYX", precision="float32", normalize_input=False)
     np.testing.assert_array_equal(folded, given)
+
+
+@pytest.mark.parametrize(
+    "recorded, warned",
+    [
+        (["brightfield"], True),
+        (["brightfield", "fluorescence"], False),
+        (None, False),  # older files: nothing recorded, nothing claimed
+        ("brightfield", False),  # not a list: ignored, not split into letters
+    ],
+)
+def test_a_plane_of_a_type_the_model_never_saw_draws_one_warning(tiny_model, recorded, warned):
+    from napari_unet.progress import run_to_end
+    from napari_unet.segmentation import iter_segment
+
+    if recorded is not None:
+        tiny_model.training = {"image_types": recorded}
+    fluo, _ = synthetic_nuclei((96, 96), n_nuclei=8, seed=4)
+    events = []
+    run_to_end(iter_segment(fluo, tiny_model), events.append)
+    notes = [n for e in events if e.stage == "segment" for n in e.info.get("notes", [])]
+    hits = [n for n in notes if "trained on brightfield images only" in n]
+    assert len(hits) == (1 if warned else 0), notes
+    if warned:
+        assert "'default'" in hits[0] and "fluorescence" in hits[0]

@@ -413,3 +413,15 @@ def test_adapting_channels_equals_preparing_for_that_network(default_with_rgb_co
 def test_a_training_image_needs_channels_or_a_model():
     with pytest.raises(TypeError, match="in_channels or model"):
         make_training_image(*synthetic_nuclei((64, 64), n_nuclei=3, seed=0))
+
+
+def test_a_trained_model_records_the_image_types_it_saw_and_its_start_saw(
+    default_with_rgb_companion,
+):
+    start = default_with_rgb_companion
+    items = [make_training_image(*stained(s), model=start) for s in (1, 2)]
+    model = run_to_end(iter_train(items, init=start, config=small_config(epochs=1)))
+    assert model.training["image_types"] == ["brightfield"]
+    grey = make_training_image(*synthetic_nuclei((96, 96), n_nuclei=8, seed=3), model=model)
+    again = run_to_end(iter_train([grey], init=model, config=small_config(epochs=1)))
+    assert again.training["image_types"] == ["brightfield", "fluorescence"]

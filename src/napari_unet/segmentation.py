@@ -21,7 +21,12 @@ from .errors import UNetError
 from .heap import reusing_freed_memory
 from .instances import InstanceParams, instances_from_probabilities
 from .io import check_axes, infer_axes
-from .modelfile import SegmentationModel, convert_for_segmenting, get_model
+from .modelfile import (
+    SegmentationModel,
+    convert_for_segmenting,
+    get_model,
+    model_display_name,
+)
 from .normalize import (
     check_finite_array,
     check_image_type,
@@ -195,7 +200,7 @@ def iter_segment_plane(
     else:
         chw, kind = to_channels_first(plane, channel_axis, model.in_channels), "prepared"
         chosen = model
-    notes = input_notes(chw, kind, requested)
+    notes = input_notes(chw, kind, requested) + type_notes(chosen, kind)
     if chosen is not model:
         notes.append(f"segmented with the built-in {chosen.name!r} model")
     model, net = chosen, nets(chosen, grey=chw.shape[0] < chosen.in_channels)
@@ -225,6 +230,20 @@ def iter_segment_plane(
                 f"({params.object_area:.0f} px) even after rescaling; give their diameter"
             )
     return PlaneResult(labels.astype(np.uint32), probs, kind, factor, notes)
+
+
+def type_notes(model: SegmentationModel, used: str) -> list[str]:
+    """A warning when the model was trained on other image types than the plane's (when recorded)."""
+    recorded = model.training.get("image_types")
+    kinds = ("fluorescence", "brightfield")
+    trained_on = [t for t in recorded if t in kinds] if isinstance(recorded, list) else []
+    if used == "prepared" or not trained_on or used in trained_on:
+        return []
+    return [
+        f"warning: the model {model_display_name(model)!r} was trained on "
+        f"{' and '.join(trained_on)} images only, and this one reads as {used}; segment it "
+        "with 'default' (it hands each image type to its own built-in model)"
+    ]
 
 
 def input_notes(chw: np.ndarray, used: str, requested: str) -> list[str]:

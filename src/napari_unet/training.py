@@ -422,8 +422,15 @@ def _starting_model(init, architecture: dict | None, train_images=()) -> Segment
         return new_model(**(architecture or {}))
     base = load_model(init) if not isinstance(init, SegmentationModel) else init
     base = model_for_image_types(base, [item.image_type for item in train_images])
+    # What the network has seen carries over: a fine-tuned model still knows its start's images.
+    seen = {"image_types": list(base.training.get("image_types", []))}
     return SegmentationModel(
-        copy.deepcopy(base.net), base.normalization, base.postprocessing, {}, base.name, base.source
+        copy.deepcopy(base.net),
+        base.normalization,
+        base.postprocessing,
+        seen,
+        base.name,
+        base.source,
     )
 
 
@@ -743,6 +750,12 @@ class _TrainingRun:
             "data": data_description
             or {"train_images": len(train_images), "val_images": len(val_images)},
             "n_train_images": len(train_images),
+            # Image types the network was trained on (its start model's too): segmenting
+            # another type draws a warning.
+            "image_types": sorted(
+                set(self.model.training.get("image_types", []))
+                | {item.image_type for item in train_images if item.image_type}
+            ),
             "n_val_images": len(val_images),
             "epochs_run": epoch + 1 - self.start_epoch,
             "steps": self.step,
