@@ -71,10 +71,16 @@ def main(argv=None) -> int:
     out = Path(args.out)
     brightfield = load_model(chosen)
     brightfield.name, brightfield.companions = "brightfield", {}
-    brightfield.training = {**brightfield.training, "chosen_on_held_out": selection}
+    # What each network was trained on: segmenting another type with it alone draws a warning.
+    brightfield.training = {
+        **brightfield.training,
+        "chosen_on_held_out": selection,
+        "image_types": ["brightfield"],
+    }
     save_model(brightfield, out / "brightfield.safetensors", half=True)
     default = load_model(args.fluorescence)
     default.name, default.companions = "default", {"brightfield": "brightfield"}
+    default.training = {**default.training, "image_types": ["fluorescence"]}
     # The pair converts brightfield planes alike: what the default prepares
     # (detection, block-wise percentiles, fine-tuning data) suits its companion.
     default.normalization = brightfield.normalization
