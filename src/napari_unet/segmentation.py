@@ -487,8 +487,9 @@ def segment(image, model: str | Path | SegmentationModel = "default", **kwargs):
     -----
     InputWarning
         When a plane looks unlike what it was segmented as (e.g. a bright
-        background segmented as fluorescence), or its nuclei are far from
-        the model's training size.
+        background segmented as fluorescence), its nuclei are far from
+        the model's training size, or it is of an image type the model
+        records it was never trained on.
     """
     warned: list[str] = []
 
