@@ -459,3 +459,25 @@ def test_segment_links_the_planes_of_a_stack_as_chosen(make_napari_viewer, qtbot
     wait_idle(qtbot, seg)
     apart = viewer.layers["stack labels"].data
     assert not (set(np.unique(apart[0])) - {0}) & set(np.unique(apart[1]))
+
+
+def test_train_widget_prepares_stained_layers_for_an_rgb_companion(tmp_path, monkeypatch):
+    import napari_unet.modelfile as mf
+    from napari_unet._napari.train_widget import prepare_training_data
+    from napari_unet.modelfile import new_model
+
+    arch = dict(depth=2, base_channels=4, scheme="3class", dropout=0.0)
+    colour = mf.save_model(new_model(**arch, in_channels=3), tmp_path / "bf.safetensors")
+    monkeypatch.setattr(mf, "builtin_model_path", lambda n: colour if n == "brightfield" else None)
+    start = new_model(**arch)
+    start.companions = {"brightfield": "brightfield"}
+    fluo, labels = synthetic_nuclei((96, 96), n_nuclei=8, seed=1)
+    dark = 1.0 - fluo.astype(np.float32) / fluo.max()
+    rgb = (255 * dark[..., None] * np.array([0.95, 0.75, 0.9])).astype(np.uint8)
+    pair = {"image": rgb, "labels": labels, "axes": "YXC", "valid": None, "name": "he"}
+    sources = {"pairs": [{**pair, "role": "train"}], "folders": {"train": ("", "")}}
+    train_set, val_set = prepare_training_data(sources, start, None)
+    assert [(i.image.shape[0], i.image_type) for i in train_set] == [(3, "brightfield")]
+    # From scratch: the new network's channel count, as before.
+    scratch, _ = prepare_training_data(sources, None, {"in_channels": 1})
+    assert scratch[0].image.shape[0] == 1 and val_set == []
