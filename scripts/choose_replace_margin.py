@@ -38,6 +38,7 @@ from finetune import (  # noqa: E402
     score,
 )
 
+from napari_unet.augment import AugmentConfig  # noqa: E402
 from napari_unet.data import hold_out_strips, make_training_image, pair_by_stem  # noqa: E402
 from napari_unet.devices import resolve_device  # noqa: E402
 from napari_unet.modelfile import load_model, model_for_image_types  # noqa: E402
@@ -46,7 +47,7 @@ from napari_unet.training import FINE_TUNE, evaluate_model, train  # noqa: E402
 MARGINS = (0.0, 0.25, 0.5, 1.0, 1.5)
 
 
-def run(shift_name: str, n_images: int, minutes: float, seed: int) -> dict:
+def run(shift_name: str, n_images: int, minutes: float, seed: int, augment: str = "recipe") -> dict:
     dataset, shift = SHIFTS[shift_name]
     default = load_model("default")
     train_all = pair_by_stem(
@@ -66,9 +67,16 @@ def run(shift_name: str, n_images: int, minutes: float, seed: int) -> dict:
     start_strip = evaluate_model(start.net, strips, start.postprocessing, resolve_device("auto"))
     n_objects = sum(len(np.unique(s.labels[s.valid & (s.labels > 0)])) for s in strips)
     config = replace(FINE_TUNE, minutes=minutes, validate_start=False)
+    if augment == "start":  # the augmentation the start model was trained with, as recorded
+        recorded = start.training.get("config", {}).get("augment") or {}
+        fields = AugmentConfig.__dataclass_fields__
+        config = replace(
+            config, augment=AugmentConfig(**{k: v for k, v in recorded.items() if k in fields})
+        )
     trained = train(items, init=default, config=config)
     return {
         "run": f"{shift_name}:{n_images}",
+        "augment": augment,
         "strip_nuclei": int(n_objects),
         "strip_start": round(start_strip["score"], 4),
         "strip_trained": round(trained.training["validation"]["score"], 4),
@@ -115,11 +123,17 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--minutes", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--augment",
+        choices=["recipe", "start"],
+        default="recipe",
+        help="fine-tune with FINE_TUNE's augmentation or the start model's recorded one",
+    )
     args = ap.parse_args(argv)
     rows = []
     for spec in args.runs:
         shift_name, n = spec.split(":")
-        rows.append(run(shift_name, int(n), args.minutes, args.seed))
+        rows.append(run(shift_name, int(n), args.minutes, args.seed, args.augment))
         print(json.dumps(rows[-1]), flush=True)
     for line in decisions(rows):
         print(json.dumps(line), flush=True)
