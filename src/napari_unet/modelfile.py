@@ -64,6 +64,14 @@ class SegmentationModel:
         """Number of input channels the network takes."""
         return self.net.config.in_channels
 
+    @property
+    def trained_image_types(self) -> list[str]:
+        """The image types its training record says it saw ([] when not recorded)."""
+        recorded = self.training.get("image_types")
+        if not isinstance(recorded, list):  # older files, or a record that is not ours
+            return []
+        return [kind for kind in recorded if kind in ("fluorescence", "brightfield")]
+
     def config_dict(self) -> dict:
         """Everything but the weights, as stored in the model file's metadata."""
         return {

@@ -234,9 +234,7 @@ def iter_segment_plane(
 
 def type_notes(model: SegmentationModel, used: str) -> list[str]:
     """A warning when the model was trained on other image types than the plane's (when recorded)."""
-    recorded = model.training.get("image_types")
-    kinds = ("fluorescence", "brightfield")
-    trained_on = [t for t in recorded if t in kinds] if isinstance(recorded, list) else []
+    trained_on = model.trained_image_types
     if used == "prepared" or not trained_on or used in trained_on:
         return []
     return [

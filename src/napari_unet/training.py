@@ -97,10 +97,9 @@ class TrainConfig:
     validate_start: bool = False
     # ... by more than this / sqrt(nuclei validated on). The best of many
     # checkpoints, each scored on a few dozen nuclei, beats the start model
-    # by chance alone; the bar grows as the validation set shrinks.
-    start_model_margin: float = (
-        0.25  # chosen on held-out train images (scripts/choose_replace_margin.py)
-    )
+    # by chance alone; the bar grows as the validation set shrinks. Chosen on
+    # held-out train images (scripts/choose_replace_margin.py).
+    start_model_margin: float = 0.25
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict."""
@@ -423,7 +422,7 @@ def _starting_model(init, architecture: dict | None, train_images=()) -> Segment
     base = load_model(init) if not isinstance(init, SegmentationModel) else init
     base = model_for_image_types(base, [item.image_type for item in train_images])
     # What the network has seen carries over: a fine-tuned model still knows its start's images.
-    seen = {"image_types": list(base.training.get("image_types", []))}
+    seen = {"image_types": base.trained_image_types}
     return SegmentationModel(
         copy.deepcopy(base.net),
         base.normalization,
@@ -753,7 +752,7 @@ class _TrainingRun:
             # Image types the network was trained on (its start model's too): segmenting
             # another type draws a warning.
             "image_types": sorted(
-                set(self.model.training.get("image_types", []))
+                set(self.model.trained_image_types)
                 | {item.image_type for item in train_images if item.image_type}
             ),
             "n_val_images": len(val_images),
