@@ -1,6 +1,7 @@
 """Choose when a plane is segmented again, shrunk, on held-out *train* images at several magnifications.
 
     python scripts/tune_rescaling.py [--model default] [--limits 2000 1200 800 600]
+        [--coarse-looks 0 600 1200]
 
 The held-out images are the seeded draw of ``train_default.py --holdout 40``
 from ``dsb2018-fluo/train`` (``val`` stays for the report,
@@ -8,7 +9,8 @@ from ``dsb2018-fluo/train`` (``val`` stays for the report,
 for every candidate ``downscale_from_area`` (planes whose median nucleus is
 larger are shrunk to the model's ``object_area``) the mean AP@0.5 over the
 four magnifications is printed, one JSON line per candidate, and the best
-is named. ``--write`` stores it in the model file.
+is named; with ``--coarse-looks`` each limit is tried with each
+``coarse_look_from_area`` (0: off). ``--write`` stores the best in the model file.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--model", default="default")
     ap.add_argument("--limits", nargs="+", type=float, default=[2000, 1200, 800, 600])
+    ap.add_argument("--coarse-looks", nargs="+", type=float, default=None)
     ap.add_argument("--holdout", type=int, default=40)
     ap.add_argument("--write", action="store_true", help="store the best limit in the model file")
     args = ap.parse_args(argv)
@@ -59,25 +62,37 @@ def main(argv=None) -> int:
         for s in SCALES
     }
     results = {}
-    for limit in args.limits:
-        candidate = replace(
-            model, postprocessing=replace(model.postprocessing, downscale_from_area=limit)
+    looks = args.coarse_looks or [model.postprocessing.coarse_look_from_area]
+    for limit, look in [(limit, look) for limit in args.limits for look in looks]:
+        params = replace(
+            model.postprocessing, downscale_from_area=limit, coarse_look_from_area=look
         )
+        candidate = replace(model, postprocessing=params)
         per_scale = {}
         for s, pairs in scaled.items():
             preds = [segment(img, candidate) for img, _ in pairs]
             per_scale[s] = round(dataset_ap([m for _, m in pairs], preds, (0.5,))[0], 4)
-        results[limit] = float(np.mean(list(per_scale.values())))
+        results[limit, look] = float(np.mean(list(per_scale.values())))
         print(
             json.dumps(
-                {"downscale_from_area": limit, "ap50": per_scale, "mean": round(results[limit], 4)}
+                {
+                    "downscale_from_area": limit,
+                    "coarse_look_from_area": look,
+                    "ap50": per_scale,
+                    "mean": round(results[limit, look], 4),
+                }
             ),
             flush=True,
         )
     best = max(results, key=results.get)
-    print(json.dumps({"best_downscale_from_area": best}), flush=True)
+    print(
+        json.dumps({"best_downscale_from_area": best[0], "best_coarse_look_from_area": best[1]}),
+        flush=True,
+    )
     if args.write:
-        model.postprocessing = replace(model.postprocessing, downscale_from_area=best)
+        model.postprocessing = replace(
+            model.postprocessing, downscale_from_area=best[0], coarse_look_from_area=best[1]
+        )
         save_model(model, model_path(args.model), half=True)
     return 0
 

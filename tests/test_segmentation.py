@@ -271,3 +271,62 @@ def test_a_plane_of_a_type_the_model_never_saw_draws_one_warning(tiny_model, rec
     assert len(hits) == (1 if warned else 0), notes
     if warned:
         assert "'default'" in hits[0] and "fluorescence" in hits[0]
+
+
+def _blobs(shape, n, side):
+    """A label image of ``n`` square objects of ``side`` pixels."""
+    labels = np.zeros(shape, np.int32)
+    for k in range(n):
+        y, x = divmod(k, shape[1] // (side + 2))
+        labels[y * (side + 2) : y * (side + 2) + side, x * (side + 2) : x * (side + 2) + side] = (
+            k + 1
+        )
+    return labels
+
+
+@pytest.mark.parametrize(
+    "first_side, coarse_objects, coarse_side, look_from, expected",
+    [
+        (10, 8, 20, 1200.0, "shrink"),  # tiny fragments; whole and huge at a third
+        (40, 8, 20, 1200.0, "shrink"),  # normal-looking fragments (1600 px >= 1200)
+        (20, 8, 20, 1200.0, None),  # sizes as trained (400 px): no look at all
+        (10, 3, 20, 1200.0, None),  # too few objects at a third to trust
+        (10, 8, 10, 1200.0, None),  # small at a third too: really tiny nuclei
+        (10, 8, 20, 0.0, None),  # the model does not look
+    ],
+)
+def test_a_coarse_look_shrinks_planes_whose_nuclei_came_apart(
+    monkeypatch, first_side, coarse_objects, coarse_side, look_from, expected
+):
+    import napari_unet.segmentation as seg
+    from napari_unet.instances import InstanceParams
+    from napari_unet.progress import run_to_end
+
+    looked = []
+
+    def fake_predict(net, chw, info, tiling):
+        looked.append(chw.shape)
+        return np.zeros((3, *chw.shape[1:]), np.float32)
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(seg, "_predict_with_progress", fake_predict)
+    monkeypatch.setattr(
+        seg,
+        "instances_from_probabilities",
+        lambda p, params, scheme: _blobs(p.shape[1:], coarse_objects, coarse_side),
+    )
+    params = InstanceParams(
+        upscale_to_area=200,
+        downscale_from_area=2000,
+        object_area=333,
+        coarse_look_from_area=look_from,
+    )
+    chw = np.zeros((1, 300, 300), np.float32)
+    first = _blobs((300, 300), 20, first_side)
+    factor = run_to_end(seg._coarse_look_factor(None, chw, first, params, "3class", {}, {}))
+    if expected is None:
+        assert factor is None
+    else:
+        estimate = coarse_side**2 * 9  # a third of the size: 9x the area on the plane
+        assert factor == pytest.approx(np.sqrt(333 / estimate), rel=1e-3)
+        assert looked == [(1, 100, 100)]

@@ -66,6 +66,18 @@ class InstanceParams:
         object of a plane is smaller than this many pixels, the plane is
         segmented again, enlarged (at most 2x) so that it reaches this size;
         tiny nuclei get their outlines from more pixels. 0 never rescales.
+    downscale_from_area, object_area
+        Planes whose median object is larger than ``downscale_from_area``
+        are segmented again, shrunk so it reaches ``object_area`` (the
+        training median).
+    coarse_look_from_area
+        When the first pass's median object is tiny (small enough to be
+        enlarged, see ``upscale_to_area``) or at least this large, the plane is also
+        segmented at a third of its size: nuclei far larger than the
+        training size come apart into fragments that look tiny or normal,
+        and seen at a third they come out whole. If that look measures them
+        over ``downscale_from_area``, the plane is shrunk to ``object_area``.
+        0 never looks.
     """
 
     foreground_threshold: float = 0.5
@@ -76,6 +88,7 @@ class InstanceParams:
     upscale_to_area: float = 0.0
     downscale_from_area: float = 0.0
     object_area: float = 0.0
+    coarse_look_from_area: float = 0.0
 
     def to_dict(self) -> dict:
         """The parameters as a JSON-ready dict."""

@@ -92,6 +92,29 @@ def rescale_factor(labels: np.ndarray, params: InstanceParams) -> float:
     return factor if worth else 1.0
 
 
+COARSE_LOOK = 1 / 3  # the coarse look's scale: a ninth of the first pass's work
+COARSE_LOOK_MIN_OBJECTS = 5  # fewer whole objects at a third: no size to trust
+
+
+def _coarse_look_factor(net, chw, labels, params: InstanceParams, scheme: str, info, tiling):
+    """The shrink factor a look at a third of the size calls for, or None (see InstanceParams)."""
+    area = median_object_area(labels)
+    if params.coarse_look_from_area <= 0 or area is None:
+        return None
+    if rescale_factor(labels, params) <= 1 and area < params.coarse_look_from_area:
+        return None  # not tiny enough to enlarge, not large: nothing to doubt
+    shape = tuple(max(1, round(n * COARSE_LOOK)) for n in chw.shape[1:])
+    small = resize_channels(chw, shape)
+    probs = yield from _predict_with_progress(net, small, {**info, "coarse_look": True}, tiling)
+    coarse = instances_from_probabilities(probs, params, scheme)
+    if coarse.max() < COARSE_LOOK_MIN_OBJECTS:
+        return None
+    estimate = median_object_area(coarse) * (chw.shape[1] * chw.shape[2]) / (shape[0] * shape[1])
+    if estimate <= params.downscale_from_area or params.object_area <= 0:
+        return None
+    return max(MIN_DOWNSCALE, float(np.sqrt(params.object_area / estimate)))
+
+
 def diameter_factor(diameter: float, params: InstanceParams) -> float:
     """Resize factor that brings nuclei of ``diameter`` pixels to the model's training size."""
     if not diameter > 0:
@@ -211,7 +234,10 @@ def iter_segment_plane(
         probs = (yield from _predict_with_progress(net, chw, info, tiling))[:, region[0], region[1]]
         labels = instances_from_probabilities(probs, params, model.scheme)
         if factor is None:
-            factor = rescale_factor(labels, params)
+            coarse = yield from _coarse_look_factor(
+                net, chw, labels, params, model.scheme, info, tiling
+            )
+            factor = coarse or rescale_factor(labels, params)
     if factor != 1.0:
         # Objects far from the training sizes: segment the plane again resized,
         # then bring the probabilities back to its grid so labels keep its shape.

@@ -244,6 +244,7 @@ def test_post_processing_sliders_carry_every_model_parameter(make_napari_viewer,
         upscale_to_area=150.0,
         downscale_from_area=3000.0,
         object_area=400.0,
+        coarse_look_from_area=1200.0,
     )
     registry().add("tuned", tiny_model)
     seg = SegmentWidget(make_napari_viewer())
