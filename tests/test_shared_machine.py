@@ -147,6 +147,8 @@ def _set(section, key, value):
         (lambda c: [c], "not a napari-unet model"),
         (_set("postprocessing", "foreground_threshold", 7.0), "foreground_threshold"),
         (_set("postprocessing", "seed_threshold", -1), "seed_threshold"),
+        (_set("postprocessing", "coarse_look_from_area", "big"), "coarse_look_from_area"),
+        (_set("postprocessing", "downscale_from_area", -5.0), "downscale_from_area"),
         (_set("normalization", "high", 250.0), "high"),
         (_set("normalization", "low", "abc"), "low"),
         (lambda c: {**c, "architecture": "unet"}, "architecture"),

@@ -425,3 +425,17 @@ def test_a_trained_model_records_the_image_types_it_saw_and_its_start_saw(
     grey = make_training_image(*synthetic_nuclei((96, 96), n_nuclei=8, seed=3), model=model)
     again = run_to_end(iter_train([grey], init=model, config=small_config(epochs=1)))
     assert again.training["image_types"] == ["brightfield", "fluorescence"]
+
+
+@pytest.mark.parametrize("margin", [-0.1, float("nan")])
+def test_a_negative_or_nan_start_model_margin_is_refused_before_any_step(data, margin):
+    train_set, _ = data
+    events = []
+    with pytest.raises(UNetError, match="margin"):
+        run_to_end(
+            iter_train(
+                train_set, architecture=ARCH, config=small_config(start_model_margin=margin)
+            ),
+            events.append,
+        )
+    assert events == []

@@ -245,6 +245,8 @@ def config_from_metadata(metadata: dict, name: str) -> dict:
             )
     for key in ("foreground_threshold", "seed_threshold"):
         _check_fraction(config, "postprocessing", key, name)
+    for key in ("upscale_to_area", "downscale_from_area", "object_area", "coarse_look_from_area"):
+        _check_fraction(config, "postprocessing", key, name, 0.0, float("inf"))
     for key in ("low", "high"):
         _check_fraction(config, "normalization", key, name, 0.0, 100.0)
     norm = config.get("normalization", {})

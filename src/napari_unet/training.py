@@ -559,6 +559,10 @@ def iter_train(
         raise UNetError("training needs at least one annotated image")
     if not 0 <= config.holdout_fraction < 1:
         raise UNetError(f"the held-out share must be in [0, 1), got {config.holdout_fraction}")
+    if not config.start_model_margin >= 0:
+        raise UNetError(
+            f"the start model's margin must be 0 or more, got {config.start_model_margin}"
+        )
     given_validation = bool(val_images)
     if not val_images and config.holdout_fraction > 0:
         train_images, val_images = hold_out_strips(train_images, config.holdout_fraction)
