@@ -323,7 +323,10 @@ def test_a_coarse_look_shrinks_planes_whose_nuclei_came_apart(
     )
     chw = np.zeros((1, 300, 300), np.float32)
     first = _blobs((300, 300), 20, first_side)
-    factor = run_to_end(seg._coarse_look_factor(None, chw, first, params, "3class", {}, {}))
+    first_factor = seg.rescale_factor(first, params)
+    factor = run_to_end(
+        seg._coarse_look_factor(None, chw, first, first_factor, params, "3class", {}, {})
+    )
     if expected is None:
         assert factor is None
     else:

@@ -70,7 +70,7 @@ class SegmentationModel:
         recorded = self.training.get("image_types")
         if not isinstance(recorded, list):  # older files, or a record that is not ours
             return []
-        return [kind for kind in recorded if kind in ("fluorescence", "brightfield")]
+        return [kind for kind in recorded if kind in IMAGE_TYPES and kind != "auto"]
 
     def config_dict(self) -> dict:
         """Everything but the weights, as stored in the model file's metadata."""

@@ -96,12 +96,19 @@ COARSE_LOOK = 1 / 3  # the coarse look's scale: a ninth of the first pass's work
 COARSE_LOOK_MIN_OBJECTS = 5  # fewer whole objects at a third: no size to trust
 
 
-def _coarse_look_factor(net, chw, labels, params: InstanceParams, scheme: str, info, tiling):
-    """The shrink factor a look at a third of the size calls for, or None (see InstanceParams)."""
-    area = median_object_area(labels)
-    if params.coarse_look_from_area <= 0 or area is None:
+def _coarse_look_factor(
+    net, chw, labels, first_factor: float, params: InstanceParams, scheme: str, info, tiling
+):
+    """The shrink factor a look at a third of the size calls for, or None (see InstanceParams).
+
+    ``first_factor`` is what the first pass's ``labels`` call for (:func:`rescale_factor`).
+    """
+    if params.coarse_look_from_area <= 0:
         return None
-    if rescale_factor(labels, params) <= 1 and area < params.coarse_look_from_area:
+    area = median_object_area(labels)
+    if area is None:
+        return None
+    if first_factor <= 1 and area < params.coarse_look_from_area:
         return None  # not tiny enough to enlarge, not large: nothing to doubt
     shape = tuple(max(1, round(n * COARSE_LOOK)) for n in chw.shape[1:])
     small = resize_channels(chw, shape)
@@ -234,10 +241,11 @@ def iter_segment_plane(
         probs = (yield from _predict_with_progress(net, chw, info, tiling))[:, region[0], region[1]]
         labels = instances_from_probabilities(probs, params, model.scheme)
         if factor is None:
+            factor = rescale_factor(labels, params)
             coarse = yield from _coarse_look_factor(
-                net, chw, labels, params, model.scheme, info, tiling
+                net, chw, labels, factor, params, model.scheme, info, tiling
             )
-            factor = coarse or rescale_factor(labels, params)
+            factor = coarse or factor
     if factor != 1.0:
         # Objects far from the training sizes: segment the plane again resized,
         # then bring the probabilities back to its grid so labels keep its shape.
