@@ -1,21 +1,29 @@
-"""Choose when a plane is segmented again, shrunk, on held-out *train* images at several magnifications.
+"""Choose when a plane is segmented again, resized, on held-out *train* images at several magnifications.
 
-    python scripts/tune_rescaling.py [--model default] [--limits 2000 1200 800 600]
-        [--coarse-looks 0 600 1200]
+    python scripts/tune_rescaling.py [--model default] [--limits 2000 1200]
+        [--coarse-looks 0 300 600] [--enlarge 200:200 120:333] [--max-upscale 2 3]
 
 The held-out images are the seeded draw of ``train_default.py --holdout 40``
 from ``dsb2018-fluo/train`` (``val`` stays for the report,
-``benchmarks/magnification.py``). Each is resampled to 0.5x, 1x, 2x and 3x;
-for every candidate ``downscale_from_area`` (planes whose median nucleus is
-larger are shrunk to the model's ``object_area``) the mean AP@0.5 over the
-four magnifications is printed, one JSON line per candidate, and the best
-is named; with ``--coarse-looks`` each limit is tried with each
-``coarse_look_from_area`` (0: off). ``--write`` stores the best in the model file.
+``benchmarks/magnification.py``); ``--dataset dsb2018-stained --holdout 12
+--model brightfield`` tunes the brightfield model on the 12 stained images no
+built-in model trained on. Each is resampled to 0.5x, 1x, 2x and 3x
+and segmented by ``segment`` for every combination of the candidates:
+``downscale_from_area`` (planes whose median nucleus is larger are shrunk to
+the model's ``object_area``), ``coarse_look_from_area`` (0: off),
+``upscale_from_area:upscale_to_area`` (planes whose median nucleus is under
+the first are enlarged to reach the second) and the enlargement cap. One
+JSON line per combination (AP@0.5 per magnification and their mean), then
+the best. Network passes and post-processing are remembered by their input
+(the candidates change only which passes run), so a grid costs little more
+than its distinct passes. ``--write`` stores the best in the model file.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import sys
 from dataclasses import replace
@@ -24,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from skimage.transform import rescale
 
+import napari_unet.segmentation as segmentation
 from napari_unet.io import read_image
 from napari_unet.metrics import dataset_ap
 from napari_unet.modelfile import load_model, model_path, save_model
@@ -36,6 +45,48 @@ from train_default import SHARED, split_pairs  # noqa: E402
 SCALES = (0.5, 1.0, 2.0, 3.0)
 
 
+def _key(array: np.ndarray) -> tuple:
+    view = np.ascontiguousarray(array[..., ::3, ::3])
+    return array.shape, hashlib.blake2b(view.tobytes(), digest_size=16).hexdigest()
+
+
+def remember_passes() -> None:
+    """Let ``segment`` reuse network passes and post-processing it has already run on the same input."""
+    predict, instances = (
+        segmentation._predict_with_progress,
+        segmentation.instances_from_probabilities,
+    )
+    predicted, labelled = {}, {}
+
+    def remembered_predict(net, chw, info, tiling):
+        key = _key(chw)  # one model's weights throughout: the input decides the output
+        if key not in predicted:
+            predicted[key] = yield from predict(net, chw, info, tiling)
+        return predicted[key]
+
+    def remembered_instances(probs, params, scheme):
+        thresholds = (params.foreground_threshold, params.seed_threshold, params.seed_dynamic)
+        key = (_key(probs), thresholds, params.seed_h, params.min_size, scheme)
+        if key not in labelled:
+            labelled[key] = instances(probs, params, scheme)
+        return labelled[key]
+
+    segmentation._predict_with_progress = remembered_predict
+    segmentation.instances_from_probabilities = remembered_instances
+
+
+def _resample(image: np.ndarray, s: float) -> np.ndarray:
+    channel_axis = -1 if image.ndim == 3 else None
+    return rescale(
+        image.astype(np.float32), s, order=1, preserve_range=True, channel_axis=channel_axis
+    )
+
+
+def _enlarge(text: str) -> tuple[float, float]:
+    below, to = text.split(":")
+    return float(below), float(to)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -43,16 +94,21 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--limits", nargs="+", type=float, default=[2000, 1200, 800, 600])
     ap.add_argument("--coarse-looks", nargs="+", type=float, default=None)
+    ap.add_argument(
+        "--enlarge", nargs="+", type=_enlarge, default=None, help="FROM:TO upscale areas"
+    )
+    ap.add_argument("--max-upscale", nargs="+", type=float, default=None)
     ap.add_argument("--holdout", type=int, default=40)
+    ap.add_argument("--dataset", default="dsb2018-fluo")
     ap.add_argument("--write", action="store_true", help="store the best limit in the model file")
     args = ap.parse_args(argv)
     model = load_model(args.model)
-    _, held = split_pairs(SHARED / "dsb2018-fluo" / "train", args.holdout, 0)
+    _, held = split_pairs(SHARED / args.dataset / "train", args.holdout, 0)
     originals = [(np.asarray(read_image(i).data), np.asarray(read_image(m).data)) for i, m in held]
     scaled = {
         s: [
             (
-                rescale(img.astype(np.float32), s, order=1, preserve_range=True) if s != 1 else img,
+                _resample(img, s) if s != 1 else img,
                 rescale(m, s, order=0, preserve_range=True, anti_aliasing=False).astype(np.int32)
                 if s != 1
                 else m,
@@ -61,38 +117,62 @@ def main(argv=None) -> int:
         ]
         for s in SCALES
     }
+    remember_passes()
+    shipped_cap = segmentation.MAX_UPSCALE
+    p = model.postprocessing
+    grid = itertools.product(
+        args.limits,
+        args.coarse_looks or [p.coarse_look_from_area],
+        args.enlarge or [(p.upscale_from_area, p.upscale_to_area)],
+        args.max_upscale or [segmentation.MAX_UPSCALE],
+    )
     results = {}
-    looks = args.coarse_looks or [model.postprocessing.coarse_look_from_area]
-    for limit, look in [(limit, look) for limit in args.limits for look in looks]:
+    for limit, look, (below, to), cap in grid:
         params = replace(
-            model.postprocessing, downscale_from_area=limit, coarse_look_from_area=look
+            p,
+            downscale_from_area=limit,
+            coarse_look_from_area=look,
+            upscale_from_area=below,
+            upscale_to_area=to,
         )
+        segmentation.MAX_UPSCALE = cap
         candidate = replace(model, postprocessing=params)
         per_scale = {}
         for s, pairs in scaled.items():
             preds = [segment(img, candidate) for img, _ in pairs]
             per_scale[s] = round(dataset_ap([m for _, m in pairs], preds, (0.5,))[0], 4)
-        results[limit, look] = float(np.mean(list(per_scale.values())))
+        choice = {
+            "downscale_from_area": limit,
+            "coarse_look_from_area": look,
+            "upscale_from_area": below,
+            "upscale_to_area": to,
+            "max_upscale": cap,
+        }
+        results[json.dumps(choice)] = float(np.mean(list(per_scale.values())))
         print(
             json.dumps(
-                {
-                    "downscale_from_area": limit,
-                    "coarse_look_from_area": look,
-                    "ap50": per_scale,
-                    "mean": round(results[limit, look], 4),
-                }
+                {**choice, "ap50": per_scale, "mean": round(results[json.dumps(choice)], 4)}
             ),
             flush=True,
         )
-    best = max(results, key=results.get)
-    print(
-        json.dumps({"best_downscale_from_area": best[0], "best_coarse_look_from_area": best[1]}),
-        flush=True,
-    )
+    best = json.loads(max(results, key=results.get))
+    print(json.dumps({"best": best}), flush=True)
     if args.write:
-        model.postprocessing = replace(
-            model.postprocessing, downscale_from_area=best[0], coarse_look_from_area=best[1]
-        )
+        cap = best.pop("max_upscale")
+        if cap != shipped_cap:
+            print(
+                f"note: the best enlargement cap is {cap}, segmentation.MAX_UPSCALE {shipped_cap}"
+            )
+        model.postprocessing = replace(model.postprocessing, **best)
+        model.training = {
+            **model.training,
+            "size_rule_chosen_on": {
+                "images": f"{args.dataset}/train, {args.holdout} held out",
+                "magnifications": list(SCALES),
+                "mean_ap50": round(results[json.dumps({**best, "max_upscale": cap})], 4),
+                "command": "python scripts/tune_rescaling.py " + " ".join(argv or sys.argv[1:]),
+            },
+        }
         save_model(model, model_path(args.model), half=True)
     return 0
 

@@ -116,6 +116,15 @@ def test_rescale_factor_brings_objects_to_the_training_sizes():
     assert up(10_000) == MAX_UPSCALE  # capped
     assert up(50 * (RESCALE_WORTH**2) * 0.99) == 1.0  # not worth a second pass
     assert up(0) == 1.0  # switched off
+
+    def up_from(below, to):
+        params = InstanceParams(upscale_from_area=below, upscale_to_area=to)
+        return rescale_factor(labels, params)
+
+    assert up_from(60, 450) == pytest.approx(3.0)  # under 60: enlarged to 450
+    assert up_from(60, 50 * 16) == MAX_UPSCALE  # capped
+    assert up_from(40, 450) == 1.0  # not under the trigger
+    assert up_from(100, 30) == 1.0  # a target below the median never shrinks
     assert rescale_factor(np.zeros((8, 8), np.int32), InstanceParams(upscale_to_area=200)) == 1.0
     assert down(40, 12.5) == pytest.approx(0.5)  # sqrt(12.5 / 50)
     assert down(40, 0.01) == MIN_DOWNSCALE  # capped
@@ -166,7 +175,8 @@ def test_tiny_objects_are_segmented_again_enlarged(default_model_available):
     plain, plain_events = run(0)
     enlarged, enlarged_events = run(200)
     assert not any("rescaled" in e.info for e in plain_events)
-    assert {e.info.get("rescaled") for e in enlarged_events if e.stage == "predict"} >= {2.0}
+    factors = {e.info.get("rescaled") for e in enlarged_events if e.stage == "predict"} - {None}
+    assert len(factors) == 1 and factors.pop() >= 2.0  # 3-5 px radii: at least doubled
     assert enlarged.shape == plain.shape == image.shape
     assert matching(truth, enlarged, 0.5).tp > 0
 
@@ -291,7 +301,7 @@ def _blobs(shape, n, side):
         (40, 8, 20, 1200.0, "shrink"),  # normal-looking fragments (1600 px >= 1200)
         (20, 8, 20, 1200.0, None),  # sizes as trained (400 px): no look at all
         (10, 3, 20, 1200.0, None),  # too few objects at a third to trust
-        (10, 8, 10, 1200.0, None),  # small at a third too: really tiny nuclei
+        (10, 8, 10, 1200.0, "keep"),  # whole at a third and normal (900 px): no enlarging
         (10, 8, 20, 0.0, None),  # the model does not look
     ],
 )
@@ -329,6 +339,8 @@ def test_a_coarse_look_shrinks_planes_whose_nuclei_came_apart(
     )
     if expected is None:
         assert factor is None
+    elif expected == "keep":
+        assert first_factor > 1 and factor == 1.0
     else:
         estimate = coarse_side**2 * 9  # a third of the size: 9x the area on the plane
         assert factor == pytest.approx(np.sqrt(333 / estimate), rel=1e-3)

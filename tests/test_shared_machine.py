@@ -149,6 +149,7 @@ def _set(section, key, value):
         (_set("postprocessing", "seed_threshold", -1), "seed_threshold"),
         (_set("postprocessing", "coarse_look_from_area", "big"), "coarse_look_from_area"),
         (_set("postprocessing", "downscale_from_area", -5.0), "downscale_from_area"),
+        (_set("postprocessing", "upscale_from_area", float("nan")), "upscale_from_area"),
         (_set("normalization", "high", 250.0), "high"),
         (_set("normalization", "low", "abc"), "low"),
         (lambda c: {**c, "architecture": "unet"}, "architecture"),

@@ -61,11 +61,12 @@ class InstanceParams:
         2-class: seeds are distance-transform maxima at least this high (pixels).
     min_size
         Objects with fewer pixels are removed.
-    upscale_to_area
+    upscale_to_area, upscale_from_area
         Used by :func:`napari_unet.segmentation.segment`: when the median
-        object of a plane is smaller than this many pixels, the plane is
-        segmented again, enlarged (at most 2x) so that it reaches this size;
-        tiny nuclei get their outlines from more pixels. 0 never rescales.
+        object of a plane is smaller than ``upscale_from_area`` pixels (0:
+        than ``upscale_to_area``), the plane is segmented again, enlarged (at
+        most 2x) so that it reaches ``upscale_to_area``; tiny nuclei get their
+        outlines from more pixels. ``upscale_to_area`` 0 never enlarges.
     downscale_from_area, object_area
         Planes whose median object is larger than ``downscale_from_area``
         are segmented again, shrunk so it reaches ``object_area`` (the
@@ -75,8 +76,9 @@ class InstanceParams:
         enlarged, see ``upscale_to_area``) or at least this large, the plane is also
         segmented at a third of its size: nuclei far larger than the
         training size come apart into fragments that look tiny or normal,
-        and seen at a third they come out whole. If that look measures them
-        over ``downscale_from_area``, the plane is shrunk to ``object_area``.
+        and seen at a third they come out whole. When that look finds enough
+        whole objects, their size decides instead of the first pass's (over
+        ``downscale_from_area``: the plane is shrunk to ``object_area``).
         0 never looks.
     """
 
@@ -86,6 +88,7 @@ class InstanceParams:
     seed_h: float = 2.0
     min_size: int = 12
     upscale_to_area: float = 0.0
+    upscale_from_area: float = 0.0
     downscale_from_area: float = 0.0
     object_area: float = 0.0
     coarse_look_from_area: float = 0.0

@@ -245,7 +245,14 @@ def config_from_metadata(metadata: dict, name: str) -> dict:
             )
     for key in ("foreground_threshold", "seed_threshold"):
         _check_fraction(config, "postprocessing", key, name)
-    for key in ("upscale_to_area", "downscale_from_area", "object_area", "coarse_look_from_area"):
+    sizes = (
+        "upscale_to_area",
+        "upscale_from_area",
+        "downscale_from_area",
+        "object_area",
+        "coarse_look_from_area",
+    )
+    for key in sizes:
         _check_fraction(config, "postprocessing", key, name, 0.0, float("inf"))
     for key in ("low", "high"):
         _check_fraction(config, "normalization", key, name, 0.0, 100.0)

@@ -39,10 +39,13 @@ from .stitching import DEFAULT_STITCH_THRESHOLD, check_threshold, stitch_stack
 from .tiling import iter_predict_tiled, prepare_model
 
 # A plane is segmented again, rescaled, when its objects are far from the
-# training sizes: enlarged by at most MAX_UPSCALE, shrunk by at most
+# training sizes: enlarged by at most MAX_UPSCALE (3: nuclei of a 0.5x image
+# gained up to 3 on held-out train images, scripts/tune_rescaling.py), by
+# MAX_DIAMETER_UPSCALE when the user gives their diameter, shrunk by at most
 # 1 / MIN_DOWNSCALE; a change smaller than RESCALE_WORTH gains less than the
 # second pass costs.
-MAX_UPSCALE = 2.0
+MAX_UPSCALE = 3.0
+MAX_DIAMETER_UPSCALE = 4.0
 MIN_DOWNSCALE = 0.25
 RESCALE_WORTH = 1.25
 
@@ -74,17 +77,22 @@ def median_object_area(labels: np.ndarray) -> float | None:
 
 
 def rescale_factor(labels: np.ndarray, params: InstanceParams) -> float:
-    """How much to resize a plane whose first-pass objects are ``labels`` (1: not at all).
-
-    Tiny objects (median under ``upscale_to_area``) are enlarged to reach it;
-    huge ones (over ``downscale_from_area``) shrunk to reach ``object_area``.
-    """
+    """How much to resize a plane whose first-pass objects are ``labels`` (1: not at all)."""
     area = median_object_area(labels)
-    if area is None:
-        return 1.0
+    return 1.0 if area is None else factor_for_area(area, params)
+
+
+def factor_for_area(area: float, params: InstanceParams) -> float:
+    """How much to resize a plane whose median object measures ``area`` pixels (1: not at all).
+
+    Tiny objects (median under ``upscale_from_area``, or ``upscale_to_area``
+    when that is 0) are enlarged to reach ``upscale_to_area``; huge ones
+    (over ``downscale_from_area``) shrunk to reach ``object_area``.
+    """
     factor = 1.0
-    if params.upscale_to_area > 0 and area < params.upscale_to_area:
-        factor = min(MAX_UPSCALE, float(np.sqrt(params.upscale_to_area / area)))
+    enlarge_below = params.upscale_from_area or params.upscale_to_area
+    if params.upscale_to_area > 0 and area < enlarge_below:
+        factor = float(np.clip(np.sqrt(params.upscale_to_area / area), 1.0, MAX_UPSCALE))
     elif params.downscale_from_area > 0 and area > params.downscale_from_area:
         target = params.object_area or params.downscale_from_area / 4
         factor = max(MIN_DOWNSCALE, float(np.sqrt(target / area)))
@@ -116,10 +124,10 @@ def _coarse_look_factor(
     coarse = instances_from_probabilities(probs, params, scheme)
     if coarse.max() < COARSE_LOOK_MIN_OBJECTS:
         return None
+    # Enough whole objects at a third: their size, in the plane's pixels,
+    # decides instead of the first pass's (which may be fragments).
     estimate = median_object_area(coarse) * (chw.shape[1] * chw.shape[2]) / (shape[0] * shape[1])
-    if estimate <= params.downscale_from_area or params.object_area <= 0:
-        return None
-    return max(MIN_DOWNSCALE, float(np.sqrt(params.object_area / estimate)))
+    return factor_for_area(estimate, params)
 
 
 def diameter_factor(diameter: float, params: InstanceParams) -> float:
@@ -132,7 +140,7 @@ def diameter_factor(diameter: float, params: InstanceParams) -> float:
             "segment without a diameter (sizes are then estimated)"
         )
     area = np.pi * diameter**2 / 4
-    return float(np.clip(np.sqrt(params.object_area / area), MIN_DOWNSCALE, MAX_UPSCALE * 2))
+    return float(np.clip(np.sqrt(params.object_area / area), MIN_DOWNSCALE, MAX_DIAMETER_UPSCALE))
 
 
 def resize_channels(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -245,7 +253,7 @@ def iter_segment_plane(
             coarse = yield from _coarse_look_factor(
                 net, chw, labels, factor, params, model.scheme, info, tiling
             )
-            factor = coarse or factor
+            factor = factor if coarse is None else coarse
     if factor != 1.0:
         # Objects far from the training sizes: segment the plane again resized,
         # then bring the probabilities back to its grid so labels keep its shape.
