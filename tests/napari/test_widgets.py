@@ -241,7 +241,8 @@ def test_post_processing_sliders_carry_every_model_parameter(make_napari_viewer,
         seed_dynamic=0.2,
         seed_h=1.5,
         min_size=24,
-        upscale_to_area=150.0,
+        upscale_to_area=450.0,
+        upscale_from_area=120.0,
         downscale_from_area=3000.0,
         object_area=400.0,
         coarse_look_from_area=1200.0,
@@ -251,6 +252,14 @@ def test_post_processing_sliders_carry_every_model_parameter(make_napari_viewer,
     seg.model_combo.setCurrentText("tuned")
     seg.reset_params()
     assert seg.params() == tiny_model.postprocessing
+    assert seg.upscale_slider.value() == 120  # "enlarge objects below": the trigger
+
+    seg.upscale_slider.setValue(200)
+    assert (seg.params().upscale_from_area, seg.params().upscale_to_area) == (200, 450)
+    seg.upscale_slider.setValue(600)  # a trigger above the target: enlarged to the trigger
+    assert (seg.params().upscale_from_area, seg.params().upscale_to_area) == (600, 600)
+    seg.upscale_slider.setValue(0)
+    assert seg.params().upscale_to_area == 0  # never enlarged
 
 
 def test_brightfield_image_is_inverted_and_said_so(make_napari_viewer, qtbot, registered_tiny):

@@ -179,7 +179,8 @@ class SegmentWidget(QWidget):
         self.upscale_slider.setRange(0, 1000)
         self.upscale_slider.setToolTip(
             "When the median object is smaller than this many pixels, segment again "
-            "from the image enlarged (up to 2x) so tiny nuclei get finer outlines; 0: never. "
+            "from the image enlarged (up to 3x, to the model's target size) so tiny nuclei "
+            "get finer outlines; 0: never. "
             "Takes effect when segmenting, not when re-labelling."
         )
         self._param_sliders = (
@@ -294,7 +295,7 @@ class SegmentWidget(QWidget):
         self.seed_dynamic_slider.setValue(params.seed_dynamic)
         self.seed_h_slider.setValue(params.seed_h)
         self.min_size_slider.setValue(int(params.min_size))
-        self.upscale_slider.setValue(int(round(params.upscale_to_area)))
+        self.upscale_slider.setValue(int(round(params.upscale_from_area or params.upscale_to_area)))
         for s in sliders:
             s.blockSignals(False)
         self._params_changed()
@@ -311,8 +312,17 @@ class SegmentWidget(QWidget):
             seed_dynamic=round(float(self.seed_dynamic_slider.value()), 3),
             seed_h=round(float(self.seed_h_slider.value()), 3),
             min_size=int(self.min_size_slider.value()),
-            upscale_to_area=float(self.upscale_slider.value()),
+            **self._enlarging(base),
         )
+
+    def _enlarging(self, base: InstanceParams) -> dict:
+        """The enlarging fields the slider (objects below N px) calls for, given the model's own."""
+        below = float(self.upscale_slider.value())
+        if below == (base.upscale_from_area or base.upscale_to_area):
+            return {}  # untouched: the model's own rule
+        if below == 0:
+            return {"upscale_from_area": 0.0, "upscale_to_area": 0.0}
+        return {"upscale_from_area": below, "upscale_to_area": max(base.upscale_to_area, below)}
 
     def _params_changed(self, *_) -> None:
         if self._cache is not None:
