@@ -76,9 +76,8 @@ class InstanceParams:
         enlarged, see ``upscale_to_area``) or at least this large, the plane is also
         segmented at a third of its size: nuclei far larger than the
         training size come apart into fragments that look tiny or normal,
-        and seen at a third they come out whole. When that look finds enough
-        whole objects, their size decides instead of the first pass's (over
-        ``downscale_from_area``: the plane is shrunk to ``object_area``).
+        and seen at a third they come out whole. If that look measures them
+        over ``downscale_from_area``, the plane is shrunk to ``object_area``.
         0 never looks.
     """
 

@@ -124,9 +124,11 @@ def _coarse_look_factor(
     coarse = instances_from_probabilities(probs, params, scheme)
     if coarse.max() < COARSE_LOOK_MIN_OBJECTS:
         return None
-    # Enough whole objects at a third: their size, in the plane's pixels,
-    # decides instead of the first pass's (which may be fragments).
+    # Only shrinking is decided here: at a third, tiny dense nuclei merge into
+    # clumps that look normal, so a normal size seen there proves nothing.
     estimate = median_object_area(coarse) * (chw.shape[1] * chw.shape[2]) / (shape[0] * shape[1])
+    if estimate <= params.downscale_from_area or params.object_area <= 0:
+        return None
     return factor_for_area(estimate, params)
 
 
@@ -253,7 +255,7 @@ def iter_segment_plane(
             coarse = yield from _coarse_look_factor(
                 net, chw, labels, factor, params, model.scheme, info, tiling
             )
-            factor = factor if coarse is None else coarse
+            factor = coarse or factor
     if factor != 1.0:
         # Objects far from the training sizes: segment the plane again resized,
         # then bring the probabilities back to its grid so labels keep its shape.
