@@ -65,7 +65,7 @@ class InstanceParams:
         Used by :func:`napari_unet.segmentation.segment`: when the median
         object of a plane is smaller than ``upscale_from_area`` pixels (0:
         than ``upscale_to_area``), the plane is segmented again, enlarged (at
-        most 2x) so that it reaches ``upscale_to_area``; tiny nuclei get their
+        most 3x) so that it reaches ``upscale_to_area``; tiny nuclei get their
         outlines from more pixels. ``upscale_to_area`` 0 never enlarges.
     downscale_from_area, object_area
         Planes whose median object is larger than ``downscale_from_area``
