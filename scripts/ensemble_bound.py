@@ -30,7 +30,7 @@ from napari_unet.modelfile import load_model
 from napari_unet.normalize import Normalization
 
 # The same enlargement rule and resampling as `segment`, so the bound includes the shipped upscaling.
-from napari_unet.segmentation import rescale_factor, resize_channels
+from napari_unet.sizes import rescale_factor, resize_channels
 from napari_unet.tiling import predict_tiled, prepare_model
 
 HERE = Path(__file__).resolve().parent

@@ -33,6 +33,7 @@ import numpy as np
 from skimage.transform import rescale
 
 import napari_unet.segmentation as segmentation
+import napari_unet.sizes as sizes
 from napari_unet.io import read_image
 from napari_unet.metrics import dataset_ap
 from napari_unet.modelfile import load_model, model_path, save_model
@@ -118,13 +119,13 @@ def main(argv=None) -> int:
         for s in SCALES
     }
     remember_passes()
-    shipped_cap = segmentation.MAX_UPSCALE
+    shipped_cap = sizes.MAX_UPSCALE
     p = model.postprocessing
     grid = itertools.product(
         args.limits,
         args.coarse_looks or [p.coarse_look_from_area],
         args.enlarge or [(p.upscale_from_area, p.upscale_to_area)],
-        args.max_upscale or [segmentation.MAX_UPSCALE],
+        args.max_upscale or [sizes.MAX_UPSCALE],
     )
     results = {}
     for limit, look, (below, to), cap in grid:
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
             upscale_from_area=below,
             upscale_to_area=to,
         )
-        segmentation.MAX_UPSCALE = cap
+        sizes.MAX_UPSCALE = cap
         candidate = replace(model, postprocessing=params)
         per_scale = {}
         for s, pairs in scaled.items():
@@ -161,7 +162,7 @@ def main(argv=None) -> int:
         cap = best.pop("max_upscale")
         if cap != shipped_cap:
             print(
-                f"note: the best enlargement cap is {cap}, segmentation.MAX_UPSCALE {shipped_cap}"
+                f"note: the best enlargement cap is {cap}, sizes.MAX_UPSCALE {shipped_cap}"
             )
         model.postprocessing = replace(model.postprocessing, **best)
         model.training = {

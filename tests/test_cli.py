@@ -167,6 +167,30 @@ def test_train_from_scratch_and_fine_tune(pairs, model_file, tmp_path, capsys):
     assert info["training"]["config"]["augment"]["max_zoom"] == 1.3
 
 
+def test_fine_tuning_on_tiny_nuclei_trains_them_enlarged_and_says_so(tiny_model, tmp_path, capsys):
+    from dataclasses import replace
+
+    from napari_unet.instances import InstanceParams
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for i in range(2):
+        img, lab = synthetic_nuclei((64, 64), n_nuclei=10, radius=(2.0, 3.0), seed=i)
+        tifffile.imwrite(images / f"t{i}.tif", img)
+        tifffile.imwrite(masks / f"t{i}.tif", lab.astype(np.uint16))
+    rule = InstanceParams(upscale_from_area=120, upscale_to_area=450)
+    start = save_model(replace(tiny_model, postprocessing=rule), tmp_path / "start.safetensors")
+    out = tmp_path / "tuned.safetensors"
+    args = ["train", "--images", str(images), "--masks", str(masks), "--from", str(start)]
+    args += ["--epochs", "1", "--patches-per-epoch", "2", "--batch-size", "2"]
+    assert main([*args, "--patch-size", "92", "--out", str(out), "--quiet"]) == 0
+    assert "2 image(s) resized as the model will segment them" in capsys.readouterr().err
+    assert main(["info", str(out)]) == 0
+    resized = json.loads(capsys.readouterr().out)["training"]["resized_images"]
+    assert set(resized) == {"t0", "t1"} and all(f >= 2.0 for f in resized.values())
+
+
 def test_train_errors(pairs, tmp_path, capsys):
     images, masks = pairs
     (masks / "n1.tif").unlink()

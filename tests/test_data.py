@@ -122,3 +122,46 @@ def test_training_images_of_brightfield_are_inverted_like_segmentation():
     a = make_training_image(fluo, truth, 1)
     b = make_training_image(bright, truth, 1)
     np.testing.assert_allclose(a.image, b.image, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "radius, rule, expected",
+    [
+        ((2.0, 3.0), dict(upscale_from_area=120, upscale_to_area=450), "enlarged"),
+        ((12.0, 14.0), dict(downscale_from_area=300, object_area=100), "shrunk"),
+        (
+            (5.0, 7.0),
+            dict(upscale_from_area=40, upscale_to_area=450, downscale_from_area=2000),
+            1.0,
+        ),
+        ((2.0, 3.0), dict(), 1.0),  # a model without a size rule
+    ],
+)
+def test_annotated_images_are_resized_as_the_model_will_segment_them(
+    tiny_model, radius, rule, expected
+):
+    from dataclasses import replace
+
+    from napari_unet.instances import InstanceParams
+    from napari_unet.sizes import factor_for_area, median_object_area
+
+    image, truth = synthetic_nuclei((80, 96), n_nuclei=12, radius=radius, seed=5)
+    valid = np.zeros(truth.shape, bool)
+    valid[:40] = True  # a partial annotation: its region is resized too
+    params = InstanceParams(**rule)
+    model = replace(tiny_model, postprocessing=params)
+    item = make_training_image(image, truth, model=model, valid=valid)
+    factor = factor_for_area(median_object_area(truth), params)
+    assert item.scale == factor
+    if expected == 1.0:
+        assert factor == 1.0 and item.labels.shape == truth.shape
+        np.testing.assert_array_equal(item.labels, truth)
+        return
+    assert (factor > 1) == (expected == "enlarged") and factor != 1.0
+    shape = tuple(round(n * factor) for n in truth.shape)
+    assert item.image.shape[1:] == item.labels.shape == item.valid.shape == shape
+    assert set(np.unique(item.labels)) <= set(np.unique(truth))
+    assert item.valid.mean() == pytest.approx(valid.mean(), abs=0.03)
+    # Annotated nuclei now measure what the network will see (about the rule's target).
+    area = median_object_area(item.labels)
+    assert area == pytest.approx(median_object_area(truth) * factor**2, rel=0.2)

@@ -228,7 +228,7 @@ def iter_segment_large(
     ``labels/<output's name>`` group instead, pyramid levels included.
     """
     from .io import infer_axes
-    from .segmentation import diameter_factor
+    from .sizes import diameter_factor
 
     options = options or BatchOptions()
     seg_model = get_model(model) if not isinstance(model, bytes) else cached_model_from_bytes(model)

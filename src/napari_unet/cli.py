@@ -345,6 +345,15 @@ def _report_training(summary: dict, out: Path) -> None:
         f"stopped by {summary['stopped_by']})",
         file=sys.stderr,
     )
+    resized = summary.get("resized_images") or {}
+    if resized:
+        factors = ", ".join(f"{name} x{f:g}" for name, f in list(resized.items())[:3])
+        more = f" and {len(resized) - 3} more" if len(resized) > 3 else ""
+        print(
+            f"trained on {len(resized)} image(s) resized as the model will segment them "
+            f"(nuclei far from its training size): {factors}{more}",
+            file=sys.stderr,
+        )
     if summary.get("kept_start_model"):
         print(
             f"training did not beat the start model on the {summary['validated_on']} "

@@ -25,6 +25,13 @@ from .normalize import (
     prepare_plane,
     to_channels_first,
 )
+from .sizes import (
+    factor_for_area,
+    median_object_area,
+    resize_channels,
+    resize_labels,
+    resized_shape,
+)
 from .weights import class_targets, class_weights_from_counts, training_weights
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -39,6 +46,7 @@ class TrainingImage:
     valid: np.ndarray
     name: str = ""
     image_type: str = ""  # how it was read: "fluorescence" or "brightfield" (inverted)
+    scale: float = 1.0  # resized by this, as the model's size rule will segment it
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -121,9 +129,14 @@ def make_training_image(
 
     The image is prepared as it will be when segmented: with ``model``, for
     the network that segments its image type (the built-in default hands
-    brightfield images to its three-channel brightfield companion); without,
-    with ``in_channels`` and ``normalization``. Brightfield and stained
-    images are converted (``image_type`` overrides the automatic choice).
+    brightfield images to its three-channel brightfield companion), and
+    resized (with its labels and annotated region) as that network's size
+    rule resizes a plane whose nuclei measure what the annotated ones do
+    (:func:`napari_unet.sizes.factor_for_area`): a network fine-tuned on tiny
+    nuclei learns them enlarged, as it will see them. Without ``model``,
+    with ``in_channels`` and ``normalization``, at the image's own size.
+    Brightfield and stained images are converted (``image_type`` overrides
+    the automatic choice).
     """
     what = f" ({name})" if name else ""
     image = np.asarray(image)
@@ -164,7 +177,14 @@ def make_training_image(
         raise UNetError(f"the annotated region{what} is {valid.shape}, the mask {labels.shape}")
     if not valid.any():
         raise UNetError(f"the annotated region{what} is empty")
-    return TrainingImage(chw, labels.astype(np.int32), valid.astype(bool), name, kind)
+    labels, valid = labels.astype(np.int32), valid.astype(bool)
+    area = median_object_area(labels)
+    scale = 1.0 if model is None or area is None else factor_for_area(area, chosen.postprocessing)
+    if scale != 1.0:
+        shape = resized_shape(labels.shape, scale)
+        chw = resize_channels(chw, shape)
+        labels, valid = resize_labels(labels, shape), resize_labels(valid, shape)
+    return TrainingImage(chw, labels, valid, name, kind, scale)
 
 
 def training_images_from_stack(

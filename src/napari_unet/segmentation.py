@@ -35,19 +35,16 @@ from .normalize import (
     to_channels_first,
 )
 from .progress import Progress, Stage, run_to_end
+from .sizes import (
+    diameter_factor,
+    factor_for_area,
+    median_object_area,
+    rescale_factor,
+    resize_channels,
+    resized_shape,
+)
 from .stitching import DEFAULT_STITCH_THRESHOLD, check_threshold, stitch_stack
 from .tiling import iter_predict_tiled, prepare_model
-
-# A plane is segmented again, rescaled, when its objects are far from the
-# training sizes: enlarged by at most MAX_UPSCALE (3: nuclei of a 0.5x image
-# gained up to 3 on held-out train images, scripts/tune_rescaling.py), by
-# MAX_DIAMETER_UPSCALE when the user gives their diameter, shrunk by at most
-# 1 / MIN_DOWNSCALE; a change smaller than RESCALE_WORTH gains less than the
-# second pass costs.
-MAX_UPSCALE = 3.0
-MAX_DIAMETER_UPSCALE = 4.0
-MIN_DOWNSCALE = 0.25
-RESCALE_WORTH = 1.25
 
 
 def available_memory() -> int | None:
@@ -69,37 +66,6 @@ def check_memory(needed: int) -> None:
         )
 
 
-def median_object_area(labels: np.ndarray) -> float | None:
-    """Median area of the objects in ``labels`` (None when there are none)."""
-    areas = np.bincount(labels.reshape(-1))[1:]
-    areas = areas[areas > 0]
-    return float(np.median(areas)) if len(areas) else None
-
-
-def rescale_factor(labels: np.ndarray, params: InstanceParams) -> float:
-    """How much to resize a plane whose first-pass objects are ``labels`` (1: not at all)."""
-    area = median_object_area(labels)
-    return 1.0 if area is None else factor_for_area(area, params)
-
-
-def factor_for_area(area: float, params: InstanceParams) -> float:
-    """How much to resize a plane whose median object measures ``area`` pixels (1: not at all).
-
-    Tiny objects (median under ``upscale_from_area``, or ``upscale_to_area``
-    when that is 0) are enlarged to reach ``upscale_to_area``; huge ones
-    (over ``downscale_from_area``) shrunk to reach ``object_area``.
-    """
-    factor = 1.0
-    enlarge_below = params.upscale_from_area or params.upscale_to_area
-    if params.upscale_to_area > 0 and area < enlarge_below:
-        factor = float(np.clip(np.sqrt(params.upscale_to_area / area), 1.0, MAX_UPSCALE))
-    elif params.downscale_from_area > 0 and area > params.downscale_from_area:
-        target = params.object_area or params.downscale_from_area / 4
-        factor = max(MIN_DOWNSCALE, float(np.sqrt(target / area)))
-    worth = factor >= RESCALE_WORTH or factor <= 1 / RESCALE_WORTH
-    return factor if worth else 1.0
-
-
 COARSE_LOOK = 1 / 3  # the coarse look's scale: a ninth of the first pass's work
 COARSE_LOOK_MIN_OBJECTS = 5  # fewer whole objects at a third: no size to trust
 
@@ -118,7 +84,7 @@ def _coarse_look_factor(
         return None
     if first_factor <= 1 and area < params.coarse_look_from_area:
         return None  # not tiny enough to enlarge, not large: nothing to doubt
-    shape = tuple(max(1, round(n * COARSE_LOOK)) for n in chw.shape[1:])
+    shape = resized_shape(chw.shape, COARSE_LOOK)
     small = resize_channels(chw, shape)
     probs = yield from _predict_with_progress(net, small, {**info, "coarse_look": True}, tiling)
     coarse = instances_from_probabilities(probs, params, scheme)
@@ -130,34 +96,6 @@ def _coarse_look_factor(
     if estimate <= params.downscale_from_area or params.object_area <= 0:
         return None
     return factor_for_area(estimate, params)
-
-
-def diameter_factor(diameter: float, params: InstanceParams) -> float:
-    """Resize factor that brings nuclei of ``diameter`` pixels to the model's training size."""
-    if not diameter > 0:
-        raise UNetError(f"the nucleus diameter must be a positive number of pixels, got {diameter}")
-    if params.object_area <= 0:
-        raise UNetError(
-            "this model does not record the nucleus size it was trained on; "
-            "segment without a diameter (sizes are then estimated)"
-        )
-    area = np.pi * diameter**2 / 4
-    return float(np.clip(np.sqrt(params.object_area / area), MIN_DOWNSCALE, MAX_DIAMETER_UPSCALE))
-
-
-def resize_channels(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(C, Y, X) resampled to ``shape``, linearly, pixel centres on pixel centres.
-
-    The same geometry both ways (smoothed when shrinking), so enlarging, then
-    shrinking the result, puts every object back where it was.
-    """
-    from skimage.transform import resize
-
-    shrinking = shape[0] < image.shape[1]
-    out = resize(
-        image, (image.shape[0], *shape), order=1, anti_aliasing=shrinking, preserve_range=True
-    )
-    return out.astype(np.float32)
 
 
 @dataclass
@@ -259,7 +197,7 @@ def iter_segment_plane(
     if factor != 1.0:
         # Objects far from the training sizes: segment the plane again resized,
         # then bring the probabilities back to its grid so labels keep its shape.
-        resized = resize_channels(chw, tuple(max(1, round(n * factor)) for n in chw.shape[1:]))
+        resized = resize_channels(chw, resized_shape(chw.shape, factor))
         info["rescaled"] = round(factor, 2)
         big = yield from _predict_with_progress(net, resized, info, tiling)
         probs = resize_channels(big, chw.shape[1:])[:, region[0], region[1]]

@@ -760,6 +760,12 @@ class _TrainingRun:
                 | {item.image_type for item in train_images if item.image_type}
             ),
             "n_val_images": len(val_images),
+            # Annotated images resized by the start model's size rule, as it will segment them.
+            "resized_images": {
+                item.name or f"image {k}": round(item.scale, 2)
+                for k, item in enumerate(train_images)
+                if item.scale != 1.0
+            },
             "epochs_run": epoch + 1 - self.start_epoch,
             "steps": self.step,
             "stopped_by": self.stopped_by,

@@ -358,6 +358,12 @@ class TrainWidget(QWidget):
                 if summary.get("kept_start_model")
                 else ""
             )
+            + (
+                f"; {len(summary['resized_images'])} image(s) trained resized, as they will "
+                "be segmented (nuclei far from the model's training size)"
+                if summary.get("resized_images")
+                else ""
+            )
         )
 
     def _last_step(self) -> float:
