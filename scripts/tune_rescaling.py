@@ -12,8 +12,10 @@ and segmented by ``segment`` for every combination of the candidates:
 ``downscale_from_area`` (planes whose median nucleus is larger are shrunk to
 the model's ``object_area``), ``coarse_look_from_area`` (0: off),
 ``upscale_from_area:upscale_to_area`` (planes whose median nucleus is under
-the first are enlarged to reach the second) and the enlargement cap. One
-JSON line per combination (AP@0.5 per magnification and their mean), then
+the first are enlarged to reach the second) and the enlargement cap;
+``--also uneven blur-noise`` adds the images under those shifts of
+``benchmarks/finetune.py`` at their own size. One JSON line per
+combination (AP@0.5 per magnification or shift and their mean), then
 the best. Network passes and post-processing are remembered by their input
 (the candidates change only which passes run), so a grid costs little more
 than its distinct passes. ``--write`` stores the best in the model file.
@@ -44,6 +46,11 @@ sys.path.insert(0, str(HERE))
 from train_default import SHARED, split_pairs  # noqa: E402
 
 SCALES = (0.5, 1.0, 2.0, 3.0)
+sys.path.insert(0, str(HERE.parent / "benchmarks"))
+from finetune import blur_noise, uneven  # noqa: E402
+
+# Unfamiliar images at the native size: a size rule must not misjudge them.
+OTHER_SHIFTS = {"uneven": uneven, "blur-noise": blur_noise}
 
 
 def _key(array: np.ndarray) -> tuple:
@@ -101,6 +108,13 @@ def main(argv=None) -> int:
     ap.add_argument("--max-upscale", nargs="+", type=float, default=None)
     ap.add_argument("--holdout", type=int, default=40)
     ap.add_argument("--dataset", default="dsb2018-fluo")
+    ap.add_argument(
+        "--also",
+        nargs="+",
+        default=[],
+        choices=sorted(OTHER_SHIFTS),
+        help="also score the held-out images (at 1x) under these shifts of benchmarks/finetune.py",
+    )
     ap.add_argument("--write", action="store_true", help="store the best limit in the model file")
     args = ap.parse_args(argv)
     model = load_model(args.model)
@@ -118,6 +132,9 @@ def main(argv=None) -> int:
         ]
         for s in SCALES
     }
+    for name in args.also:
+        shift = OTHER_SHIFTS[name]
+        scaled[name] = [shift(img, m) for img, m in originals]
     remember_passes()
     shipped_cap = sizes.MAX_UPSCALE
     p = model.postprocessing
@@ -161,15 +178,14 @@ def main(argv=None) -> int:
     if args.write:
         cap = best.pop("max_upscale")
         if cap != shipped_cap:
-            print(
-                f"note: the best enlargement cap is {cap}, sizes.MAX_UPSCALE {shipped_cap}"
-            )
+            print(f"note: the best enlargement cap is {cap}, sizes.MAX_UPSCALE {shipped_cap}")
         model.postprocessing = replace(model.postprocessing, **best)
         model.training = {
             **model.training,
             "size_rule_chosen_on": {
                 "images": f"{args.dataset}/train, {args.holdout} held out",
                 "magnifications": list(SCALES),
+                "also": args.also,
                 "mean_ap50": round(results[json.dumps({**best, "max_upscale": cap})], 4),
                 "command": "python scripts/tune_rescaling.py " + " ".join(argv or sys.argv[1:]),
             },
