@@ -86,8 +86,7 @@ def resize_channels(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(Y, X) labels (or a mask) resampled to ``shape`` by nearest neighbour, geometry as
-    :func:`resize_channels`."""
+    """Labels or a mask (Y, X) resized to ``shape``: nearest neighbour, the images' geometry."""
     from skimage.transform import resize
 
     out = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True)
