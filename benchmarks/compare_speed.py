@@ -1,8 +1,11 @@
 """Speed of two models on the default path, measured in the same run, interleaved.
 
     python benchmarks/compare_speed.py NEW_MODEL OLD_MODEL [--rounds 3]
+        [--nuclei 2000 --radius 5 10]
 
-Segments a synthetic 2048x2048 image with 2000 nuclei as ``segment`` does by
+Segments a synthetic 2048x2048 image with 2000 nuclei (``--nuclei``, radii
+``--radius`` in pixels: 10 14 with 700 nuclei makes planes the coarse look
+examines) as ``segment`` does by
 default (image-type detection and input conversion, tiled inference,
 post-processing, the resize pass where sizes call for it), once as
 fluorescence, as its brightfield twin (inverted) and as a stained RGB twin
@@ -24,6 +27,7 @@ import torch
 from napari_unet.devices import cpu_name
 from napari_unet.modelfile import load_model
 from napari_unet.segmentation import segment
+from napari_unet.sizes import median_object_area
 from napari_unet.synthetic import synthetic_nuclei
 
 
@@ -32,9 +36,13 @@ def main() -> None:
     ap.add_argument("new")
     ap.add_argument("old")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--nuclei", type=int, default=2000)
+    ap.add_argument("--radius", type=float, nargs=2, default=(5.0, 10.0))
     args = ap.parse_args()
     models = {"new": load_model(args.new), "old": load_model(args.old)}
-    fluo, _ = synthetic_nuclei((2048, 2048), n_nuclei=2000, radius=(5, 10), seed=1)
+    fluo, truth = synthetic_nuclei(
+        (2048, 2048), n_nuclei=args.nuclei, radius=tuple(args.radius), seed=1
+    )
     bright = (int(fluo.max()) - fluo.astype(np.int64)).astype(np.uint16)
     dark = 1.0 - fluo.astype(np.float32) / fluo.max()
     stained = (255 * dark[..., None] * np.array([0.95, 0.75, 0.9], np.float32)).astype(np.uint8)
@@ -53,6 +61,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "default path, 2048x2048, new vs old model",
+                "nuclei": {"count": int(truth.max()), "median_area": median_object_area(truth)},
                 "cpu": cpu_name(),
                 "threads": torch.get_num_threads(),
                 "models": {"new": args.new, "old": args.old},
