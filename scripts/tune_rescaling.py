@@ -144,21 +144,8 @@ def main(argv=None) -> int:
         args.enlarge or [(p.upscale_from_area, p.upscale_to_area)],
         args.max_upscale or [sizes.MAX_UPSCALE],
     )
-    results = {}
+    results = []  # (mean AP@0.5, choice)
     for limit, look, (below, to), cap in grid:
-        params = replace(
-            p,
-            downscale_from_area=limit,
-            coarse_look_from_area=look,
-            upscale_from_area=below,
-            upscale_to_area=to,
-        )
-        sizes.MAX_UPSCALE = cap
-        candidate = replace(model, postprocessing=params)
-        per_scale = {}
-        for s, pairs in scaled.items():
-            preds = [segment(img, candidate) for img, _ in pairs]
-            per_scale[s] = round(dataset_ap([m for _, m in pairs], preds, (0.5,))[0], 4)
         choice = {
             "downscale_from_area": limit,
             "coarse_look_from_area": look,
@@ -166,16 +153,20 @@ def main(argv=None) -> int:
             "upscale_to_area": to,
             "max_upscale": cap,
         }
-        results[json.dumps(choice)] = float(np.mean(list(per_scale.values())))
-        print(
-            json.dumps(
-                {**choice, "ap50": per_scale, "mean": round(results[json.dumps(choice)], 4)}
-            ),
-            flush=True,
-        )
-    best = json.loads(max(results, key=results.get))
+        rule = {k: v for k, v in choice.items() if k != "max_upscale"}
+        sizes.MAX_UPSCALE = cap
+        candidate = replace(model, postprocessing=replace(p, **rule))
+        per_scale = {}
+        for s, pairs in scaled.items():
+            preds = [segment(img, candidate) for img, _ in pairs]
+            per_scale[s] = round(dataset_ap([m for _, m in pairs], preds, (0.5,))[0], 4)
+        mean = float(np.mean(list(per_scale.values())))
+        results.append((mean, choice))
+        print(json.dumps({**choice, "ap50": per_scale, "mean": round(mean, 4)}), flush=True)
+    best_mean, best = max(results, key=lambda result: result[0])
     print(json.dumps({"best": best}), flush=True)
     if args.write:
+        best = dict(best)
         cap = best.pop("max_upscale")
         if cap != shipped_cap:
             print(f"note: the best enlargement cap is {cap}, sizes.MAX_UPSCALE {shipped_cap}")
@@ -186,7 +177,7 @@ def main(argv=None) -> int:
                 "images": f"{args.dataset}/train, {args.holdout} held out",
                 "magnifications": list(SCALES),
                 "also": args.also,
-                "mean_ap50": round(results[json.dumps({**best, "max_upscale": cap})], 4),
+                "mean_ap50": round(best_mean, 4),
                 "command": "python scripts/tune_rescaling.py " + " ".join(argv or sys.argv[1:]),
             },
         }

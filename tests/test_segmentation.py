@@ -244,6 +244,7 @@ def test_a_coarse_look_shrinks_planes_whose_nuclei_came_apart(
     import napari_unet.segmentation as seg
     from napari_unet.instances import InstanceParams
     from napari_unet.progress import run_to_end
+    from napari_unet.sizes import median_object_area, rescale_factor
 
     looked = []
 
@@ -266,9 +267,11 @@ def test_a_coarse_look_shrinks_planes_whose_nuclei_came_apart(
     )
     chw = np.zeros((1, 300, 300), np.float32)
     first = _blobs((300, 300), 20, first_side)
-    first_factor = seg.rescale_factor(first, params)
+    first_factor = rescale_factor(first, params)
     factor = run_to_end(
-        seg._coarse_look_factor(None, chw, first, first_factor, params, "3class", {}, {})
+        seg._coarse_look_factor(
+            None, chw, median_object_area(first), first_factor, params, "3class", {}, {}
+        )
     )
     if expected is None:
         assert factor is None

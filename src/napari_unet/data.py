@@ -178,8 +178,8 @@ def make_training_image(
     if not valid.any():
         raise UNetError(f"the annotated region{what} is empty")
     labels, valid = labels.astype(np.int32), valid.astype(bool)
-    area = median_object_area(labels)
-    scale = 1.0 if model is None or area is None else factor_for_area(area, chosen.postprocessing)
+    area = None if model is None else median_object_area(labels)
+    scale = 1.0 if area is None else factor_for_area(area, chosen.postprocessing)
     if scale != 1.0:
         shape = resized_shape(labels.shape, scale)
         chw = resize_channels(chw, shape)

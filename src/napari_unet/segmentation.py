@@ -39,7 +39,6 @@ from .sizes import (
     diameter_factor,
     factor_for_area,
     median_object_area,
-    rescale_factor,
     resize_channels,
     resized_shape,
 )
@@ -71,16 +70,21 @@ COARSE_LOOK_MIN_OBJECTS = 5  # fewer whole objects at a third: no size to trust
 
 
 def _coarse_look_factor(
-    net, chw, labels, first_factor: float, params: InstanceParams, scheme: str, info, tiling
+    net,
+    chw,
+    area: float | None,
+    first_factor: float,
+    params: InstanceParams,
+    scheme: str,
+    info,
+    tiling,
 ):
     """The shrink factor a look at a third of the size calls for, or None (see InstanceParams).
 
-    ``first_factor`` is what the first pass's ``labels`` call for (:func:`rescale_factor`).
+    ``area`` is the first pass's median object area, ``first_factor`` what it
+    calls for (:func:`factor_for_area`).
     """
-    if params.coarse_look_from_area <= 0:
-        return None
-    area = median_object_area(labels)
-    if area is None:
+    if params.coarse_look_from_area <= 0 or area is None:
         return None
     if first_factor <= 1 and area < params.coarse_look_from_area:
         return None  # not tiny enough to enlarge, not large: nothing to doubt
@@ -194,10 +198,11 @@ def iter_segment_plane(
     if factor is None or factor == 1.0:
         probs = (yield from _predict_with_progress(net, chw, info, tiling))[:, region[0], region[1]]
         labels = instances_from_probabilities(probs, params, model.scheme)
+        area = median_object_area(labels)
         if factor is None:
-            factor = rescale_factor(labels, params)
+            factor = 1.0 if area is None else factor_for_area(area, params)
             coarse = yield from _coarse_look_factor(
-                net, chw, labels, factor, params, model.scheme, info, tiling
+                net, chw, area, factor, params, model.scheme, info, tiling
             )
             factor = coarse or factor
     if factor != 1.0:
@@ -208,7 +213,7 @@ def iter_segment_plane(
         big = yield from _predict_with_progress(net, resized, info, tiling)
         probs = resize_channels(big, chw.shape[1:])[:, region[0], region[1]]
         labels = instances_from_probabilities(probs, params, model.scheme)
-    area = median_object_area(labels)
+        area = median_object_area(labels)
     if area is not None and params.object_area > 0:
         # Compared as the network saw them: in the resized plane when it was resized.
         ratio = area * factor**2 / params.object_area
