@@ -169,6 +169,12 @@ def main(argv=None) -> int:
         "(never choose on the images you report)",
     )
     ap.add_argument(
+        "--start-decay",
+        type=float,
+        default=None,
+        help="try another pull toward the start model's weights than the recipe's",
+    )
+    ap.add_argument(
         "--freeze-batch-norm",
         choices=["recipe", "on", "off"],
         default="recipe",
@@ -227,6 +233,8 @@ def main(argv=None) -> int:
                     if start == "fine_tuned":
                         init, arch = default, None
                         config = replace(FINE_TUNE, minutes=minutes, lr=args.lr or FINE_TUNE.lr)
+                        if args.start_decay is not None:
+                            config = replace(config, start_decay=args.start_decay)
                         if args.freeze_batch_norm != "recipe":
                             config = replace(
                                 config, freeze_batch_norm=args.freeze_batch_norm == "on"
@@ -254,6 +262,7 @@ def main(argv=None) -> int:
                             "model": start,
                             "lr": config.lr,
                             "freeze_batch_norm": config.freeze_batch_norm,
+                            "start_decay": config.start_decay,
                             "scored_on": scored_on,
                             "images": n,
                             "partial_nuclei": args.partial or None,

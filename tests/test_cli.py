@@ -146,6 +146,8 @@ def test_train_from_scratch_and_fine_tune(pairs, model_file, tmp_path, capsys):
                 model_file,
                 "--max-zoom",
                 "1.3",
+                "--start-decay",
+                "0.05",
                 "--epochs",
                 "1",
                 "--patches-per-epoch",
@@ -165,6 +167,7 @@ def test_train_from_scratch_and_fine_tune(pairs, model_file, tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["training"]["started_from"] == model_file
     assert info["training"]["config"]["augment"]["max_zoom"] == 1.3
+    assert info["training"]["config"]["start_decay"] == 0.05
 
 
 def test_fine_tuning_on_tiny_nuclei_trains_them_enlarged_and_says_so(tiny_model, tmp_path, capsys):
@@ -345,6 +348,27 @@ def test_demo_writes_labels_and_overlay(default_model_available, tmp_path, capsy
                 "nan",
             ],
             "positive",
+        ),
+        *(
+            (
+                [
+                    "train",
+                    "--images",
+                    "i",
+                    "--masks",
+                    "m",
+                    "--out",
+                    "o.safetensors",
+                    "--start-decay",
+                    value,
+                ],
+                message,
+            )
+            for value, message in (
+                ("-1", "0 or a positive"),
+                ("nan", "0 or a positive"),
+                ("x", "number"),
+            )
         ),
     ],
 )

@@ -197,6 +197,72 @@ def test_lean_optimizers_match_torch(name):
     assert restored.state.keys() == ours.state.keys()
 
 
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_start_decay_is_the_gradient_of_a_pull_toward_the_start_weights(name):
+    """start_decay a adds the gradient of a/2 * |w - w_start|^2 to the loss's (L2-SP)."""
+    from napari_unet.training import make_optimizer
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    start = [p.detach().clone() for p in b.parameters()]
+    ours = make_optimizer(name, a.parameters(), 1e-2, 0.0, start_decay=0.5)
+    plain = make_optimizer(name, b.parameters(), 1e-2, 0.0)
+    for step in range(5):
+        x = torch.randn(7, 5, generator=torch.Generator().manual_seed(step))
+        ours.zero_grad()
+        a(x).square().sum().backward()
+        ours.step()
+        plain.zero_grad()
+        pull = sum((p - s).square().sum() for p, s in zip(b.parameters(), start))
+        (b(x).square().sum() + 0.25 * pull).backward()
+        plain.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def _distance(net_a, net_b) -> float:
+    return sum(
+        float((p - q).detach().square().sum())
+        for p, q in zip(net_a.parameters(), net_b.parameters())
+    )
+
+
+def test_fine_tuning_with_start_decay_stays_nearer_the_start_model(data, tiny_model):
+    train_set, _ = data
+    config = small_config(epochs=3, lr=3e-3, schedule="constant")
+    free = run_to_end(iter_train(train_set, init=tiny_model, config=config))
+    pulled = run_to_end(
+        iter_train(train_set, init=tiny_model, config=replace(config, start_decay=10.0))
+    )
+    assert pulled.training["config"]["start_decay"] == 10.0
+    assert 0 < _distance(pulled.net, tiny_model.net) < 0.5 * _distance(free.net, tiny_model.net)
+
+
+def test_a_resumed_run_is_pulled_toward_the_start_model_not_the_checkpoint(
+    data, tiny_model, tmp_path
+):
+    from napari_unet.training import _TrainingRun
+
+    train_set, _ = data
+    ckpt = tmp_path / "run.ckpt.safetensors"
+    config = small_config(epochs=1, lr=3e-2, schedule="constant", start_decay=1.0)
+    run_to_end(iter_train(train_set, init=tiny_model, config=config, checkpoint=ckpt))
+    resumed = _TrainingRun(train_set, [], tiny_model, None, config, ckpt, True)
+    start = [p for p in tiny_model.net.parameters() if p.requires_grad]
+    assert any(not torch.equal(p, s) for p, s in zip(resumed.net.parameters(), start))
+    for anchor, s in zip(resumed.optimizer.start, start):
+        assert torch.equal(anchor, s)
+
+
+def test_training_from_scratch_has_no_start_to_be_pulled_toward(data):
+    train_set, _ = data
+    from napari_unet.training import _TrainingRun
+
+    run = _TrainingRun(train_set, [], None, ARCH, small_config(start_decay=1.0), None, False)
+    assert run.optimizer.start is None
+
+
 def test_stop_before_the_first_step_makes_no_model(data):
     from napari_unet.training import TrainingStopped
 
@@ -436,6 +502,18 @@ def test_a_negative_or_nan_start_model_margin_is_refused_before_any_step(data, m
             iter_train(
                 train_set, architecture=ARCH, config=small_config(start_model_margin=margin)
             ),
+            events.append,
+        )
+    assert events == []
+
+
+@pytest.mark.parametrize("decay", [-0.1, float("nan"), float("inf")])
+def test_a_negative_or_non_finite_start_decay_is_refused_before_any_step(data, tiny_model, decay):
+    train_set, _ = data
+    events = []
+    with pytest.raises(UNetError, match="start model"):
+        run_to_end(
+            iter_train(train_set, init=tiny_model, config=small_config(start_decay=decay)),
             events.append,
         )
     assert events == []

@@ -69,6 +69,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {text}")
+    return value
+
+
 def _iou_threshold(text: str) -> float:
     try:
         value = float(text)
@@ -293,6 +303,7 @@ def _train_config(args: argparse.Namespace, from_model: bool):
         "batch_size": args.batch_size,
         "patch_size": args.patch_size,
         "lr": args.lr,
+        "start_decay": args.start_decay,
     }
     return replace(
         FINE_TUNE if from_model else TrainConfig(),
@@ -634,6 +645,13 @@ def _add_train_command(sub) -> None:
     p.add_argument("--patch-size", type=_positive_int, default=None, help=recipe)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     p.add_argument("--lr", type=_positive_float, default=None, help=recipe)
+    p.add_argument(
+        "--start-decay",
+        type=_non_negative_float,
+        default=None,
+        help="(fine-tuning) pull the weights toward the start model's, "
+        f"0: off; larger keeps more of what it knew {recipe}",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--depth", type=_positive_int, default=None, help="(from scratch) U-Net depth (default 3)"
