@@ -241,6 +241,9 @@ def test_demo_writes_labels_and_overlay(default_model_available, tmp_path, capsy
     assert "AP@0.5" in capsys.readouterr().out
 
 
+TRAIN_ARGV = ["train", "--images", "i", "--masks", "m", "--out", "o.safetensors"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -264,13 +267,7 @@ def test_demo_writes_labels_and_overlay(default_model_available, tmp_path, capsy
         (["segment", "x.tif", "--out", "o", "--device", "gpu0"], "unknown device"),
         (
             [
-                "train",
-                "--images",
-                "i",
-                "--masks",
-                "m",
-                "--out",
-                "o.safetensors",
+                *TRAIN_ARGV,
                 "--patch-size",
                 "0",
             ],
@@ -278,13 +275,7 @@ def test_demo_writes_labels_and_overlay(default_model_available, tmp_path, capsy
         ),
         (
             [
-                "train",
-                "--images",
-                "i",
-                "--masks",
-                "m",
-                "--out",
-                "o.safetensors",
+                *TRAIN_ARGV,
                 "--batch-size",
                 "-2",
             ],
@@ -292,35 +283,23 @@ def test_demo_writes_labels_and_overlay(default_model_available, tmp_path, capsy
         ),
         (
             [
-                "train",
-                "--images",
-                "i",
-                "--masks",
-                "m",
-                "--out",
-                "o.safetensors",
+                *TRAIN_ARGV,
                 "--patches-per-epoch",
                 "0",
             ],
             "at least 1",
         ),
         (
-            ["train", "--images", "i", "--masks", "m", "--out", "o.safetensors", "--lr", "0"],
+            [*TRAIN_ARGV, "--lr", "0"],
             "positive",
         ),
         (
-            ["train", "--images", "i", "--masks", "m", "--out", "o.safetensors", "--depth", "0"],
+            [*TRAIN_ARGV, "--depth", "0"],
             "at least 1",
         ),
         (
             [
-                "train",
-                "--images",
-                "i",
-                "--masks",
-                "m",
-                "--out",
-                "o.safetensors",
+                *TRAIN_ARGV,
                 "--base-channels",
                 "0",
             ],
@@ -328,22 +307,16 @@ def test_demo_writes_labels_and_overlay(default_model_available, tmp_path, capsy
         ),
         (["segment", "x.tif", "--out", "o", "--image-type", "phase"], "invalid choice"),
         (
-            ["train", "--images", "i", "--masks", "m", "--out", "o.safetensors", "--epochs", "0"],
+            [*TRAIN_ARGV, "--epochs", "0"],
             "at least 1",
         ),
         (
-            ["train", "--images", "i", "--masks", "m", "--out", "o.safetensors", "--minutes", "-1"],
+            [*TRAIN_ARGV, "--minutes", "-1"],
             "positive",
         ),
         (
             [
-                "train",
-                "--images",
-                "i",
-                "--masks",
-                "m",
-                "--out",
-                "o.safetensors",
+                *TRAIN_ARGV,
                 "--minutes",
                 "nan",
             ],
@@ -352,13 +325,7 @@ def test_demo_writes_labels_and_overlay(default_model_available, tmp_path, capsy
         *(
             (
                 [
-                    "train",
-                    "--images",
-                    "i",
-                    "--masks",
-                    "m",
-                    "--out",
-                    "o.safetensors",
+                    *TRAIN_ARGV,
                     "--start-decay",
                     value,
                 ],

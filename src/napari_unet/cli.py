@@ -59,22 +59,25 @@ def _device(text: str) -> str:
     return text
 
 
-def _positive_float(text: str) -> float:
+def _finite_float(text: str) -> float:
+    """``text`` as a finite number, or NaN for a number that is not (refused by the callers)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
+    return value if math.isfinite(value) else math.nan
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
+    value = _finite_float(text)
+    if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {text}")
     return value
 
