@@ -517,3 +517,25 @@ def test_a_negative_or_non_finite_start_decay_is_refused_before_any_step(data, t
             events.append,
         )
     assert events == []
+
+
+@pytest.mark.parametrize("scores, keeps", [((0.9, 0.1, 0.2), True), ((0.1, 0.9, 0.3), False)])
+def test_only_a_kept_start_model_keeps_its_size_model(data, tiny_model, monkeypatch, scores, keeps):
+    # A size model reads its own network's features: trained weights must not inherit it.
+    import napari_unet.training as training
+    from napari_unet.size_model import SizeModel, feature_count
+
+    train_set, _ = data
+    n = feature_count(tiny_model.net)
+    start = replace(tiny_model, size_model=SizeModel(np.zeros(n), np.ones(n), np.zeros(n), 6.0))
+    scores = iter(scores)
+    monkeypatch.setattr(
+        training,
+        "evaluate_model",
+        lambda *a, **k: dict.fromkeys(("ap50", "ap70", "score"), next(scores)),
+    )
+    config = small_config(holdout_fraction=0.25, validate_start=True, start_model_margin=0.0)
+    model = run_to_end(iter_train(train_set, init=start, config=config))
+    assert model.training["kept_start_model"] is keeps
+    assert (model.size_model is start.size_model) is keeps
+    assert keeps or model.size_model is None

@@ -23,6 +23,7 @@ from .instances import CLASS_SCHEMES, InstanceParams, class_scheme_of
 from .io import atomic_path
 from .model import UNet, UNetConfig
 from .normalize import IMAGE_TYPES, Normalization, convert_plane
+from .size_model import SizeModel, feature_count
 
 FORMAT = "napari-unet-model"
 FORMAT_VERSION = 1
@@ -48,6 +49,8 @@ class SegmentationModel:
     # Image type -> built-in model that segments planes of that type instead
     # (the built-in default hands brightfield/stained planes to "brightfield").
     companions: dict[str, str] = field(default_factory=dict)
+    # Reads the nucleus size from this network's features (None: sizes come from a first pass).
+    size_model: SizeModel | None = None
 
     @property
     def scheme(self) -> str:
@@ -84,6 +87,7 @@ class SegmentationModel:
             "postprocessing": self.postprocessing.to_dict(),
             "training": self.training,
             "companions": self.companions,
+            **({"size_model": self.size_model.to_dict()} if self.size_model else {}),
             "package_version": __version__,
         }
 
@@ -233,7 +237,8 @@ def config_from_metadata(metadata: dict, name: str) -> dict:
         raise UNetError(f"{name} is not a valid model: format_version is {version!r}")
     if version > FORMAT_VERSION:
         raise UNetError(f"{name} was written by a newer napari-unet; please upgrade")
-    for section in ("architecture", "normalization", "postprocessing", "training", "companions"):
+    sections = ("architecture", "normalization", "postprocessing", "training", "companions")
+    for section in (*sections, "size_model"):
         if not isinstance(config.get(section, {}), dict):
             raise UNetError(f"{name} is not a valid model: its {section!r} is not a mapping")
     for kind, other in config.get("companions", {}).items():
@@ -314,6 +319,12 @@ def model_from_bytes(blob: bytes, name: str = "model", source: str | None = None
         net.load_state_dict(state, strict=True)
         normalization = Normalization.from_dict(config.get("normalization", {}))
         postprocessing = InstanceParams.from_dict(config.get("postprocessing", {}))
+        stored_size_model = config.get("size_model")
+        size_model = (
+            None
+            if stored_size_model is None
+            else SizeModel.from_dict(stored_size_model, feature_count(net), name)
+        )
     except UNetError:
         raise
     except Exception as exc:
@@ -332,6 +343,7 @@ def model_from_bytes(blob: bytes, name: str = "model", source: str | None = None
         str(config.get("name", Path(name).stem)),
         source,
         dict(config.get("companions", {})),
+        size_model,
     )
 
 

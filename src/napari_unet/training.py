@@ -466,6 +466,8 @@ def _starting_model(init, architecture: dict | None, train_images=()) -> Segment
         seen,
         base.name,
         base.source,
+        # Read from these weights' features: kept only if training keeps the start model.
+        size_model=base.size_model,
     )
 
 
@@ -837,7 +839,10 @@ class _TrainingRun:
             "package_version": __version__,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        return replace(self.model, net=self.net, source=None), summary
+        # A size model reads its own network's features: trained weights lose it
+        # (sizes then come from a first pass), the start model kept keeps it.
+        size_model = self.model.size_model if summary["kept_start_model"] else None
+        return replace(self.model, net=self.net, source=None, size_model=size_model), summary
 
 
 def _save_provisional(path, model: SegmentationModel, state: dict, epoch: int, step: int) -> None:

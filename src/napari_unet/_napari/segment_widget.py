@@ -121,7 +121,7 @@ class SegmentWidget(QWidget):
         self.diameter_spin.setSuffix(" px")
         self.diameter_spin.setToolTip(
             "typical nucleus diameter; the image is resized so nuclei match the model's "
-            "training size. 'auto' estimates it from a first pass"
+            "training size. 'auto' estimates it (the model's size model and a first pass)"
         )
         layout.addWidget(labeled("nucleus diameter", self.diameter_spin))
 
