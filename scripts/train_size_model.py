@@ -34,6 +34,7 @@ from napari_unet.modelfile import convert_for_segmenting, load_model, model_path
 from napari_unet.normalize import normalize
 from napari_unet.segmentation import segment
 from napari_unet.size_model import fit_size_model, size_features
+from napari_unet.sizes import median_object_area
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -42,11 +43,6 @@ from tune_rescaling import SCALES, _resample, remember_passes  # noqa: E402
 
 FOLDS = 5
 ALPHAS = (3.0, 10.0, 30.0)
-
-
-def median_area(mask: np.ndarray) -> float:
-    areas = np.bincount(mask.astype(np.int64).ravel())[1:]
-    return float(np.median(areas[areas > 0]))
 
 
 def view_features(model, image: np.ndarray) -> np.ndarray:
@@ -90,7 +86,7 @@ def main(argv=None) -> int:
     rows, t0 = [], time.time()
     for i, m in pairs:
         image, mask = np.asarray(read_image(i).data), np.asarray(read_image(m).data)
-        area = median_area(mask)
+        area = median_object_area(mask.astype(np.int64))
         for s in [*SCALES, *np.exp(rng.uniform(np.log(0.4), np.log(4.5), 2))]:
             view = image if s == 1 else _resample(image, s)
             rows.append((i.stem, float(s), area * s * s, view_features(model, view)))

@@ -578,7 +578,8 @@ def _add_segment_command(sub) -> None:
         "--diameter",
         type=_positive_float,
         default=None,
-        help="typical nucleus diameter in pixels (default: estimated by the model's size model and a first pass)",
+        help="typical nucleus diameter in pixels "
+        "(default: estimated by the model's size model and a first pass)",
     )
     p.add_argument(
         "--no-stitch",

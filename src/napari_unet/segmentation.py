@@ -40,6 +40,7 @@ from .size_model import predicted_factor
 from .sizes import (
     MIN_DOWNSCALE,
     RESCALE_WORTH,
+    block_means,
     diameter_factor,
     factor_for_area,
     median_object_area,
@@ -93,13 +94,9 @@ def _coarse_look_factor(
     if first_factor <= 1 and area < params.coarse_look_from_area:
         return None  # not tiny enough to enlarge, not large: nothing to doubt
     step = COARSE_LOOK_STEP
-    rows, cols = chw.shape[1] // step, chw.shape[2] // step
-    if min(rows, cols) == 0:
+    small = block_means(chw, step)
+    if small is None:
         return None
-    # Means of 3x3 blocks (an eighth of the time of a smoothed resize; the
-    # look only measures sizes, so the few edge pixels left out do not matter).
-    small = chw[:, : rows * step, : cols * step].reshape(len(chw), rows, step, cols, step)
-    small = small.mean(axis=(2, 4), dtype=np.float32)
     probs = yield from _predict_with_progress(net, small, {**info, "coarse_look": True}, tiling)
     coarse = instances_from_probabilities(probs, params, scheme)
     if coarse.max() < COARSE_LOOK_MIN_OBJECTS:

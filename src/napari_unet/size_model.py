@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .errors import UNetError
+from .sizes import block_means
 
 # Features are read on up to four crops of CROP pixels (the corners of a larger
 # plane), on held-out train images (scripts/train_size_model.py, mean AP@0.5
@@ -74,12 +75,8 @@ def size_features(net, chw: np.ndarray) -> np.ndarray:
     ``chw``. Log of the mean activations of each encoder level, averaged
     over the crops of the plane and of its 3x3 pixel means.
     """
-    rows, cols = chw.shape[1] // COARSE_STEP, chw.shape[2] // COARSE_STEP
-    step = COARSE_STEP
-    coarse = chw[:, : rows * step, : cols * step].reshape(len(chw), rows, step, cols, step)
-    coarse = coarse.mean(axis=(2, 4), dtype=np.float32)
-    if min(rows, cols) == 0:
-        coarse = chw
+    coarse = block_means(chw, COARSE_STEP)
+    coarse = chw if coarse is None else coarse
     raw = np.concatenate([_encoder_means(net, chw), _encoder_means(net, coarse)])
     return np.log(np.abs(raw.astype(np.float64)) + 1e-3)
 
