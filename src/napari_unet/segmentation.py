@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .devices import resolve_device, resolve_precision
 from .errors import UNetError
