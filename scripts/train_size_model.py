@@ -1,7 +1,7 @@
 """Fit a model's size model (nucleus size from its features) and choose it on held-out train images.
 
     python scripts/train_size_model.py [--model default] [--dataset dsb2018-fluo]
-        [--extra 80] [--write]
+        [--extra 80] [--crops corners|brightest] [--write]
 
 Every ``train`` image is seen at 0.5x, 1x, 2x and 3x and at two random
 magnifications in [0.4, 4.5]; :func:`napari_unet.size_model.size_features`
@@ -33,7 +33,7 @@ from napari_unet.metrics import dataset_ap
 from napari_unet.modelfile import convert_for_segmenting, load_model, model_path, save_model
 from napari_unet.normalize import normalize
 from napari_unet.segmentation import segment
-from napari_unet.size_model import fit_size_model, size_features
+from napari_unet.size_model import CROP_CHOICES, fit_size_model, size_features
 from napari_unet.sizes import median_object_area
 
 HERE = Path(__file__).resolve().parent
@@ -45,15 +45,15 @@ FOLDS = 5
 ALPHAS = (3.0, 10.0, 30.0)
 
 
-def view_features(model, image: np.ndarray) -> np.ndarray:
+def view_features(model, image: np.ndarray, crops: str) -> np.ndarray:
     """The size features of ``image`` as ``segment`` prepares it for ``model``'s network."""
     chw, _, chosen = convert_for_segmenting(image, -1 if image.ndim == 3 else None, model)
     chw = normalize(chw, chosen.normalization)
     net = chosen.net if len(chw) == chosen.in_channels else chosen.net.for_grey_input()
-    return size_features(net.eval(), chw)
+    return size_features(net.eval(), chw, crops)
 
 
-def cross_fit(features, areas, groups, alpha):
+def cross_fit(features, areas, groups, alpha, crops):
     """Out-of-fold log-area predictions and the fold of every sample."""
     names = sorted(set(groups))
     fold_of = dict(zip(names, np.random.default_rng(0).integers(FOLDS, size=len(names))))
@@ -61,7 +61,7 @@ def cross_fit(features, areas, groups, alpha):
     predicted = np.zeros(len(areas))
     models = []
     for k in range(FOLDS):
-        fitted = fit_size_model(features[folds != k], areas[folds != k], alpha)
+        fitted = fit_size_model(features[folds != k], areas[folds != k], alpha, crops=crops)
         predicted[folds == k] = [fitted.predict_area(f) for f in features[folds == k]]
         models.append(fitted)
     return np.log(predicted), folds, models, fold_of
@@ -76,6 +76,12 @@ def main(argv=None) -> int:
     ap.add_argument("--holdout", type=int, default=40)
     ap.add_argument("--extra", type=int, default=80)
     ap.add_argument("--limit", type=int, default=None, help="only the first N images (a quick try)")
+    ap.add_argument(
+        "--crops",
+        choices=CROP_CHOICES,
+        default="corners",
+        help="which squares features are read on",
+    )
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     model = load_model(args.model)
@@ -89,7 +95,7 @@ def main(argv=None) -> int:
         area = median_object_area(mask.astype(np.int64))
         for s in [*SCALES, *np.exp(rng.uniform(np.log(0.4), np.log(4.5), 2))]:
             view = image if s == 1 else _resample(image, s)
-            rows.append((i.stem, float(s), area * s * s, view_features(model, view)))
+            rows.append((i.stem, float(s), area * s * s, view_features(model, view, args.crops)))
     print(json.dumps({"views": len(rows), "seconds": round(time.time() - t0)}), flush=True)
     groups = [r[0] for r in rows]
     scales = np.array([r[1] for r in rows])
@@ -97,10 +103,10 @@ def main(argv=None) -> int:
     features = np.stack([r[3] for r in rows])
     cv = {}
     for alpha in ALPHAS:
-        log_pred, *_ = cross_fit(features, areas, groups, alpha)
+        log_pred, *_ = cross_fit(features, areas, groups, alpha, args.crops)
         cv[alpha] = float(np.sqrt(np.mean((log_pred - np.log(areas)) ** 2)) / 2)
     alpha = min(cv, key=cv.get)
-    log_pred, folds, fold_models, fold_of = cross_fit(features, areas, groups, alpha)
+    log_pred, folds, fold_models, fold_of = cross_fit(features, areas, groups, alpha, args.crops)
     err = (log_pred - np.log(areas)) / 2  # log of predicted / true diameter
     by_scale = {
         s: {
@@ -140,11 +146,12 @@ def main(argv=None) -> int:
     means = {k: round(float(np.mean(list(v.values()))), 4) for k, v in scores.items()}
     print(json.dumps({"mean_ap50": means}), flush=True)
     if args.write and means["size_model"] > means["rule"]:
-        fitted = fit_size_model(features, areas, alpha)
+        fitted = fit_size_model(features, areas, alpha, crops=args.crops)
         fitted.record = {
             "data": f"{args.dataset}/train, {len(pairs)} images at 0.5x, 1x, 2x, 3x and 2 random "
             "magnifications in [0.4, 4.5]",
             "alpha": alpha,
+            "crops": args.crops,
             "cross_validated": by_scale,
             "chosen_on": f"{len(chosen)} train images ({args.holdout} held out + {len(chosen) - len(held)} "
             "drawn), each with the size model of the fold that did not see it",

@@ -60,14 +60,31 @@ def test_features_have_a_fixed_length_for_any_plane_size(tiny_model):
     np.testing.assert_array_equal(features, again)
 
 
+def test_brightest_crops_read_the_nuclei_not_the_empty_margins(tiny_model):
+    from napari_unet.size_model import CROP, _crops
+
+    image, _ = synthetic_nuclei((400, 400), n_nuclei=25, seed=3)
+    plane = np.zeros((1, 1024, 1024), np.float32)
+    plane[0, 312:712, 312:712] = image / image.max()
+    corners, brightest = _crops(plane, "corners"), _crops(plane, "brightest")
+    assert [c.shape for c in brightest] == [(1, CROP, CROP)] * 4
+    assert all(c.max() == 0 for c in corners) and all(c.mean() > 0.01 for c in brightest)
+    net = tiny_model.net.eval()
+    assert not np.allclose(
+        size_features(net, plane, "corners"), size_features(net, plane, "brightest")
+    )
+
+
 def test_a_size_model_survives_the_model_file(tiny_model, tmp_path):
     rng = np.random.default_rng(1)
     n = feature_count(tiny_model.net)
-    fitted = fit_size_model(rng.normal(size=(20, n)), np.exp(rng.uniform(3, 7, 20)))
+    fitted = fit_size_model(
+        rng.normal(size=(20, n)), np.exp(rng.uniform(3, 7, 20)), crops="brightest"
+    )
     fitted.record = {"data": "test"}
     path = save_model(replace(tiny_model, size_model=fitted), tmp_path / "m.safetensors")
     loaded = load_model(path).size_model
-    assert loaded.record == {"data": "test"}
+    assert loaded.record == {"data": "test"} and loaded.crops == "brightest"
     plane = rng.random((1, 64, 64), dtype=np.float32)
     assert predicted_factor(loaded, tiny_model.net.eval(), plane, 333) == pytest.approx(
         predicted_factor(fitted, tiny_model.net.eval(), plane, 333), rel=1e-6
@@ -84,6 +101,8 @@ def test_a_size_model_survives_the_model_file(tiny_model, tmp_path):
         (lambda d: d.update(shrink_below=2.0), "bad numbers"),
         (lambda d: d.pop("mean"), "damaged"),
         (lambda d: d.update(mean="x"), "damaged"),
+        (lambda d: d.update(crops="middle"), "damaged"),
+        (lambda d: d.update(crops=["brightest"]), "damaged"),
     ],
 )
 def test_a_damaged_size_model_is_a_clear_error(tiny_model, tmp_path, change, message):

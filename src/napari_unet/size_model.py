@@ -22,10 +22,11 @@ import torch
 from .errors import UNetError
 from .sizes import block_means
 
-# Features are read on up to four crops of CROP pixels (the corners of a larger
-# plane), on held-out train images (scripts/train_size_model.py, mean AP@0.5
-# over 0.5-3x): one 512 centre crop 0.760, four 512 crops 0.773 but 1.45x (unfolded) the
-# time of a 2048^2 plane, four 256 crops 0.769 at 1.09x.
+# Features are read on up to four crops of CROP pixels, on held-out train
+# images (scripts/train_size_model.py, mean AP@0.5 over 0.5-3x): the four
+# corners 0.769 (four 512 corners 0.773 but 1.45x the time of a 2048^2 plane,
+# one 512 centre crop 0.760); the four brightest squares 0.772, at the
+# corners' cost, with a smaller cross-validated size error at 1-3x.
 CROP = 256
 COARSE_STEP = 3  # the second view: 3x3 pixel means, nuclei a third as wide
 MIN_SIDE = 100  # smaller views are mirrored up to this: depth-3 valid convolutions need room
@@ -37,23 +38,45 @@ def feature_count(net) -> int:
     return 2 * sum(cfg.base_channels * 2**level for level in range(cfg.depth + 1))
 
 
-def _crops(chw: np.ndarray) -> list[np.ndarray]:
-    """Crops of at most CROP pixels a side: the corners of planes larger than that, else the plane."""
+CROP_CHOICES = ("corners", "brightest")
+
+
+def _crop_origins(chw: np.ndarray, choice: str) -> list[tuple[int, int]]:
+    """Top-left corners of the crops: the plane's four corners, or its four brightest CROP squares.
+
+    "brightest" scores the squares of a CROP grid (the last row and column
+    flush with the far edges) by their mean over channels, nuclei being
+    bright in a normalized plane, so empty margins do not speak for the size.
+    """
     _, h, w = chw.shape
-    rows = [0] if h <= CROP else [0, h - CROP]
-    cols = [0] if w <= CROP else [0, w - CROP]
+    if choice == "corners":
+        rows = [0] if h <= CROP else [0, h - CROP]
+        cols = [0] if w <= CROP else [0, w - CROP]
+        return [(y, x) for y in rows for x in cols]
+    rows = sorted({min(y, max(h - CROP, 0)) for y in range(0, max(h - CROP, 0) + CROP, CROP)})
+    cols = sorted({min(x, max(w - CROP, 0)) for x in range(0, max(w - CROP, 0) + CROP, CROP)})
+    sample = chw[:, ::4, ::4].mean(axis=0)  # every 16th pixel ranks the squares well enough
+    score = {
+        (y, x): float(sample[y // 4 : (y + CROP) // 4, x // 4 : (x + CROP) // 4].mean())
+        for y in rows
+        for x in cols
+    }
+    return sorted(score, key=lambda origin: -score[origin])[:4]
+
+
+def _crops(chw: np.ndarray, choice: str = "corners") -> list[np.ndarray]:
+    """Crops of at most CROP pixels a side (see :func:`_crop_origins`), mirrored up to MIN_SIDE."""
     crops = []
-    for y in rows:
-        for x in cols:
-            crop = chw[:, y : y + CROP, x : x + CROP]
-            pad_y, pad_x = max(0, MIN_SIDE - crop.shape[1]), max(0, MIN_SIDE - crop.shape[2])
-            if pad_y or pad_x:
-                crop = np.pad(crop, ((0, 0), (0, pad_y), (0, pad_x)), mode="symmetric")
-            crops.append(np.ascontiguousarray(crop, dtype=np.float32))
+    for y, x in _crop_origins(chw, choice):
+        crop = chw[:, y : y + CROP, x : x + CROP]
+        pad_y, pad_x = max(0, MIN_SIDE - crop.shape[1]), max(0, MIN_SIDE - crop.shape[2])
+        if pad_y or pad_x:
+            crop = np.pad(crop, ((0, 0), (0, pad_y), (0, pad_x)), mode="symmetric")
+        crops.append(np.ascontiguousarray(crop, dtype=np.float32))
     return crops
 
 
-def _encoder_means(net, chw: np.ndarray) -> np.ndarray:
+def _encoder_means(net, chw: np.ndarray, crops: str) -> np.ndarray:
     """Mean activation per encoder channel, averaged over the crops of ``chw``.
 
     The crops go through as one batch (fewer, larger convolutions), on the
@@ -61,8 +84,7 @@ def _encoder_means(net, chw: np.ndarray) -> np.ndarray:
     float32.
     """
     param = next(net.parameters())
-    crops = _crops(chw)
-    x = torch.from_numpy(np.stack(crops)).to(param.device, param.dtype)
+    x = torch.from_numpy(np.stack(_crops(chw, crops))).to(param.device, param.dtype)
     means = []
     with torch.no_grad():
         for level, block in enumerate(net.down):
@@ -73,17 +95,19 @@ def _encoder_means(net, chw: np.ndarray) -> np.ndarray:
     return torch.cat(means, dim=1).mean(dim=0).cpu().numpy()
 
 
-def size_features(net, chw: np.ndarray) -> np.ndarray:
+def size_features(net, chw: np.ndarray, crops: str = "corners") -> np.ndarray:
     """The features a size model reads from a normalized (C, Y, X) plane, float64.
 
     ``net`` is a network in eval mode whose input channels match ``chw``, as
     fitted (float32) or as a run prepared it (batch norm folded, maybe
-    bfloat16: log areas within 0.03 of float32's on train images). Log of the mean activations of each encoder level, averaged
-    over the crops of the plane and of its 3x3 pixel means.
+    bfloat16: log areas within 0.03 of float32's on train images). Log of
+    the mean activations of each encoder level, averaged over the crops of
+    the plane and of its 3x3 pixel means (``crops``: which squares, one of
+    :data:`CROP_CHOICES`).
     """
     coarse = block_means(chw, COARSE_STEP)
     coarse = chw if coarse is None else coarse
-    raw = np.concatenate([_encoder_means(net, chw), _encoder_means(net, coarse)])
+    raw = np.concatenate([_encoder_means(net, chw, crops), _encoder_means(net, coarse, crops)])
     return np.log(np.abs(raw.astype(np.float64)) + 1e-3)
 
 
@@ -101,6 +125,7 @@ class SizeModel:
     bias: float
     shrink_below: float = 1 / 1.5
     record: dict = field(default_factory=dict)
+    crops: str = "corners"  # where its features were read (size_features)
 
     def predict_area(self, features: np.ndarray) -> float:
         """The median nucleus area, in pixels, that ``features`` speak for."""
@@ -116,6 +141,7 @@ class SizeModel:
             "bias": float(self.bias),
             "shrink_below": float(self.shrink_below),
             "record": self.record,
+            "crops": self.crops,
         }
 
     @classmethod
@@ -124,6 +150,9 @@ class SizeModel:
         try:
             arrays = [np.asarray(d[k], dtype=np.float64) for k in ("mean", "scale", "weights")]
             bias, shrink = float(d["bias"]), float(d.get("shrink_below", 1 / 1.5))
+            crops = d.get("crops", "corners")  # files before the choice read the corners
+            if crops not in CROP_CHOICES:
+                raise ValueError(f"unknown crops {crops!r}")
         except (KeyError, TypeError, ValueError) as exc:
             raise UNetError(f"{name} is not a valid model: its size model is damaged") from exc
         if any(a.shape != (n_features,) for a in arrays):
@@ -135,7 +164,7 @@ class SizeModel:
         if not finite or not (arrays[1] > 0).all() or not 0 < shrink <= 1:
             raise UNetError(f"{name} is not a valid model: its size model holds bad numbers")
         record = d.get("record", {})
-        return cls(*arrays, bias, shrink, record if isinstance(record, dict) else {})
+        return cls(*arrays, bias, shrink, record if isinstance(record, dict) else {}, crops)
 
 
 def fit_size_model(
@@ -155,5 +184,5 @@ def fit_size_model(
 
 def predicted_factor(size_model: SizeModel, net, chw: np.ndarray, object_area: float) -> float:
     """Resize factor that brings the predicted nuclei of ``chw`` to ``object_area``."""
-    area = size_model.predict_area(size_features(net, chw))
+    area = size_model.predict_area(size_features(net, chw, size_model.crops))
     return float(np.sqrt(object_area / area))
