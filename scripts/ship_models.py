@@ -2,6 +2,7 @@
 
     python scripts/ship_models.py --fluorescence FLUO.safetensors \
         --brightfield BF_A.safetensors BF_B.safetensors [--out src/napari_unet/models]
+    python scripts/ship_models.py --rescore   # the shipped pair, as the code now segments
 
 The built-in ``default`` (alias ``nuclei``) is the fluorescence model; it
 names ``brightfield`` as its companion, so planes recognised as brightfield
@@ -11,7 +12,10 @@ candidates the one with the best mean AP over IoU 0.5..0.9 on the held-out
 ``dsb2018-stained/train`` images (the same seeded draw as
 ``train_default.py --holdout 12``) is chosen; ``val`` is used only for the
 report. Both files record their ``val`` scores (``validation_final``),
-measured through ``segment`` exactly as users get them. Prints one JSON line.
+measured through ``segment`` exactly as users get them. ``--rescore``
+measures and records them again for the files in ``--out`` (weights
+untouched): when the pipeline or a size model changed what users get.
+Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -54,13 +58,24 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--fluorescence", required=True)
-    ap.add_argument("--brightfield", required=True, nargs="+")
+    ap.add_argument("--fluorescence")
+    ap.add_argument("--brightfield", nargs="+")
+    ap.add_argument("--rescore", action="store_true", help="only score and record the shipped pair")
     ap.add_argument("--holdout", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE.parent / "src" / "napari_unet" / "models"))
     args = ap.parse_args(argv)
-    stained, fluo = SHARED / "dsb2018-stained", SHARED / "dsb2018-fluo"
+    if not args.rescore and not (args.fluorescence and args.brightfield):
+        ap.error("give --fluorescence and --brightfield, or --rescore")
+    if not args.rescore:
+        chosen = ship(args)
+    record_val_scores(Path(args.out), chosen=None if args.rescore else chosen)
+    return 0
+
+
+def ship(args) -> str:
+    """Write the pair into ``args.out``; the brightfield candidate chosen."""
+    stained = SHARED / "dsb2018-stained"
     _, held_out = split_pairs(stained / "train", args.holdout, args.seed)
     selection = {}
     for candidate in args.brightfield:
@@ -85,8 +100,12 @@ def main(argv=None) -> int:
     # (detection, block-wise percentiles, fine-tuning data) suits its companion.
     default.normalization = brightfield.normalization
     save_model(default, out / "default.safetensors", half=True)
+    return chosen
 
-    # Scores of the files as shipped (half precision), through the built-in names.
+
+def record_val_scores(out: Path, chosen: str | None) -> None:
+    """Score the files in ``out`` as shipped (half precision) on ``val`` and record it in them."""
+    stained, fluo = SHARED / "dsb2018-stained", SHARED / "dsb2018-fluo"
     val = {
         "dsb2018-fluo": scores(
             load_model(out / "default.safetensors"),
@@ -98,16 +117,16 @@ def main(argv=None) -> int:
         ),
     }
     stamp = {"date": time.strftime("%Y-%m-%d"), "measured_with": "segment(image, 'default')"}
+    stamp_key = "rescored" if chosen is None else "shipped"  # a rescore keeps the ship date
     for name, recorded in (
         ("default", val),
         ("brightfield", {"dsb2018-stained": val["dsb2018-stained"]}),
     ):
         path = out / f"{name}.safetensors"
         model = load_model(path)
-        model.training = {**model.training, "validation_final": recorded, "shipped": stamp}
+        model.training = {**model.training, "validation_final": recorded, stamp_key: stamp}
         save_model(model, path, half=True)
     print(json.dumps({"brightfield_chosen": chosen, "val": val}), flush=True)
-    return 0
 
 
 if __name__ == "__main__":
