@@ -509,3 +509,19 @@ def test_train_and_tune_on_stained_images_work_on_the_rgb_companion(tmp_path, mo
     assert main(["tune", *folders, "--model", start_file, "--out", str(tuned)]) == 0
     assert "tuning the built-in 'brightfield' model" in capsys.readouterr().err
     assert load_model(tuned).in_channels == 3
+
+
+def test_info_summarizes_the_size_model_unless_asked_for_all(tiny_model, tmp_path, capsys):
+    from dataclasses import replace
+
+    from napari_unet.size_model import SizeModel, feature_count
+
+    n = feature_count(tiny_model.net)
+    sized = replace(tiny_model, size_model=SizeModel(np.zeros(n), np.ones(n), np.zeros(n), 5.0))
+    path = save_model(sized, tmp_path / "sized.safetensors")
+    assert main(["info", str(path)]) == 0
+    shown = json.loads(capsys.readouterr().out)["size_model"]
+    assert shown["weights"] == f"<{n} fitted numbers; --full prints them>"
+    assert shown["bias"] == 5.0 and shown["crops"] == "corners"
+    assert main(["info", str(path), "--full"]) == 0
+    assert json.loads(capsys.readouterr().out)["size_model"]["weights"] == [0.0] * n

@@ -479,7 +479,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     """``napari-unet info``: print a model's configuration; returns the exit status."""
     from .modelfile import read_model_config
 
-    print(json.dumps(read_model_config(args.model), indent=2))
+    config = read_model_config(args.model)
+    size_model = config.get("size_model")
+    if not args.full and isinstance(size_model, dict):
+        # Hundreds of fitted numbers (one per feature) would bury the rest of the config.
+        config["size_model"] = {
+            key: f"<{len(value)} fitted numbers; --full prints them>"
+            if isinstance(value, list)
+            else value
+            for key, value in size_model.items()
+        }
+    print(json.dumps(config, indent=2))
     return 0
 
 
@@ -720,6 +730,7 @@ def _add_tune_command(sub) -> None:
 def _add_info_command(sub) -> None:
     p = sub.add_parser("info", help="print a model's config")
     p.add_argument("model", nargs="?", default="default")
+    p.add_argument("--full", action="store_true", help="also the size model's fitted numbers")
     p.set_defaults(func=cmd_info)
 
 
