@@ -147,9 +147,8 @@ class PreparedNets:
 
     def __init__(self, device, dtype) -> None:
         self.device, self.dtype = device, dtype
-        # Keyed by (id(model), grey, device, dtype); the model is kept beside its net so the
-        # id stays its own.
-        self._nets: dict[tuple, tuple[SegmentationModel, object]] = {}
+        # Keyed by (id(model), grey); the model is kept beside its net so the id stays its own.
+        self._nets: dict[tuple[int, bool], tuple[SegmentationModel, object]] = {}
 
     def __call__(self, model: SegmentationModel, grey: bool = False):
         """The network of ``model`` on this device and precision, prepared once.
@@ -157,7 +156,7 @@ class PreparedNets:
         ``grey``: its one-channel form for inputs whose channels are all the
         same plane (:meth:`~napari_unet.model.UNet.for_grey_input`).
         """
-        key = (id(model), grey, str(self.device), self.dtype)
+        key = (id(model), grey)
         if key not in self._nets:
             net = model.net.for_grey_input() if grey else model.net
             self._nets[key] = (model, prepare_model(net, self.device, self.dtype))

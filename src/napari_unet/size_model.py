@@ -49,12 +49,11 @@ def _crop_origins(chw: np.ndarray, choice: str) -> list[tuple[int, int]]:
     bright in a normalized plane, so empty margins do not speak for the size.
     """
     _, h, w = chw.shape
+    last_row, last_col = max(h - CROP, 0), max(w - CROP, 0)
     if choice == "corners":
-        rows = [0] if h <= CROP else [0, h - CROP]
-        cols = [0] if w <= CROP else [0, w - CROP]
-        return [(y, x) for y in rows for x in cols]
-    rows = sorted({min(y, max(h - CROP, 0)) for y in range(0, max(h - CROP, 0) + CROP, CROP)})
-    cols = sorted({min(x, max(w - CROP, 0)) for x in range(0, max(w - CROP, 0) + CROP, CROP)})
+        return [(y, x) for y in sorted({0, last_row}) for x in sorted({0, last_col})]
+    rows = sorted({*range(0, last_row, CROP), last_row})
+    cols = sorted({*range(0, last_col, CROP), last_col})
     sample = chw[:, ::4, ::4].mean(axis=0)  # every 16th pixel ranks the squares well enough
     score = {
         (y, x): float(sample[y // 4 : (y + CROP) // 4, x // 4 : (x + CROP) // 4].mean())
@@ -149,8 +148,8 @@ class SizeModel:
         """Read back a stored size model; UNetError naming ``name`` when it does not fit."""
         try:
             arrays = [np.asarray(d[k], dtype=np.float64) for k in ("mean", "scale", "weights")]
-            bias, shrink = float(d["bias"]), float(d.get("shrink_below", 1 / 1.5))
-            crops = d.get("crops", "corners")  # files before the choice read the corners
+            bias, shrink = float(d["bias"]), float(d.get("shrink_below", cls.shrink_below))
+            crops = d.get("crops", cls.crops)  # files before the choice read the corners
             if crops not in CROP_CHOICES:
                 raise ValueError(f"unknown crops {crops!r}")
         except (KeyError, TypeError, ValueError) as exc:
