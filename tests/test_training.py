@@ -11,7 +11,15 @@ from napari_unet.errors import UNetError
 from napari_unet.modelfile import load_model, save_model
 from napari_unet.progress import run_to_end
 from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.training import TrainConfig, iter_train, learning_rate, weighted_cross_entropy
+from napari_unet.training import (
+    MARGIN_CHOSEN_AT,
+    TrainConfig,
+    expected_maximum,
+    iter_train,
+    learning_rate,
+    start_model_margin_for,
+    weighted_cross_entropy,
+)
 
 ARCH = dict(depth=2, base_channels=8, scheme="3class", batch_norm=True, dropout=0.0)
 
@@ -384,13 +392,78 @@ def test_a_checkpoint_must_beat_the_start_model_by_more_than_chance(
     )
     config = small_config(holdout_fraction=0.25, validate_start=True)
     if margin is not None:
-        config = replace(config, start_model_margin=margin)
+        config = replace(config, start_model_margin=margin, start_model_image_margin=margin)
     model = run_to_end(iter_train(train_set, init=tiny_model, config=config))
     summary = model.training
     assert summary["kept_start_model"] is kept
     assert summary["validation_nuclei"] > 0
-    expected = config.start_model_margin / summary["validation_nuclei"] ** 0.5
+    expected = start_model_margin_for(
+        config.start_model_margin,
+        summary["validation_nuclei"],
+        2,
+        summary["n_val_images"],
+        config.start_model_image_margin,
+    )
+    assert summary["checkpoints_compared"] == 2
     assert summary["start_model_margin"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_expected_maximum_matches_the_mean_largest_of_simulated_normal_draws():
+    rng = np.random.default_rng(0)
+    for k in (2, 5, 21, 54):
+        simulated = rng.standard_normal((20_000, k)).max(axis=1).mean()
+        assert expected_maximum(k) == pytest.approx(simulated, abs=0.02)
+    assert expected_maximum(1) == 0.0
+
+
+def test_the_margin_grows_past_the_checkpoints_it_was_chosen_at_and_shrinks_with_the_data():
+    at_chosen = start_model_margin_for(0.25, 100, MARGIN_CHOSEN_AT, 4, 0.1)
+    assert at_chosen == pytest.approx(0.025 + 0.05)  # the coefficients hold where chosen
+    margins = [start_model_margin_for(0.25, 100, k, 4, 0.1) for k in (1, 9, 21, 54, 200)]
+    assert margins[:3] == [at_chosen] * 3  # fewer checkpoints never lower the bar
+    assert at_chosen < margins[3] < margins[4]
+    assert margins[3] / at_chosen == pytest.approx(expected_maximum(55) / expected_maximum(22))
+    # Four times the nuclei halve the nuclei term; four times the images, the image term.
+    assert start_model_margin_for(0.25, 400, 21) == pytest.approx(0.025 / 2)
+    assert start_model_margin_for(0.0, 9, 21, 16, 0.1) == pytest.approx(0.1 / 4)
+    assert start_model_margin_for(0.0, 100, 54, 1, 0.0) == 0.0
+
+
+def test_a_checkpoint_that_cleared_the_margin_early_falls_back_to_the_start_model_when_it_grows(
+    data, tiny_model, monkeypatch
+):
+    """The best of many checkpoints must clear the margin for all of them, not for the first few."""
+    import napari_unet.training as training
+
+    train_set, _ = data
+    start = {k: v.clone() for k, v in tiny_model.net.state_dict().items()}
+    nuclei, strips = [], []
+
+    def fake_evaluate(net, images, *a, **k):
+        nuclei.append(sum(len(np.unique(i.labels[i.valid & (i.labels > 0)])) for i in images))
+        strips.append(len(images))
+        return dict.fromkeys(("ap50", "ap70", "score"), next(scores))
+
+    # Find the strips' nuclei count first, then place the first checkpoint's
+    # lead between the margin at one checkpoint and the margin at 40.
+    scores = iter([0.5, 0.5])
+    monkeypatch.setattr(training, "evaluate_model", fake_evaluate)
+    config = small_config(holdout_fraction=0.25, validate_start=True, epochs=1, patches_per_epoch=4)
+    run_to_end(iter_train(train_set, init=tiny_model, config=config))
+    c, d = config.start_model_margin, config.start_model_image_margin
+    early, late = (start_model_margin_for(c, nuclei[0], k, strips[0], d) for k in (1, 40))
+    lead = (early + late) / 2
+    events = []
+    scores = iter([0.5, 0.5 + lead] + [0.5] * 39)
+    config = replace(config, epochs=40)
+    model = run_to_end(iter_train(train_set, init=tiny_model, config=config), events.append)
+    best = [e.info["best"] for e in events if e.stage == "validate"]
+    assert best[:2] == [True, True]  # the first checkpoint cleared the margin for one
+    summary = model.training
+    assert summary["kept_start_model"] and summary["best_epoch"] == -1
+    assert summary["checkpoints_compared"] == 40
+    for name, value in model.net.state_dict().items():
+        torch.testing.assert_close(value, start[name])
 
 
 def test_hold_out_strips_split_each_image_in_two_and_skip_empty_strips():
@@ -493,15 +566,14 @@ def test_a_trained_model_records_the_image_types_it_saw_and_its_start_saw(
     assert again.training["image_types"] == ["brightfield", "fluorescence"]
 
 
-@pytest.mark.parametrize("margin", [-0.1, float("nan")])
-def test_a_negative_or_nan_start_model_margin_is_refused_before_any_step(data, margin):
+@pytest.mark.parametrize("field", ["start_model_margin", "start_model_image_margin"])
+@pytest.mark.parametrize("margin", [-0.1, float("nan"), float("inf")])
+def test_a_negative_or_nan_start_model_margin_is_refused_before_any_step(data, field, margin):
     train_set, _ = data
     events = []
     with pytest.raises(UNetError, match="margin"):
         run_to_end(
-            iter_train(
-                train_set, architecture=ARCH, config=small_config(start_model_margin=margin)
-            ),
+            iter_train(train_set, architecture=ARCH, config=small_config(**{field: margin})),
             events.append,
         )
     assert events == []
@@ -534,7 +606,12 @@ def test_only_a_kept_start_model_keeps_its_size_model(data, tiny_model, monkeypa
         "evaluate_model",
         lambda *a, **k: dict.fromkeys(("ap50", "ap70", "score"), next(scores)),
     )
-    config = small_config(holdout_fraction=0.25, validate_start=True, start_model_margin=0.0)
+    config = small_config(
+        holdout_fraction=0.25,
+        validate_start=True,
+        start_model_margin=0.0,
+        start_model_image_margin=0.0,
+    )
     model = run_to_end(iter_train(train_set, init=start, config=config))
     assert model.training["kept_start_model"] is keeps
     assert (model.size_model is start.size_model) is keeps

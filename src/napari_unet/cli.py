@@ -371,7 +371,8 @@ def _report_training(summary: dict, out: Path) -> None:
     if summary.get("kept_start_model"):
         print(
             f"training did not beat the start model on the {summary['validated_on']} "
-            f"by more than chance ({summary.get('validation_nuclei', '?')} nuclei): "
+            f"by more than chance ({summary.get('validation_nuclei', '?')} nuclei, "
+            f"{summary.get('checkpoints_compared', '?')} checkpoints compared): "
             f"{out} holds the start model's weights",
             file=sys.stderr,
         )

@@ -99,11 +99,17 @@ class TrainConfig:
     # Score the start model before the first step: fine-tuning keeps it unless
     # training beats it on the validation images.
     validate_start: bool = False
-    # ... by more than this / sqrt(nuclei validated on). The best of many
-    # checkpoints, each scored on a few dozen nuclei, beats the start model
-    # by chance alone; the bar grows as the validation set shrinks. Chosen on
-    # held-out train images (scripts/choose_replace_margin.py).
+    # ... by more than this / sqrt(nuclei validated on) plus
+    # start_model_image_margin / sqrt(images validated on), grown when more
+    # than MARGIN_CHOSEN_AT checkpoints compete (start_model_margin_for).
+    # The best of many checkpoints, each scored on a few dozen nuclei, beats
+    # the start model by chance alone; and a strip of an image trained on
+    # favours a network fitted to that image, which a few images' strips
+    # cannot tell from one that generalizes. Both chosen on held-out train
+    # images (scripts/choose_replace_margin.py, 13 runs; README): 0.02 per
+    # image kept one image x 5 minutes from replacing a better start model.
     start_model_margin: float = 0.25
+    start_model_image_margin: float = 0.02
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict."""
@@ -269,6 +275,42 @@ def weighted_cross_entropy(
     """Sum of w(x) * CE(x) over pixels, divided by the number of pixels with w > 0."""
     ce = F.cross_entropy(logits.float(), target, reduction="none")
     return (ce * weights).sum() / (weights > 0).sum().clamp_min(1)
+
+
+# The 2-minute runs that chose start_model_margin compared about 21 checkpoints
+# (an epoch of FINE_TUNE is 8 steps; 165-190 steps each on a bfloat16 CPU).
+# Longer runs, or faster machines, compare more and must win by more.
+MARGIN_CHOSEN_AT = 21
+
+
+def expected_maximum(k: int) -> float:
+    """Expected largest of ``k`` independent standard normal draws (Blom's approximation)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf((k - 0.375) / (k + 0.25)) if k > 1 else 0.0
+
+
+def start_model_margin_for(
+    coefficient: float,
+    nuclei: int,
+    checkpoints: int,
+    images: int = 1,
+    image_coefficient: float = 0.0,
+) -> float:
+    """How much the best of ``checkpoints`` must beat the start model by on ``nuclei`` in ``images``.
+
+    ``coefficient / sqrt(nuclei)``: a strip score's noise. ``image_coefficient
+    / sqrt(images)``: how far a few images' strips can mislead as a whole
+    (nuclei of one image are alike, and a network fitted to an image scores
+    well on its strip). The best of the start model and many checkpoints is
+    high by about the expected maximum of that many noisy draws (the
+    winner's curse): beyond :data:`MARGIN_CHOSEN_AT` checkpoints, where the
+    coefficients were chosen, the margin grows with it (a 5-minute run's 54
+    checkpoints: 1.2x), and it never shrinks below the chosen one.
+    """
+    growth = expected_maximum(checkpoints + 1) / expected_maximum(MARGIN_CHOSEN_AT + 1)
+    base = coefficient / math.sqrt(max(nuclei, 1)) + image_coefficient / math.sqrt(max(images, 1))
+    return base * max(1.0, growth)
 
 
 def learning_rate(base: float, progress: float, step: int, config: TrainConfig) -> float:
@@ -597,10 +639,9 @@ def iter_train(
         raise UNetError("training needs at least one annotated image")
     if not 0 <= config.holdout_fraction < 1:
         raise UNetError(f"the held-out share must be in [0, 1), got {config.holdout_fraction}")
-    if not config.start_model_margin >= 0:
-        raise UNetError(
-            f"the start model's margin must be 0 or more, got {config.start_model_margin}"
-        )
+    for margin in (config.start_model_margin, config.start_model_image_margin):
+        if not (math.isfinite(margin) and margin >= 0):
+            raise UNetError(f"the start model's margin must be 0 or more, got {margin}")
     if not (math.isfinite(config.start_decay) and config.start_decay >= 0):
         raise UNetError(
             f"the pull toward the start model must be 0 or more, got {config.start_decay}"
@@ -671,6 +712,9 @@ class _TrainingRun:
         self.total_steps = config.epochs * math.ceil(config.patches_per_epoch / config.batch_size)
         self.limit_s = None if config.minutes is None else 60.0 * config.minutes
         self.checkpoint = Path(checkpoint) if checkpoint else None
+        # The start model's weights, before a resumed checkpoint's replace them: the
+        # model kept when no checkpoint beats it by the margin (which grows as more compete).
+        self.start_state = copy.deepcopy(self.net.state_dict()) if init is not None else None
         if resume:
             if self.checkpoint is None:
                 raise UNetError("resume needs a checkpoint path")
@@ -687,11 +731,37 @@ class _TrainingRun:
         self.validation_nuclei = sum(
             len(np.unique(item.labels[item.valid & (item.labels > 0)])) for item in self.val_images
         )
-        self.start_margin = config.start_model_margin / math.sqrt(max(self.validation_nuclei, 1))
+        scored = [h for h in self.history if "score" in h]
+        self.start_score = next((h["score"] for h in scored if h["epoch"] < 0), None)
+        self.trained_scores = [h["score"] for h in scored if h["epoch"] >= 0]
         self.t0 = time.perf_counter() - state.elapsed_s
         self.stopped_by = "epochs"
         self.last_validated = -1
         _train_mode(self.net, config)
+
+    @property
+    def start_margin(self) -> float:
+        """The margin the best checkpoint must beat the start model by, at this many checkpoints."""
+        return start_model_margin_for(
+            self.config.start_model_margin,
+            self.validation_nuclei,
+            len(self.trained_scores),
+            len(self.val_images),
+            self.config.start_model_image_margin,
+        )
+
+    def _keep_start_model_unless_beaten(self) -> None:
+        """Fall back to the start model when the best checkpoint no longer clears the margin.
+
+        The margin grows with every checkpoint compared, so a checkpoint that
+        cleared it early may not clear it at the end; the start model was
+        scored, and its weights are kept for this.
+        """
+        if self.start_score is None or self.best_epoch < 0:
+            return
+        if self.best_score <= self.start_score + self.start_margin:
+            self.best_score, self.best_epoch = self.start_score, -1
+            self.best_state = self.start_state
 
     def elapsed(self) -> float:
         """Seconds of training so far (a resumed run's earlier time included)."""
@@ -704,12 +774,19 @@ class _TrainingRun:
             self.net, self.val_images, self.model.postprocessing, self.device, self.config.precision
         )
         _train_mode(self.net, self.config)
-        improved = scores["score"] > self.best_score
-        if improved:
-            self.best_score, self.best_epoch = scores["score"], epoch
-            self.best_state = copy.deepcopy(self.net.state_dict())
-            if epoch < 0:  # the start model: a checkpoint must beat it by more than chance
-                self.best_score += self.start_margin
+        score = scores["score"]
+        if epoch < 0:  # the start model: a checkpoint must beat it by more than chance
+            self.start_score = score
+            improved = True
+            self.best_score, self.best_epoch, self.best_state = score, epoch, self.start_state
+        else:
+            improved = score > max(self.trained_scores, default=-math.inf)
+            self.trained_scores.append(score)
+            if improved:
+                self.best_score, self.best_epoch = score, epoch
+                self.best_state = copy.deepcopy(self.net.state_dict())
+            self._keep_start_model_unless_beaten()
+            improved = improved and self.best_epoch == epoch
         self.history.append(
             {"epoch": epoch, "step": self.step, "time_s": round(self.elapsed(), 1), **scores}
         )
@@ -823,8 +900,10 @@ class _TrainingRun:
             "kept_start_model": self.best_epoch < 0
             and any(h.get("epoch") == -1 for h in self.history),
             "validation_nuclei": self.validation_nuclei,
-            # How much a checkpoint had to beat the start model by (when it competed).
+            # How much the best checkpoint had to beat the start model by (when it
+            # competed), with how many checkpoints compared.
             "start_model_margin": round(self.start_margin, 4),
+            "checkpoints_compared": len(self.trained_scores),
             "validated_on": "validation images"
             if given_validation
             else ("held-out strips of the training images" if val_images else None),

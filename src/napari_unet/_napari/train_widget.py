@@ -353,7 +353,8 @@ class TrainWidget(QWidget):
             + (f"; best AP@0.5 {score['ap50']:.3f}" if score else "")
             + (
                 f"; training did not beat the start model on the {summary['validated_on']} "
-                f"by more than chance ({summary.get('validation_nuclei', '?')} nuclei), "
+                f"by more than chance ({summary.get('validation_nuclei', '?')} nuclei, "
+                f"{summary.get('checkpoints_compared', '?')} checkpoints compared), "
                 "so it is the start model"
                 if summary.get("kept_start_model")
                 else ""
