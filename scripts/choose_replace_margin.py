@@ -1,6 +1,7 @@
 """How much must a fine-tuned model beat its start model on the held-out strips to replace it?
 
-    python scripts/choose_replace_margin.py [--runs stained:1 stained:3 fluo-2x:3 ...] [--minutes 2]
+    python scripts/choose_replace_margin.py [--runs stained:1 stained:3:5 fluo-2x:3 ...] [--minutes 2]
+    python scripts/choose_replace_margin.py --runs --rows earlier.jsonl   # decide on saved rows
 
 Fine-tuning without validation images holds a strip of each annotated image
 out, scores the start model there, and keeps it unless a trained checkpoint
@@ -11,9 +12,12 @@ worse model can replace a better one. For each run (a shift of
 with the library's recipe, the start model not competing, and records the
 strip scores of the start model and of the best checkpoint, the number of
 nuclei in the strips, and both models' AP@0.5 on 12 held-out *train* images
-(for choosing) and on ``val`` (for the report only). For candidate margins
-``c / sqrt(n nuclei)`` it then prints which model each rule would keep and
-the mean held-out train AP@0.5 of the kept models. One JSON line each.
+(for choosing) and on ``val`` (for the report only), and every validation's
+strip score (how many checkpoints competed). A run is SHIFT:IMAGES or
+SHIFT:IMAGES:MINUTES. For candidate margins ``c / sqrt(n nuclei)``, fixed or
+grown with the checkpoints compared, it then prints which model each rule
+would keep and the mean held-out train AP@0.5 of the kept models. One JSON
+line each.
 """
 
 from __future__ import annotations
@@ -42,9 +46,17 @@ from napari_unet.augment import AugmentConfig  # noqa: E402
 from napari_unet.data import hold_out_strips, make_training_image, pair_by_stem  # noqa: E402
 from napari_unet.devices import resolve_device  # noqa: E402
 from napari_unet.modelfile import load_model, model_for_image_types  # noqa: E402
-from napari_unet.training import FINE_TUNE, evaluate_model, train  # noqa: E402
+from napari_unet.progress import Stage  # noqa: E402
+from napari_unet.training import (  # noqa: E402
+    FINE_TUNE,
+    MARGIN_CHOSEN_AT,
+    evaluate_model,
+    iter_train,
+    start_model_margin_for,
+)
 
-MARGINS = (0.0, 0.25, 0.5, 1.0, 1.5)
+MARGINS = (0.0, 0.25, 0.5, 1.0, 1.5)  # per nucleus: c / sqrt(nuclei)
+IMAGE_MARGINS = (0.0, 0.02, 0.05, 0.1, 0.2)  # per image: d / sqrt(images)
 
 
 def run(shift_name: str, n_images: int, minutes: float, seed: int, augment: str = "recipe") -> dict:
@@ -73,11 +85,22 @@ def run(shift_name: str, n_images: int, minutes: float, seed: int, augment: str 
         config = replace(
             config, augment=AugmentConfig(**{k: v for k, v in recorded.items() if k in fields})
         )
-    trained = train(items, init=default, config=config)
+    strip_scores = []  # every validation's strip score, in order (the checkpoints compared)
+    run_gen = iter_train(items, init=default, config=config)
+    try:
+        while True:
+            event = next(run_gen)
+            if event.stage == Stage.VALIDATE:
+                strip_scores.append(event.info["score"])
+    except StopIteration as end:
+        trained = end.value
     return {
-        "run": f"{shift_name}:{n_images}",
+        "run": f"{shift_name}:{n_images}:{minutes:g}",
+        "validations": len(strip_scores),
+        "strip_scores": [round(v, 4) for v in strip_scores],
         "augment": augment,
         "strip_nuclei": int(n_objects),
+        "strip_images": len(strips),
         "strip_start": round(start_strip["score"], 4),
         "strip_trained": round(trained.training["validation"]["score"], 4),
         "steps": trained.training["steps"],
@@ -90,25 +113,37 @@ def run(shift_name: str, n_images: int, minutes: float, seed: int, augment: str 
 
 
 def decisions(rows: list[dict]) -> list[dict]:
+    """Which model each margin keeps, and the mean AP@0.5 of the kept models.
+
+    The margin is the library's :func:`start_model_margin_for` with the
+    coefficients ``c`` (per nucleus) and ``d`` (per image), the run's strip
+    nuclei, strip images and checkpoints compared (rows from before these
+    were recorded: one strip per annotated image, 21 checkpoints).
+    """
     out = []
     for c in MARGINS:
-        kept = []
-        for row in rows:
-            margin = c / np.sqrt(max(row["strip_nuclei"], 1))
-            replaced = row["strip_trained"] - row["strip_start"] > margin
-            kept.append("trained" if replaced else "start")
-        out.append(
-            {
-                "c": c,
-                "kept": kept,
-                "held_out_train_ap50": round(
-                    float(np.mean([r["held_out_train_ap50"][k] for r, k in zip(rows, kept)])), 4
-                ),
-                "val_ap50_report_only": round(
-                    float(np.mean([r["val_ap50"][k] for r, k in zip(rows, kept)])), 4
-                ),
-            }
-        )
+        for d in IMAGE_MARGINS:
+            kept = []
+            for row in rows:
+                images = row.get("strip_images") or int(row["run"].split(":")[1])
+                checkpoints = row.get("validations") or MARGIN_CHOSEN_AT
+                margin = start_model_margin_for(c, row["strip_nuclei"], checkpoints, images, d)
+                replaced = row["strip_trained"] - row["strip_start"] > margin
+                kept.append("trained" if replaced else "start")
+            out.append(
+                {
+                    "c": c,
+                    "d": d,
+                    "kept": kept,
+                    "held_out_train_ap50": round(
+                        float(np.mean([r["held_out_train_ap50"][k] for r, k in zip(rows, kept)])),
+                        4,
+                    ),
+                    "val_ap50_report_only": round(
+                        float(np.mean([r["val_ap50"][k] for r, k in zip(rows, kept)])), 4
+                    ),
+                }
+            )
     return out
 
 
@@ -118,7 +153,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument(
         "--runs",
-        nargs="+",
+        nargs="*",
         default=["stained:1", "stained:3", "fluo-2x:3", "fluo-0.5x:3", "fluo-blur-noise:3"],
     )
     ap.add_argument("--minutes", type=float, default=2.0)
@@ -129,11 +164,24 @@ def main(argv=None) -> int:
         default="recipe",
         help="fine-tune with FINE_TUNE's augmentation or the start model's recorded one",
     )
+    ap.add_argument(
+        "--rows",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="JSON-lines files of earlier runs' rows to decide on too (no training for them)",
+    )
     args = ap.parse_args(argv)
-    rows = []
+    rows = [
+        json.loads(line)
+        for path in args.rows
+        for line in path.read_text().splitlines()
+        if line.startswith('{"run"')
+    ]
     for spec in args.runs:
-        shift_name, n = spec.split(":")
-        rows.append(run(shift_name, int(n), args.minutes, args.seed, args.augment))
+        shift_name, n, *minutes = spec.split(":")
+        minutes = float(minutes[0]) if minutes else args.minutes
+        rows.append(run(shift_name, int(n), minutes, args.seed, args.augment))
         print(json.dumps(rows[-1]), flush=True)
     for line in decisions(rows):
         print(json.dumps(line), flush=True)
