@@ -194,6 +194,33 @@ def test_fine_tuning_on_tiny_nuclei_trains_them_enlarged_and_says_so(tiny_model,
     assert set(resized) == {"t0", "t1"} and all(f >= 2.0 for f in resized.values())
 
 
+def test_fine_tuning_that_does_not_beat_the_start_model_says_so_and_writes_it(
+    pairs, model_file, tmp_path, monkeypatch, capsys
+):
+    import napari_unet.training as training
+    from napari_unet.modelfile import load_model
+
+    scores = iter([0.9, 0.1, 0.2])  # the start model wins on the held-out strips
+    monkeypatch.setattr(
+        training,
+        "evaluate_model",
+        lambda *a, **k: dict.fromkeys(("ap50", "ap70", "score"), next(scores)),
+    )
+    images, masks = pairs
+    out = tmp_path / "tuned.safetensors"
+    args = ["train", "--images", str(images), "--masks", str(masks), "--from", model_file]
+    args += ["--epochs", "2", "--patches-per-epoch", "2", "--batch-size", "2"]
+    assert main([*args, "--patch-size", "92", "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "training did not beat the start model" in err
+    assert "2 checkpoints compared" in err and str(out) in err
+    kept = load_model(out)
+    assert kept.training["kept_start_model"] and kept.training["checkpoints_compared"] == 2
+    start = load_model(model_file).net.state_dict()
+    for name, value in kept.net.state_dict().items():
+        assert np.array_equal(value.numpy(), start[name].numpy())
+
+
 def test_train_errors(pairs, tmp_path, capsys):
     images, masks = pairs
     (masks / "n1.tif").unlink()
