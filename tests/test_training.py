@@ -263,6 +263,38 @@ def test_a_resumed_run_is_pulled_toward_the_start_model_not_the_checkpoint(
         assert torch.equal(anchor, s)
 
 
+def test_a_resumed_fine_tune_remembers_the_start_score_and_the_checkpoints_compared(
+    data, tiny_model, tmp_path, monkeypatch
+):
+    import napari_unet.training as training
+
+    train_set, _ = data
+    start = {k: v.clone() for k, v in tiny_model.net.state_dict().items()}
+    ckpt = tmp_path / "run.ckpt.safetensors"
+    # The start model scores 0.5 and the first checkpoint 0.9: it replaces the start model.
+    scores = iter([0.5, 0.9])
+    monkeypatch.setattr(
+        training,
+        "evaluate_model",
+        lambda *a, **k: dict.fromkeys(("ap50", "ap70", "score"), next(scores)),
+    )
+    config = small_config(holdout_fraction=0.25, validate_start=True, epochs=1)
+    first = run_to_end(iter_train(train_set, init=tiny_model, config=config, checkpoint=ckpt))
+    assert first.training["best_epoch"] == 0 and first.training["checkpoints_compared"] == 1
+    # Resumed: no second look at the start model, the earlier checkpoint still counts, and
+    # with margins so large that 0.9 no longer clears them the start weights come back.
+    scores = iter([0.6])
+    config = replace(config, epochs=2, start_model_margin=100.0)
+    resumed = run_to_end(
+        iter_train(train_set, init=tiny_model, config=config, checkpoint=ckpt, resume=True)
+    )
+    summary = resumed.training
+    assert summary["checkpoints_compared"] == 2
+    assert summary["kept_start_model"] and summary["best_epoch"] == -1
+    for name, value in resumed.net.state_dict().items():
+        torch.testing.assert_close(value, start[name])
+
+
 def test_training_from_scratch_has_no_start_to_be_pulled_toward(data):
     train_set, _ = data
     from napari_unet.training import _TrainingRun
