@@ -14,10 +14,10 @@ strip scores of the start model and of the best checkpoint, the number of
 nuclei in the strips, and both models' AP@0.5 on 12 held-out *train* images
 (for choosing) and on ``val`` (for the report only), and every validation's
 strip score (how many checkpoints competed). A run is SHIFT:IMAGES or
-SHIFT:IMAGES:MINUTES. For candidate margins ``c / sqrt(n nuclei)``, fixed or
-grown with the checkpoints compared, it then prints which model each rule
-would keep and the mean held-out train AP@0.5 of the kept models. One JSON
-line each.
+SHIFT:IMAGES:MINUTES. For candidate coefficients of the library's margin
+(``c / sqrt(nuclei) + d / sqrt(images)``, grown past 21 checkpoints) it then
+prints which model each would keep and the mean held-out train AP@0.5 of the
+kept models. One JSON line each.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from napari_unet.augment import AugmentConfig  # noqa: E402
 from napari_unet.data import hold_out_strips, make_training_image, pair_by_stem  # noqa: E402
 from napari_unet.devices import resolve_device  # noqa: E402
 from napari_unet.modelfile import load_model, model_for_image_types  # noqa: E402
-from napari_unet.progress import Stage  # noqa: E402
+from napari_unet.progress import Stage, run_to_end  # noqa: E402
 from napari_unet.training import (  # noqa: E402
     FINE_TUNE,
     MARGIN_CHOSEN_AT,
@@ -86,14 +86,12 @@ def run(shift_name: str, n_images: int, minutes: float, seed: int, augment: str 
             config, augment=AugmentConfig(**{k: v for k, v in recorded.items() if k in fields})
         )
     strip_scores = []  # every validation's strip score, in order (the checkpoints compared)
-    run_gen = iter_train(items, init=default, config=config)
-    try:
-        while True:
-            event = next(run_gen)
-            if event.stage == Stage.VALIDATE:
-                strip_scores.append(event.info["score"])
-    except StopIteration as end:
-        trained = end.value
+
+    def on_event(event) -> None:
+        if event.stage == Stage.VALIDATE:
+            strip_scores.append(event.info["score"])
+
+    trained = run_to_end(iter_train(items, init=default, config=config), on_event)
     return {
         "run": f"{shift_name}:{n_images}:{minutes:g}",
         "validations": len(strip_scores),
