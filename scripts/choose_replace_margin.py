@@ -145,14 +145,42 @@ def decisions(rows: list[dict]) -> list[dict]:
     return out
 
 
+def run_spec(text: str) -> tuple[str, int, float | None]:
+    """SHIFT:IMAGES or SHIFT:IMAGES:MINUTES, checked before any training (argparse type)."""
+    parts = text.split(":")
+    try:
+        images = int(parts[1])
+        minutes = float(parts[2]) if len(parts) == 3 else None
+    except (IndexError, ValueError):
+        images, minutes = 0, None
+    bad_minutes = minutes is not None and not (np.isfinite(minutes) and minutes > 0)
+    if parts[0] not in SHIFTS or len(parts) > 3 or images < 1 or bad_minutes:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give SHIFT:IMAGES[:MINUTES], SHIFT one of {', '.join(SHIFTS)}"
+        )
+    return parts[0], images, minutes
+
+
+def rows_file(text: str) -> Path:
+    """An existing JSON-lines file of earlier rows (argparse type)."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file")
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
         "--runs",
+        type=run_spec,
         nargs="*",
-        default=["stained:1", "stained:3", "fluo-2x:3", "fluo-0.5x:3", "fluo-blur-noise:3"],
+        default=[
+            run_spec(r)
+            for r in ("stained:1", "stained:3", "fluo-2x:3", "fluo-0.5x:3", "fluo-blur-noise:3")
+        ],
     )
     ap.add_argument("--minutes", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -164,7 +192,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument(
         "--rows",
-        type=Path,
+        type=rows_file,
         nargs="*",
         default=[],
         help="JSON-lines files of earlier runs' rows to decide on too (no training for them)",
@@ -176,10 +204,12 @@ def main(argv=None) -> int:
         for line in path.read_text().splitlines()
         if line.startswith('{"run"')
     ]
-    for spec in args.runs:
-        shift_name, n, *minutes = spec.split(":")
-        minutes = float(minutes[0]) if minutes else args.minutes
-        rows.append(run(shift_name, int(n), minutes, args.seed, args.augment))
+    for shift_name, n, minutes in args.runs:
+        rows.append(
+            run(
+                shift_name, n, args.minutes if minutes is None else minutes, args.seed, args.augment
+            )
+        )
         print(json.dumps(rows[-1]), flush=True)
     for line in decisions(rows):
         print(json.dumps(line), flush=True)

@@ -714,7 +714,8 @@ class _TrainingRun:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         # The start model's weights, before a resumed checkpoint's replace them: the
         # model kept when no checkpoint beats it by the margin (which grows as more compete).
-        self.start_state = copy.deepcopy(self.net.state_dict()) if init is not None else None
+        competes = init is not None and config.validate_start
+        self.start_state = copy.deepcopy(self.net.state_dict()) if competes else None
         if resume:
             if self.checkpoint is None:
                 raise UNetError("resume needs a checkpoint path")
@@ -780,13 +781,14 @@ class _TrainingRun:
             improved = True
             self.best_score, self.best_epoch, self.best_state = score, epoch, self.start_state
         else:
-            improved = score > max(self.trained_scores, default=-math.inf)
+            best_trained = score > max(self.trained_scores, default=-math.inf)
             self.trained_scores.append(score)
-            if improved:
+            beats_start = self.start_score is None or score > self.start_score + self.start_margin
+            if best_trained and beats_start:
                 self.best_score, self.best_epoch = score, epoch
                 self.best_state = copy.deepcopy(self.net.state_dict())
             self._keep_start_model_unless_beaten()
-            improved = improved and self.best_epoch == epoch
+            improved = self.best_epoch == epoch
         self.history.append(
             {"epoch": epoch, "step": self.step, "time_s": round(self.elapsed(), 1), **scores}
         )
