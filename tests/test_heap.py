@@ -18,8 +18,22 @@ def _faults_for_buffers(n: int = 8, megabytes: int = 64) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
+@pytest.fixture
+def small_pages():
+    """numpy's large buffers on 4 KiB pages for the test's duration.
+
+    numpy asks for transparent huge pages (madvise); whether the kernel has
+    them free varies from moment to moment, and a buffer on 2 MiB pages
+    faults 512 times less, which made the fault counts below flaky.
+    """
+    set_hugepage = np._core.multiarray._set_madvise_hugepage
+    before = set_hugepage(False)
+    yield
+    set_hugepage(before)
+
+
 @pytest.mark.skipif(heap._glibc() is None, reason="needs glibc's mallopt")
-def test_buffers_are_reused_inside_a_task_and_mapped_anew_outside():
+def test_buffers_are_reused_inside_a_task_and_mapped_anew_outside(small_pages):
     outside = _faults_for_buffers()
     with heap.reuse_freed_memory():
         inside = _faults_for_buffers()
