@@ -83,6 +83,25 @@ def test_segment_relabel_and_correct(make_napari_viewer, qtbot, registered_tiny,
     assert errors and "at least two" in errors[-1]
 
 
+def test_relabel_redraws_the_labels_once(make_napari_viewer, qtbot, registered_tiny):
+    # Each redraw of a 2048² labels layer stalls the event loop (about 12 ms
+    # in software OpenGL): a re-label must not pay for two.
+    viewer = make_napari_viewer()
+    image, _ = synthetic_nuclei((96, 96), n_nuclei=6, seed=0)
+    viewer.add_image(image, name="cells")
+    seg = SegmentWidget(viewer)
+    seg.model_combo.setCurrentText("tiny")
+    seg.run()
+    wait_idle(qtbot, seg)
+    labels = viewer.layers["cells labels"]
+    redraws = []
+    labels.events.set_data.connect(lambda event: redraws.append(event))
+    written = seg.results_written
+    seg.relabel()
+    qtbot.waitUntil(lambda: seg.results_written > written and seg.idle, timeout=30_000)
+    assert len(redraws) == 1
+
+
 def test_segment_without_image_is_a_notification(make_napari_viewer, errors):
     viewer = make_napari_viewer()
     SegmentWidget(viewer).run()

@@ -528,7 +528,10 @@ class SegmentWidget(QWidget):
             shifted[shifted > 0] += data.dtype.type(offset)
             region[...] = shifted
             out.refresh()
-        out.visible = True
+        if not out.visible:
+            # napari redraws a layer on every visible = True, shown or not:
+            # a second 2048² upload after the one the new data made.
+            out.visible = True
         self._written[id(out)] = np.array(out.data, copy=True)
         self.results_written += 1
 
