@@ -41,10 +41,16 @@ def test_time_points_keep_their_ids_only_when_tracked(default_model_available):
     frames = np.stack([image, np.roll(image, 2, axis=1)])
     apart = segment(frames, axes="TYX")
     assert not (set(np.unique(apart[0])) - {0}) & set(np.unique(apart[1]))
-    tracked, probs = segment(frames, axes="TYX", track=True, return_probabilities=True)
+    events = []
+    tracked, probs = run_to_end(
+        iter_segment(frames, axes="TYX", track=True, return_probabilities=True), events.append
+    )
     assert set(np.unique(tracked[0])) == set(np.unique(tracked[1]))
-    # Re-labelling the cached probabilities links the same way.
-    again = labels_from_probabilities(probs, load_model("default"), axes="TYX", track=True)
+    # Re-labelling the cached probabilities (at each plane's size, as segmented) links the same way.
+    scales = [e.info["scale"] for e in events if e.stage == "segment"]
+    again = labels_from_probabilities(
+        probs, load_model("default"), axes="TYX", track=True, scales=scales
+    )
     assert np.array_equal(again, tracked)
 
 
@@ -84,6 +90,82 @@ def test_relabel_from_cached_probabilities_matches_segment(tiny_model):
     image = np.random.default_rng(3).random((40, 40)).astype(np.float32)
     labels, probs = segment(image, tiny_model, return_probabilities=True)
     assert np.array_equal(labels_from_probabilities(probs, tiny_model), labels)
+
+
+def _disk_probabilities(shape, centres, radius):
+    """3-class probabilities (background, interior, boundary) of disks: interior 1 inside."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    inside = np.zeros(shape, bool)
+    for cy, cx in centres:
+        inside |= (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    probs = np.zeros((3, *shape), np.float32)
+    probs[0], probs[1] = ~inside, inside
+    return probs
+
+
+def test_instances_are_judged_at_the_size_the_network_saw():
+    from napari_unet.instances import InstanceParams, instances_from_probabilities
+    from napari_unet.segmentation import instances_at_scale
+
+    # Two nuclei of about 28 px on the plane's grid: under the 40 px smallest
+    # object at the training size, unless the plane was enlarged 2x to be segmented.
+    probs = _disk_probabilities((40, 40), [(10, 10), (28, 26)], 3)
+    params = InstanceParams(min_size=40)
+    assert np.array_equal(
+        instances_at_scale(probs, 1.0, params, "3class"),
+        instances_from_probabilities(probs, params, "3class"),
+    )
+    assert instances_at_scale(probs, 1.0, params, "3class").max() == 0
+    enlarged = instances_at_scale(probs, 2.0, params, "3class")
+    assert enlarged.shape == (40, 40)
+    assert sorted(np.unique(enlarged)) == [0, 1, 2]
+    assert enlarged[10, 10] != enlarged[28, 26]
+
+
+@pytest.mark.parametrize("factor", [0.37, 0.5, 1.5, 2.0, 3.0])
+def test_labels_at_any_scale_keep_the_plane_grid_and_number_objects_1_to_n(factor):
+    from napari_unet.instances import InstanceParams
+    from napari_unet.segmentation import instances_at_scale
+
+    rng = np.random.default_rng(int(factor * 100))
+    centres = rng.integers(4, 60, (12, 2))
+    probs = _disk_probabilities((64, 61), centres, 4)
+    labels = instances_at_scale(probs, factor, InstanceParams(min_size=0), "3class")
+    assert labels.shape == (64, 61)
+    ids = np.unique(labels)
+    assert list(ids) == list(range(int(ids.max()) + 1))
+    assert labels.max() > 0
+
+
+def test_relabel_matches_segment_on_resized_planes(tiny_model):
+    # A diameter half the training size enlarges each plane 2x: re-labelling the
+    # cached probabilities must label them at that size too, as segment did.
+    from dataclasses import replace
+
+    from napari_unet.instances import InstanceParams
+
+    model = replace(tiny_model, postprocessing=InstanceParams(object_area=333, min_size=12))
+    image, _ = synthetic_nuclei((72, 72), n_nuclei=8, seed=4)
+    stack = np.stack([image, image[::-1]])
+    diameter = 2 * np.sqrt(333 / 4 / np.pi)
+    events = []
+    labels, probs = run_to_end(
+        iter_segment(
+            stack, model, axes="ZYX", stitch=False, diameter=diameter, return_probabilities=True
+        ),
+        events.append,
+    )
+    scales = [e.info["scale"] for e in events if e.stage == "segment"]
+    assert scales == pytest.approx([2.0, 2.0])
+    assert labels.max() > 0
+    again = labels_from_probabilities(probs, model, axes="ZYX", stitch=False, scales=scales)
+    assert np.array_equal(again, labels)
+    # Labelled on the plane's own grid instead, the same probabilities give other labels.
+    assert not np.array_equal(
+        labels_from_probabilities(probs, model, axes="ZYX", stitch=False), labels
+    )
+    with pytest.raises(UNetError, match="2 planes"):
+        labels_from_probabilities(probs, model, scales=[2.0])
 
 
 def test_default_model_segments_synthetic_nuclei(default_model_available):

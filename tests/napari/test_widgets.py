@@ -102,6 +102,30 @@ def test_relabel_redraws_the_labels_once(make_napari_viewer, qtbot, registered_t
     assert len(redraws) == 1
 
 
+def test_relabel_of_a_resized_plane_gives_what_segment_gave(
+    make_napari_viewer, qtbot, tiny_model, registered_tiny
+):
+    # A diameter half the training size: the plane is segmented enlarged 2x, and
+    # re-labelling (sliders unchanged) must label it at that size again.
+    from dataclasses import replace
+
+    tiny_model.postprocessing = replace(tiny_model.postprocessing, object_area=333)
+    viewer = make_napari_viewer()
+    image, _ = synthetic_nuclei((80, 80), n_nuclei=8, seed=4)
+    viewer.add_image(image, name="cells")
+    seg = SegmentWidget(viewer)
+    seg.model_combo.setCurrentText("tiny")
+    seg.diameter_spin.setValue(10)
+    seg.run()
+    wait_idle(qtbot, seg)
+    segmented = np.array(viewer.layers["cells labels"].data, copy=True)
+    assert segmented.max() > 0
+    written = seg.results_written
+    seg.relabel()
+    qtbot.waitUntil(lambda: seg.results_written > written and seg.idle, timeout=30_000)
+    np.testing.assert_array_equal(viewer.layers["cells labels"].data, segmented)
+
+
 def test_segment_without_image_is_a_notification(make_napari_viewer, errors):
     viewer = make_napari_viewer()
     SegmentWidget(viewer).run()

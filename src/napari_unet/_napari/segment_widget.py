@@ -373,6 +373,7 @@ class SegmentWidget(QWidget):
         if track and axes.startswith("Z") and "T" not in axes:
             axes = "T" + axes[1:]  # a 3-D stack to track is a time-lapse
         notes: list[str] = []
+        scales: list[float] = []  # each plane's resize factor: re-labelling labels it there too
         self.status.setText("segmenting…")
         self.run_button.setEnabled(False)
 
@@ -399,6 +400,7 @@ class SegmentWidget(QWidget):
                 "probs": probs,
                 "target": target,
                 "links": {"axes": PlaneLayout(axes).output_axes, "stitch": stitch, "track": track},
+                "scales": scales,
             }
             self._kept_edits = None
             self._write_labels(layer, labels, target)
@@ -411,6 +413,7 @@ class SegmentWidget(QWidget):
 
         def on_event(event: Progress) -> None:
             if event.stage == Stage.SEGMENT:
+                scales.append(event.info["scale"])
                 notes.extend(n for n in event.info.get("notes", ()) if n not in notes)
                 if event.total and event.total > 1:
                     self.status.setText(f"plane {event.step}/{event.total}")
@@ -449,7 +452,7 @@ class SegmentWidget(QWidget):
         def make():
             yield Progress(Stage.RELABEL, 0, 1)
             return labels_from_probabilities(
-                cache["probs"], cache["model"], params, **cache["links"]
+                cache["probs"], cache["model"], params, **cache["links"], scales=cache["scales"]
             )
 
         def done(labels) -> None:
