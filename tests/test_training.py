@@ -503,13 +503,31 @@ def test_hold_out_strips_split_each_image_in_two_and_skip_empty_strips():
 
     image, labels = synthetic_nuclei((80, 120), n_nuclei=10, seed=3)
     items = [make_training_image(image, labels, 1), make_training_image(image, labels, 1)]
-    items[1].valid[:, 90:] = False  # nothing annotated in its strip (a wide image's right quarter)
+    items[1].labels[:, 90:] = 0  # no object in its strip (a wide image's right quarter)
     train, held = hold_out_strips(items, 0.25)
     assert len(train) == 2 and len(held) == 1
     assert train[0].shape == (80, 90) and held[0].shape == (80, 30)  # a wide image's right quarter
     np.testing.assert_array_equal(held[0].labels, items[0].labels[:, 90:])
     np.testing.assert_array_equal(train[0].image, items[0].image[:, :, :90])
     assert train[1] is items[1]  # stays whole in training
+
+
+def test_a_partial_annotation_gives_its_strip_from_the_annotated_region():
+    # A region in the top-left corner of a tall image: the image's own last
+    # quarter holds none of it; the region's own last quarter is held out.
+    from napari_unet.data import hold_out_strips
+
+    image, labels = synthetic_nuclei((200, 120), n_nuclei=40, seed=5)
+    item = make_training_image(image, labels, 1)
+    item.valid[...] = False
+    item.valid[10:70, 20:100] = True  # 60 x 80: its longer side runs along X
+    train, held = hold_out_strips([item], 0.25)
+    assert len(held) == 1
+    assert held[0].shape == (60, 20) and held[0].valid.all()
+    np.testing.assert_array_equal(held[0].labels, labels[10:70, 80:100])
+    # Training keeps the image up to the strip, never the strip itself.
+    assert train[0].shape == (200, 80)
+    np.testing.assert_array_equal(train[0].labels, item.labels[:, :80])
 
 
 def test_a_held_out_share_outside_0_1_is_refused(data):

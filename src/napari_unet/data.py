@@ -59,10 +59,15 @@ def hold_out_strips(
 ) -> tuple[list[TrainingImage], list[TrainingImage]]:
     """Split a strip off each annotated image to validate on, when no validation images are given.
 
-    The last ``fraction`` of each image along its longer side becomes a
-    validation image; training uses the rest. Both are crops, so validation
-    predicts only the strip and training never sees it. Images whose strip
-    holds no annotated object stay whole in training.
+    The last ``fraction`` of each image's annotated area (the box around its
+    valid pixels: the whole image when fully annotated, the region of a
+    partial annotation) along that area's longer side becomes a validation
+    image; training keeps the image up to the strip (what lies beyond it
+    along that axis carries no annotation). Both are crops, so validation
+    predicts only the strip and training never sees it. A strip taken from
+    the whole image missed a corner region entirely, or held one or two of
+    its nuclei. Images whose strip holds no annotated object stay whole in
+    training.
 
     Returns
     -------
@@ -72,12 +77,20 @@ def hold_out_strips(
     train: list[TrainingImage] = []
     held: list[TrainingImage] = []
     for item in images:
-        h, w = item.shape
-        axis = 0 if h >= w else 1
-        cut = item.shape[axis] - max(1, round(item.shape[axis] * fraction))
-        rest = (slice(0, cut), slice(None)) if axis == 0 else (slice(None), slice(0, cut))
-        strip = (slice(cut, None), slice(None)) if axis == 0 else (slice(None), slice(cut, None))
-        if cut < 1 or not (item.labels[strip][item.valid[strip]] > 0).any():
+        rows, cols = np.flatnonzero(item.valid.any(axis=1)), np.flatnonzero(item.valid.any(axis=0))
+        if not rows.size:
+            train.append(item)
+            continue
+        (y0, y1), (x0, x1) = (rows[0], rows[-1] + 1), (cols[0], cols[-1] + 1)
+        if y1 - y0 >= x1 - x0:
+            cut = y1 - max(1, round((y1 - y0) * fraction))
+            rest, strip = (slice(0, cut), slice(None)), (slice(cut, y1), slice(x0, x1))
+            start = y0
+        else:
+            cut = x1 - max(1, round((x1 - x0) * fraction))
+            rest, strip = (slice(None), slice(0, cut)), (slice(y0, y1), slice(cut, x1))
+            start = x0
+        if cut <= start or not (item.labels[strip][item.valid[strip]] > 0).any():
             train.append(item)
             continue
         train.append(_crop(item, rest, item.name))
