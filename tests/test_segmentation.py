@@ -168,6 +168,13 @@ def test_relabel_matches_segment_on_resized_planes(tiny_model):
         labels_from_probabilities(probs, model, scales=[2.0])
 
 
+@pytest.mark.parametrize("factor", [0.0, -2.0, float("nan"), float("inf")])
+def test_a_bad_resize_factor_for_relabelling_is_refused(tiny_model, factor):
+    probs = _disk_probabilities((20, 20), [(10, 10)], 4)
+    with pytest.raises(UNetError, match="positive number"):
+        labels_from_probabilities(probs, tiny_model, scales=[factor])
+
+
 def test_default_model_segments_synthetic_nuclei(default_model_available):
     image, truth = synthetic_nuclei((256, 256), seed=5)
     labels = segment(image)

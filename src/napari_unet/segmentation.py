@@ -574,6 +574,9 @@ def labels_from_probabilities(
     scales = [1.0] * n_planes if scales is None else list(scales)
     if len(scales) != n_planes:
         raise UNetError(f"{len(scales)} resize factors for {n_planes} planes")
+    bad = [f for f in scales if not (np.isfinite(f) and f > 0)]
+    if bad:
+        raise UNetError(f"a resize factor must be a positive number, got {bad[0]}")
     if probs.ndim == 3:
         return instances_at_scale(probs, scales[0], params, model.scheme)
     out = np.zeros(probs.shape[1:], dtype=np.uint32)
