@@ -77,20 +77,18 @@ def hold_out_strips(
     train: list[TrainingImage] = []
     held: list[TrainingImage] = []
     for item in images:
-        rows, cols = np.flatnonzero(item.valid.any(axis=1)), np.flatnonzero(item.valid.any(axis=0))
-        if not rows.size:
+        annotated = [np.flatnonzero(item.valid.any(axis=1 - axis)) for axis in (0, 1)]
+        if not annotated[0].size:
             train.append(item)
             continue
-        (y0, y1), (x0, x1) = (rows[0], rows[-1] + 1), (cols[0], cols[-1] + 1)
-        if y1 - y0 >= x1 - x0:
-            cut = y1 - max(1, round((y1 - y0) * fraction))
-            rest, strip = (slice(0, cut), slice(None)), (slice(cut, y1), slice(x0, x1))
-            start = y0
-        else:
-            cut = x1 - max(1, round((x1 - x0) * fraction))
-            rest, strip = (slice(None), slice(0, cut)), (slice(y0, y1), slice(cut, x1))
-            start = x0
-        if cut <= start or not (item.labels[strip][item.valid[strip]] > 0).any():
+        box = [(int(idx[0]), int(idx[-1]) + 1) for idx in annotated]  # (start, stop) per axis
+        axis = 0 if box[0][1] - box[0][0] >= box[1][1] - box[1][0] else 1
+        low, high = box[axis]
+        cut = high - max(1, round((high - low) * fraction))
+        rest, strip = [slice(None), slice(None)], [slice(*box[0]), slice(*box[1])]
+        rest[axis], strip[axis] = slice(0, cut), slice(cut, high)
+        rest, strip = tuple(rest), tuple(strip)
+        if cut <= low or not (item.labels[strip][item.valid[strip]] > 0).any():
             train.append(item)
             continue
         train.append(_crop(item, rest, item.name))
