@@ -40,6 +40,7 @@ from napari_unet.io import read_image
 from napari_unet.metrics import dataset_ap
 from napari_unet.modelfile import load_model, model_path, save_model
 from napari_unet.segmentation import segment
+from napari_unet.tiling import EncoderMeans
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -68,9 +69,15 @@ def remember_passes() -> None:
 
     def remembered_predict(net, chw, info, tiling):
         key = _key(chw)  # one model's weights throughout: the input decides the output
-        if key not in predicted:
-            predicted[key] = yield from predict(net, chw, info, tiling)
-        return predicted[key]
+        encoder = tiling.get("encoder")  # a size model's first-pass means, when asked for
+        if key not in predicted or (encoder is not None and predicted[key][1] is None):
+            own = None if encoder is None else EncoderMeans(encoder.depth)
+            probs = yield from predict(net, chw, info, {**tiling, "encoder": own})
+            predicted[key] = (probs, own)
+        probs, own = predicted[key]
+        if encoder is not None:
+            encoder.__dict__.update(own.__dict__)  # as if gathered again
+        return probs
 
     def remembered_instances(probs, params, scheme):
         thresholds = (params.foreground_threshold, params.seed_threshold, params.seed_dynamic)

@@ -107,3 +107,16 @@ def test_a_colour_network_folded_for_grey_input_gives_the_same_output(batch_norm
     assert folded.config.in_channels == 1 and net.config.in_channels == 3
     with torch.no_grad():
         torch.testing.assert_close(folded(grey), net(grey.repeat(1, 3, 1, 1)), atol=1e-5, rtol=1e-5)
+
+
+def test_forward_shows_its_contracting_path_and_gives_the_same_scores():
+    net = UNet(depth=2, base_channels=4, n_classes=3, batch_norm=True, dropout=0).eval()
+    x = torch.randn(2, 1, 92, 92)
+    seen = []
+    with torch.no_grad():
+        plain, shown = net(x), net(x, seen.extend)
+        levels = net.encode(x)
+    torch.testing.assert_close(plain, shown)
+    assert [t.shape[1] for t in seen] == [4, 8, 16]
+    for a, b in zip(seen, levels):
+        torch.testing.assert_close(a, b)

@@ -75,16 +75,15 @@ def test_brightest_crops_read_the_nuclei_not_the_empty_margins(tiny_model):
     )
 
 
-def test_a_size_model_survives_the_model_file(tiny_model, tmp_path):
+@pytest.mark.parametrize("crops", ["brightest", "first_pass"])
+def test_a_size_model_survives_the_model_file(tiny_model, tmp_path, crops):
     rng = np.random.default_rng(1)
     n = feature_count(tiny_model.net)
-    fitted = fit_size_model(
-        rng.normal(size=(20, n)), np.exp(rng.uniform(3, 7, 20)), crops="brightest"
-    )
+    fitted = fit_size_model(rng.normal(size=(20, n)), np.exp(rng.uniform(3, 7, 20)), crops=crops)
     fitted.record = {"data": "test"}
     path = save_model(replace(tiny_model, size_model=fitted), tmp_path / "m.safetensors")
     loaded = load_model(path).size_model
-    assert loaded.record == {"data": "test"} and loaded.crops == "brightest"
+    assert loaded.record == {"data": "test"} and loaded.crops == crops
     plane = rng.random((1, 64, 64), dtype=np.float32)
     assert predicted_factor(loaded, tiny_model.net.eval(), plane, 333) == pytest.approx(
         predicted_factor(fitted, tiny_model.net.eval(), plane, 333), rel=1e-6
@@ -212,3 +211,45 @@ def test_the_pipeline_reads_the_features_the_size_model_was_fitted_on(tiny_model
     np.testing.assert_allclose(
         size_features(nets(tiny_model), plane), size_features(tiny_model.net, plane), atol=tolerance
     )
+
+
+def test_first_pass_features_are_the_whole_plane_means_and_the_coarse_brightest_squares(tiny_model):
+    from napari_unet.tiling import encoder_means
+
+    net = tiny_model.net.eval()
+    plane = np.random.default_rng(5).random((1, 300, 420), dtype=np.float32)
+    features = size_features(net, plane, "first_pass")
+    half = feature_count(net) // 2
+    np.testing.assert_allclose(
+        features[:half], np.log(np.abs(encoder_means(net, plane)) + 1e-3), atol=1e-6
+    )
+    np.testing.assert_array_equal(features[half:], size_features(net, plane, "brightest")[half:])
+    given = np.full(half, 0.5)
+    assert size_features(net, plane, "first_pass", given)[:half] == pytest.approx(np.log(0.501))
+
+
+def test_the_pipeline_hands_the_first_pass_means_to_the_size_model(tiny_model, monkeypatch):
+    # No second pass over the plane: the size model reads what the first pass
+    # gathered, and that equals a pass of its own.
+    import napari_unet.size_model as size_model
+    from napari_unet.instances import InstanceParams
+    from napari_unet.tiling import encoder_means
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the size model ran a pass of its own")
+
+    seen = {}
+    read = size_model.size_features
+
+    def spy(net, chw, crops="corners", first_pass=None):
+        seen["gathered"], seen["own pass"] = first_pass, encoder_means(net, chw)
+        return read(net, chw, crops, first_pass)
+
+    monkeypatch.setattr(size_model, "encoder_means", no_second_pass)
+    monkeypatch.setattr(size_model, "size_features", spy)
+    image, _ = synthetic_nuclei((160, 160), n_nuclei=12, seed=3)
+    sized = replace(constant_size_model(tiny_model, 333 * 9), crops="first_pass")
+    params = InstanceParams(object_area=333, upscale_to_area=0, downscale_from_area=0)
+    model = replace(tiny_model, postprocessing=params, size_model=sized)
+    assert _segmented_scale(model, image) == pytest.approx(1 / 3, abs=1e-3)
+    np.testing.assert_allclose(seen["gathered"], seen["own pass"], rtol=1e-4, atol=1e-6)

@@ -135,3 +135,61 @@ def test_tiles_cover_an_axis_with_less_than_a_stride_to_spare_per_tile(size, dep
     assert plan.count * plan.step - size < plan.count * stride  # ... without near-empty tiles
     largest = max(stride, step // stride * stride)
     assert (plan.count - 1) * largest < size  # ... with no more tiles than the largest step needs
+
+
+def _whole_encoder_means(net, image: np.ndarray) -> np.ndarray:
+    """One contracting-path pass over the whole mirror-padded image, means over the image's part."""
+    from napari_unet.model import halo
+
+    h, w = image.shape[1:]
+    padded = mirror_pad(image, plan_tiles((h, w), net.depth, 10**6))
+    with torch.no_grad():
+        levels = net.encode(torch.from_numpy(padded[None]))
+    means = []
+    for level, act in enumerate(levels):
+        scale = 2**level
+        start = (halo(net.depth) - (2 ** (level + 2) - 2)) // scale
+        part = act[0, :, start : start - (-h // scale), start : start - (-w // scale)]
+        means.append(part.double().mean(dim=(1, 2)))
+    return torch.cat(means).numpy()
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    h=st.integers(1, 120),
+    w=st.integers(1, 120),
+    tile=st.integers(1, 70),
+    batch=st.integers(1, 4),
+    depth=st.integers(1, 3),
+)
+def test_encoder_means_do_not_depend_on_the_tiles(h, w, tile, batch, depth):
+    # Gathered tile by tile during prediction, they equal one pass over the
+    # whole plane: a size model reads the same features whatever the tile plan
+    # (memory budget, device) of the run.
+    from napari_unet.progress import run_to_end
+    from napari_unet.tiling import EncoderMeans, encoder_means, iter_predict_tiled
+
+    net = _net(depth=depth, base=2)
+    image = np.random.default_rng(h * 1000 + w).random((1, h, w), dtype=np.float32)
+    gathered = EncoderMeans(depth)
+    probs = run_to_end(
+        iter_predict_tiled(
+            net, image, tile_size=tile, batch_size=batch, precision="float32", encoder=gathered
+        )
+    )
+    whole = _whole_encoder_means(net, image)
+    np.testing.assert_allclose(gathered.means(), whole, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        encoder_means(net, image, tile_size=tile), whole, rtol=1e-4, atol=1e-6
+    )
+    # Gathering changes nothing in the prediction itself.
+    np.testing.assert_array_equal(
+        probs, predict_tiled(net, image, tile_size=tile, batch_size=batch, precision="float32")
+    )
+
+
+def test_encoder_means_without_a_pass_are_an_error():
+    from napari_unet.tiling import EncoderMeans
+
+    with pytest.raises(UNetError, match="no activations"):
+        EncoderMeans(2).means()

@@ -11,6 +11,7 @@ whole-image pass exactly (see :mod:`napari_unet.tiling`).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -217,16 +218,29 @@ class UNet(nn.Module):
         return valid_input_size(n, self.config.depth)
 
     # forward --------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores (N, classes, h, w) of a batch (N, channels, H, W), cropped by the halo."""
-        skips = []
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The contracting path's activations, one per level (finest first)."""
+        levels = []
         for level, block in enumerate(self.down):
             if level > 0:
                 x = max_pool_2x2(x)
             x = block(x)
-            if level < self.config.depth:
-                skips.append(x)
-        x = self.dropout(x)
+            levels.append(x)
+        return levels
+
+    def forward(
+        self, x: torch.Tensor, on_encoded: Callable[[list[torch.Tensor]], None] | None = None
+    ) -> torch.Tensor:
+        """Class scores (N, classes, h, w) of a batch (N, channels, H, W), cropped by the halo.
+
+        ``on_encoded`` is shown the contracting path's activations (see
+        :meth:`encode`) as soon as they exist: a size model reads its features
+        from them at no extra network cost.
+        """
+        skips = self.encode(x)
+        if on_encoded is not None:
+            on_encoded(skips)
+        x = self.dropout(skips.pop())
         for upconv, block in zip(self.upconv, self.up):
             x = upconv(x)
             skip = center_crop(skips.pop(), x.shape[-2], x.shape[-1])

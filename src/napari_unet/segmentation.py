@@ -35,7 +35,7 @@ from .normalize import (
     to_channels_first,
 )
 from .progress import Progress, Stage, run_to_end
-from .size_model import predicted_factor
+from .size_model import predicted_factor, reads_first_pass
 from .sizes import (
     MIN_DOWNSCALE,
     RESCALE_WORTH,
@@ -49,7 +49,7 @@ from .sizes import (
     resized_shape,
 )
 from .stitching import DEFAULT_STITCH_THRESHOLD, check_threshold, stitch_stack
-from .tiling import iter_predict_tiled, prepare_model
+from .tiling import EncoderMeans, iter_predict_tiled, prepare_model
 
 
 def available_memory() -> int | None:
@@ -116,12 +116,14 @@ def _size_model_shrink(
     chw: np.ndarray,
     first_factor: float,
     params: InstanceParams,
+    first_pass: np.ndarray | None = None,
 ) -> float | None:
     """The shrink factor the model's size model calls for, or None (no size model, no shrinking).
 
     Only shrinking: the size model read nuclei at 2x and 3x far better than
     the first pass and its coarse look, while the first pass decides
-    enlargements as well (scripts/train_size_model.py).
+    enlargements as well (scripts/train_size_model.py). ``first_pass``: the
+    plane's encoder means, when the first pass gathered them.
     """
     size_model = model.size_model
     if size_model is None or params.object_area <= 0 or first_factor < 1 / RESCALE_WORTH:
@@ -129,7 +131,7 @@ def _size_model_shrink(
     # The run's own network (device, precision): a GPU run stays on the GPU, and
     # bfloat16 moves the predicted areas by under 3% (size_model.size_features).
     net = nets(model, grey=chw.shape[0] < model.in_channels)
-    factor = predicted_factor(size_model, net, chw, params.object_area)
+    factor = predicted_factor(size_model, net, chw, params.object_area, first_pass)
     return max(MIN_DOWNSCALE, factor) if factor < size_model.shrink_below else None
 
 
@@ -245,12 +247,20 @@ def iter_segment_plane(
     factor = scale
     probs = None
     if factor is None or factor == 1.0:
-        probs = (yield from _predict_with_progress(net, chw, info, tiling))[:, region[0], region[1]]
+        # The size model may read the first pass's encoder means (free to gather).
+        gathered = (
+            EncoderMeans(net.depth)
+            if factor is None and reads_first_pass(model.size_model)
+            else None
+        )
+        first = yield from _predict_with_progress(net, chw, info, {**tiling, "encoder": gathered})
+        probs = first[:, region[0], region[1]]
         labels = instances_from_probabilities(probs, params, model.scheme)
         area = median_object_area(labels)
         if factor is None:
             factor = 1.0 if area is None else factor_for_area(area, params)
-            shrink = _size_model_shrink(model, nets, chw, factor, params)
+            first_pass = None if gathered is None else gathered.means()
+            shrink = _size_model_shrink(model, nets, chw, factor, params, first_pass)
             if shrink is None:
                 shrink = yield from _coarse_look_factor(
                     net, chw, area, factor, params, model.scheme, info, tiling

@@ -6,8 +6,9 @@ breaks into normal-looking pieces, from a 1x image of large ones. The
 texture can: an enlarged image is smooth at the network's scale. As in
 cellpose's size model (Stringer et al. 2021), a linear (ridge) regression
 reads the log median nucleus area from the network's own features: the mean
-activation of every encoder level, on crops of the plane and of the plane
-seen at a third of its size. It is fitted per network
+activation of every encoder level over the plane (gathered by the first pass
+at no extra network cost; older files read four crops) and on crops of the
+plane seen at a third of its size. It is fitted per network
 (``scripts/train_size_model.py``), so a fine-tuned network, whose features
 moved, does not keep it.
 """
@@ -21,6 +22,7 @@ import torch
 
 from .errors import UNetError
 from .sizes import block_means
+from .tiling import encoder_means
 
 # Features are read on up to four crops of CROP pixels, on held-out train
 # images (scripts/train_size_model.py, mean AP@0.5 over 0.5-3x): the four
@@ -38,7 +40,10 @@ def feature_count(net) -> int:
     return 2 * sum(cfg.base_channels * 2**level for level in range(cfg.depth + 1))
 
 
-CROP_CHOICES = ("corners", "brightest")
+# "first_pass": the plane's features are its mean activations over the whole
+# plane, gathered by the first pass at no extra network cost
+# (tiling.EncoderMeans); its 3x3 means' are read on the four brightest squares.
+CROP_CHOICES = ("corners", "brightest", "first_pass")
 
 
 def _crop_origins(chw: np.ndarray, choice: str) -> list[tuple[int, int]]:
@@ -94,7 +99,9 @@ def _encoder_means(net, chw: np.ndarray, crops: str) -> np.ndarray:
     return torch.cat(means, dim=1).mean(dim=0).cpu().numpy()
 
 
-def size_features(net, chw: np.ndarray, crops: str = "corners") -> np.ndarray:
+def size_features(
+    net, chw: np.ndarray, crops: str = "corners", first_pass: np.ndarray | None = None
+) -> np.ndarray:
     """The features a size model reads from a normalized (C, Y, X) plane, float64.
 
     ``net`` is a network in eval mode whose input channels match ``chw``, as
@@ -102,11 +109,19 @@ def size_features(net, chw: np.ndarray, crops: str = "corners") -> np.ndarray:
     bfloat16: log areas within 0.03 of float32's on train images). Log of
     the mean activations of each encoder level, averaged over the crops of
     the plane and of its 3x3 pixel means (``crops``: which squares, one of
-    :data:`CROP_CHOICES`).
+    :data:`CROP_CHOICES`). With "first_pass" the plane's own part is its
+    whole-plane means: ``first_pass``, as the first pass gathered them
+    (:class:`~napari_unet.tiling.EncoderMeans`), or computed here.
     """
     coarse = block_means(chw, COARSE_STEP)
     coarse = chw if coarse is None else coarse
-    raw = np.concatenate([_encoder_means(net, chw, crops), _encoder_means(net, coarse, crops)])
+    if crops == "first_pass":
+        if first_pass is None:
+            first_pass = encoder_means(net, chw, device=next(net.parameters()).device)
+        fine, coarse_crops = np.asarray(first_pass), "brightest"
+    else:
+        fine, coarse_crops = _encoder_means(net, chw, crops), crops
+    raw = np.concatenate([fine, _encoder_means(net, coarse, coarse_crops)])
     return np.log(np.abs(raw.astype(np.float64)) + 1e-3)
 
 
@@ -181,7 +196,22 @@ def fit_size_model(
     return SizeModel(mean, scale, solution[:-1], float(solution[-1]), **kwargs)
 
 
-def predicted_factor(size_model: SizeModel, net, chw: np.ndarray, object_area: float) -> float:
-    """Resize factor that brings the predicted nuclei of ``chw`` to ``object_area``."""
-    area = size_model.predict_area(size_features(net, chw, size_model.crops))
+def predicted_factor(
+    size_model: SizeModel,
+    net,
+    chw: np.ndarray,
+    object_area: float,
+    first_pass: np.ndarray | None = None,
+) -> float:
+    """Resize factor that brings the predicted nuclei of ``chw`` to ``object_area``.
+
+    ``first_pass``: the plane's encoder means if the first pass gathered them
+    (used when the size model reads them, see :func:`size_features`).
+    """
+    area = size_model.predict_area(size_features(net, chw, size_model.crops, first_pass))
     return float(np.sqrt(object_area / area))
+
+
+def reads_first_pass(size_model: SizeModel | None) -> bool:
+    """True when ``size_model`` reads the whole-plane means the first pass can gather."""
+    return size_model is not None and size_model.crops == "first_pass"
