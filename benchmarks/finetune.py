@@ -175,6 +175,12 @@ def main(argv=None) -> int:
         help="try another pull toward the start model's weights than the recipe's",
     )
     ap.add_argument(
+        "--start-margin-scale",
+        type=float,
+        default=None,
+        help="scale the margin a checkpoint must beat the start model by (0: any gain replaces it)",
+    )
+    ap.add_argument(
         "--freeze-batch-norm",
         choices=["recipe", "on", "off"],
         default="recipe",
@@ -235,6 +241,14 @@ def main(argv=None) -> int:
                         config = replace(FINE_TUNE, minutes=minutes, lr=args.lr or FINE_TUNE.lr)
                         if args.start_decay is not None:
                             config = replace(config, start_decay=args.start_decay)
+                        if args.start_margin_scale is not None:
+                            config = replace(
+                                config,
+                                start_model_margin=config.start_model_margin
+                                * args.start_margin_scale,
+                                start_model_image_margin=config.start_model_image_margin
+                                * args.start_margin_scale,
+                            )
                         if args.freeze_batch_norm != "recipe":
                             config = replace(
                                 config, freeze_batch_norm=args.freeze_batch_norm == "on"
@@ -270,6 +284,8 @@ def main(argv=None) -> int:
                             "steps": model.training["steps"],
                             "kept_start_model": model.training.get("kept_start_model"),
                             "validated_on": model.training.get("validated_on"),
+                            "validation_nuclei": model.training.get("validation_nuclei"),
+                            "start_model_margin": model.training.get("start_model_margin"),
                             "train_s": round(time.perf_counter() - t, 1),
                             **score(model, val),
                         }
