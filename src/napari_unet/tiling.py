@@ -274,7 +274,7 @@ class EncoderMeans:
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
-        self._sums: list[torch.Tensor] | None = None
+        self._parts: list[list[torch.Tensor]] = [[] for _ in range(depth + 1)]
         self._counts = [0] * (depth + 1)
         self._extents: list[tuple[int, int]] = []
 
@@ -284,8 +284,6 @@ class EncoderMeans:
 
     def __call__(self, levels: list[torch.Tensor]) -> None:
         """Add a batch's activations (the hook :meth:`UNet.forward` calls)."""
-        if self._sums is None:
-            self._sums = [torch.zeros(a.shape[1], dtype=torch.float64) for a in levels]
         for level, activation in enumerate(levels):
             scale = 2**level
             # Activation j of this level sits over input pixel scale*j + 2**(level+2) - 2
@@ -295,14 +293,20 @@ class EncoderMeans:
                 h, w = -(-rows // scale), -(-cols // scale)
                 part = activation[k, :, start : start + h, start : start + w].permute(1, 2, 0)
                 # Rows, then columns: 25x faster than one sum over both on channels_last.
-                self._sums[level] += part.float().sum(dim=1).sum(dim=0).double().cpu()
+                # Kept on the device until the end: no synchronisation per tile.
+                self._parts[level].append(part.float().sum(dim=1).sum(dim=0))
                 self._counts[level] += h * w
 
     def means(self) -> np.ndarray:
         """Per-channel means, all levels concatenated (finest first), float64."""
-        if self._sums is None:
+        if not self._parts[0]:
             raise UNetError("no activations were gathered")
-        return torch.cat([s / max(n, 1) for s, n in zip(self._sums, self._counts)]).numpy()
+        return torch.cat(
+            [
+                torch.stack(parts).cpu().double().sum(dim=0) / max(count, 1)
+                for parts, count in zip(self._parts, self._counts)
+            ]
+        ).numpy()
 
 
 def encoder_means(
