@@ -46,14 +46,18 @@ def test_tiled_equals_whole_image_pass(shape, tile, batch):
     assert np.abs(tiled - whole).max() <= 1e-5
 
 
-@settings(max_examples=25, deadline=None)
-@given(
+# Planes, tiles, batches and networks of any size, down to 1 pixel.
+TILED_RUNS = dict(
     h=st.integers(1, 90),
     w=st.integers(1, 90),
     tile=st.integers(1, 70),
     batch=st.integers(1, 4),
     depth=st.integers(1, 3),
 )
+
+
+@settings(max_examples=25, deadline=None)
+@given(**TILED_RUNS)
 def test_tiled_equals_whole_property(h, w, tile, batch, depth):
     net = _net(depth=depth, base=2)
     image = np.random.default_rng(h * 1000 + w).standard_normal((1, h, w)).astype(np.float32)
@@ -155,13 +159,7 @@ def _whole_encoder_means(net, image: np.ndarray) -> np.ndarray:
 
 
 @settings(max_examples=20, deadline=None)
-@given(
-    h=st.integers(1, 120),
-    w=st.integers(1, 120),
-    tile=st.integers(1, 70),
-    batch=st.integers(1, 4),
-    depth=st.integers(1, 3),
-)
+@given(**TILED_RUNS)
 def test_encoder_means_do_not_depend_on_the_tiles(h, w, tile, batch, depth):
     # Gathered tile by tile during prediction, they equal one pass over the
     # whole plane: a size model reads the same features whatever the tile plan
