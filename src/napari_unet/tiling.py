@@ -174,13 +174,16 @@ def _plan_padded(
     tile_output = tile_size or choose_tile_output(net, budget, bytes_per_value)
     plan = plan_tiles(image.shape[1:], net.depth, tile_output)
     padded = mirror_pad(image.astype(np.float32, copy=False), plan)
-    return padded, plan, _batch_size(net, plan, batch_size, budget)
+    return padded, plan, _batch_size(net, plan, batch_size, budget, device)
 
 
-def _batch_size(net: UNet, plan: TilePlan, batch_size: int | None, budget: int) -> int:
-    """``batch_size``, or as many tiles as the memory budget holds."""
+def _batch_size(
+    net: UNet, plan: TilePlan, batch_size: int | None, budget: int | None, device: torch.device
+) -> int:
+    """``batch_size``, or as many tiles as the memory budget (default: the device's) holds."""
     if batch_size is not None:
         return batch_size
+    budget = budget or default_memory_budget(device)
     bytes_per_value = next(net.parameters()).dtype.itemsize
     per_tile = net.activation_bytes_per_pixel(bytes_per_value) * plan.y.tile * plan.x.tile
     return int(max(1, min(plan.n_tiles, budget // max(per_tile, 1))))
@@ -214,8 +217,7 @@ def iter_predict_padded(
     """
     if padded.shape[1:] != (plan.y.padded, plan.x.padded):
         raise ValueError(f"padded input {padded.shape[1:]} does not fit the plan")
-    budget = memory_budget or default_memory_budget(device)
-    batch_size = _batch_size(net, plan, batch_size, budget)
+    batch_size = _batch_size(net, plan, batch_size, memory_budget, device)
     out = np.empty((net.config.n_classes, plan.y.size, plan.x.size), dtype=np.float32)
     n_batches = math.ceil(plan.n_tiles / batch_size)
     for b, (tiles, extents, origins) in enumerate(_tile_batches(padded, plan, batch_size)):
