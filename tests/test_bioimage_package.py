@@ -180,3 +180,41 @@ def test_napari_reader_opens_our_packages_and_leaves_other_zips(package, tmp_pat
         archive.writestr("rdf.yaml", "type: model\n")
     assert get_reader(str(foreign)) is None
     assert len(shown) == 1 and "napari-unet did not export" in shown[0]
+
+
+@pytest.mark.parametrize(
+    "versions, refused",
+    [
+        ({"bioimageio.spec": "0.5.12.0", "pydantic": "2.14.4"}, True),
+        ({"bioimageio.spec": "0.5.12.0", "pydantic": "2.13.5"}, False),
+        ({"bioimageio.spec": "0.5.14.3", "pydantic": "2.14.4"}, False),
+        ({"bioimageio.spec": "0.5.13.0", "pydantic": "3.0.0b1"}, False),
+    ],
+)
+def test_the_broken_spec_and_pydantic_pair_is_refused_in_one_line_before_any_work(
+    tiny_model, tmp_path, monkeypatch, capsys, versions, refused
+):
+    import importlib.metadata
+
+    from napari_unet import bioimage_package
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: versions[name])
+    if not refused:
+        bioimage_package.check_exporter_versions()
+        return
+    with pytest.raises(UNetError, match="pydantic<2.14"):
+        bioimage_package.check_exporter_versions()
+    model_file = str(save_model(tiny_model, tmp_path / "tiny.safetensors"))
+    capsys.readouterr()
+    assert main(["export", model_file, "--out", str(tmp_path / "m.zip")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write packages" in err[0], err
+    assert not (tmp_path / "m.zip").exists()
+
+
+def test_release_reads_the_leading_numbers_of_a_version():
+    from napari_unet.bioimage_package import _release
+
+    assert _release("0.5.12.0") == (0, 5, 12, 0)
+    assert _release("2.14.0rc1") == (2, 14, 0)
+    assert _release("2.14") > _release("2.13.99")

@@ -73,17 +73,31 @@ def test_manifest_validates_and_is_discovered():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dependencies_leave_the_qt_backend_to_the_user():
-    # napari's plugin best practices: no Qt binding and no napari[all] in the
-    # default dependencies (a pip PyQt beside a conda one breaks environments).
+def _requirement_names(requirements: list[str]) -> set[str]:
     import re
+
+    return {re.split(r"[<>=!~;\[\s]", d, maxsplit=1)[0].lower() for d in requirements}
+
+
+def test_the_core_install_brings_no_qt_and_no_napari_and_the_napari_extra_brings_the_viewer():
+    # A headless user or a dask worker installs the core; the viewer comes with
+    # the `napari` extra (as cellpose's `gui` extra), a Qt binding included so
+    # that the one-line user install opens a window.
     import tomllib
 
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = [re.split(r"[<>=!~;\s]", d, maxsplit=1)[0].lower() for d in deps]
-    assert not {"pyqt5", "pyqt6", "pyside2", "pyside6"} & set(names)
-    assert not any(n.startswith("napari[") for n in names)
-    assert "napari" in names and "qtpy" in names
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = _requirement_names(project["dependencies"])
+    viewer = {"napari", "magicgui", "qtpy", "superqt", "psygnal"}
+    qt_bindings = {"pyqt5", "pyqt6", "pyside2", "pyside6"}
+    assert not (viewer | qt_bindings) & core
+    assert {"torch", "dask", "distributed", "bioimageio.spec"} <= core
+    extra = _requirement_names(project["optional-dependencies"]["napari"])
+    assert viewer <= extra and qt_bindings & extra
+    # the test extra installs the viewer through the napari extra, not a second list
+    assert any(
+        r.startswith("napari-unet[") and "napari" in r
+        for r in project["optional-dependencies"]["test"]
+    )
 
 
 def test_console_script_runs():

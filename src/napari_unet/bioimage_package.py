@@ -15,8 +15,8 @@ package's ``config``, and the napari-unet model file itself is attached, so
 napari-unet rebuilds the whole model from a package it exported, without
 unpickling anything. Other packages are refused with one line.
 
-``bioimageio.spec`` is needed only to export (``pip install "napari-unet[bioimageio]"``, which
-brings ``onnx`` too);
+``bioimageio.spec`` (a dependency of the core install) is needed only to
+export, ``onnx`` only for the ONNX weights (``pip install "napari-unet[onnx]"``);
 reading a package back needs nothing beyond the standard library.
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import itertools
 import json
 import tempfile
 import warnings
@@ -105,12 +106,9 @@ def export_package(model, out: str | Path, test_image: np.ndarray | None = None)
     pathlib.Path
         ``out``.
     """
-    try:
-        from bioimageio.spec import save_bioimageio_package
-    except ImportError as exc:
-        raise UNetError(
-            "exporting a bioimage.io package needs bioimageio.spec: pip install bioimageio.spec"
-        ) from exc
+    check_exporter_versions()
+    from bioimageio.spec import save_bioimageio_package
+
     from .io import atomic_path
 
     out = Path(out)
@@ -126,6 +124,48 @@ def export_package(model, out: str | Path, test_image: np.ndarray | None = None)
         with atomic_path(out) as target:
             save_bioimageio_package(description, output_path=Path(target))
     return out
+
+
+def check_exporter_versions() -> None:
+    """Refuse, in one line, a bioimage.io toolchain known not to write packages.
+
+    bioimageio.spec before 0.5.13 calls pydantic's serializer handler with two
+    arguments; pydantic 2.14 reads the second as an index key, so every export
+    fails deep inside validation with a traceback. bioimageio.core 0.11.0 pins
+    such a spec, so installing it beside pydantic 2.14 gives this combination.
+
+    Raises
+    ------
+    UNetError
+        When bioimageio.spec is missing or the pair is the broken one.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        spec = version("bioimageio.spec")
+    except PackageNotFoundError as exc:
+        raise UNetError(
+            "exporting a bioimage.io package needs bioimageio.spec: pip install bioimageio.spec"
+        ) from exc
+    pydantic = version("pydantic")
+    if _release(spec) < (0, 5, 13) and _release(pydantic) >= (2, 14):
+        raise UNetError(
+            f"bioimageio.spec {spec} cannot write packages with pydantic {pydantic}: "
+            'pip install "pydantic<2.14" (or bioimageio.spec>=0.5.13)'
+        )
+
+
+def _release(text: str) -> tuple[int, ...]:
+    """The leading numbers of a version string: '0.5.12.0' -> (0, 5, 12, 0)."""
+    numbers = []
+    for part in text.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+        if len(digits) < len(part):
+            break
+    return tuple(numbers)
 
 
 def _test_tensors(model, net, test_image) -> tuple[np.ndarray, np.ndarray]:
