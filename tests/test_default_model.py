@@ -4,7 +4,7 @@ The model file records the ``val`` scores measured when it was made
 (``training.validation_final``, per data set). This test recomputes them
 through the public API — reading the TIFFs from disk, ``segment(image)`` with
 the default model, its image-type detection and its stored post-processing
-— so the numbers in the README and in the model file cannot drift from what a
+— so the numbers in docs/results.md and in the model file cannot drift from what a
 user gets: fluorescence images as they are, stained/brightfield RGB images
 recognised and inverted.
 """
@@ -18,7 +18,7 @@ from napari_unet.metrics import dataset_ap
 from napari_unet.modelfile import load_model
 from napari_unet.segmentation import segment
 
-# Floors well below the measured scores (see README, "Results"), so that only a
+# Floors well below the measured scores (see docs/results.md), so that only a
 # broken model, a broken pipeline or a changed normalization trips them.
 FLOORS = {"dsb2018-fluo": (0.75, 0.58), "dsb2018-stained": (0.40, 0.25)}
 
