@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from napari_unet.errors import UNetError
 from napari_unet.metrics import DSB_THRESHOLDS, iou_matrix, matching, matching_dataset
@@ -101,3 +103,39 @@ def test_shape_and_type_errors():
         matching(np.zeros((3, 3), int), np.zeros((3, 4), int))
     with pytest.raises(UNetError, match="integer"):
         matching(np.zeros((3, 3)), np.zeros((3, 3), int))
+
+
+def test_seg_is_the_jaccard_of_the_object_covering_more_than_half_else_zero():
+    from napari_unet.metrics import dataset_seg, seg_scores
+
+    gt = np.zeros((10, 20), np.int32)
+    gt[:, :10] = 1  # 100 px
+    gt[:, 10:] = 2  # 100 px
+    pred = np.zeros_like(gt)
+    pred[:, :6] = 5  # covers 60 of object 1: IoU 0.6
+    pred[:, 6:15] = 7  # covers 50 of object 2 (exactly half: not more), 40 of object 1
+    assert np.allclose(seg_scores(gt, pred), [0.6, 0.0])
+    assert dataset_seg([gt, gt], [pred, gt]) == pytest.approx((0.6 + 0 + 1 + 1) / 4)
+    assert dataset_seg([np.zeros((4, 4), np.int32)], [np.zeros((4, 4), np.int32)]) == 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_seg_of_a_perfect_prediction_is_one_and_never_above_the_matched_iou(seed):
+    from napari_unet.metrics import seg_scores
+
+    rng = np.random.default_rng(seed)
+    gt = rng.integers(0, 5, (12, 12)).astype(np.int32)
+    pred = rng.integers(0, 5, (12, 12)).astype(np.int32)
+    if gt.max() > 0:
+        assert np.allclose(seg_scores(gt, gt), 1.0)
+    scores = seg_scores(gt, pred)
+    for score, gid in zip(scores, np.unique(gt[gt > 0])):
+        inside = pred[gt == gid]
+        ids, counts = np.unique(inside[inside > 0], return_counts=True)
+        cover = ids[counts * 2 > (gt == gid).sum()]
+        if len(cover) == 0:
+            assert score == 0
+        else:
+            g, q = gt == gid, pred == cover[0]
+            assert score == pytest.approx((g & q).sum() / (g | q).sum())

@@ -1,10 +1,15 @@
-"""Instance matching scores: one-to-one matching by IoU, AP, F1, panoptic quality.
+"""Instance matching scores: one-to-one matching by IoU, AP, F1, panoptic quality; SEG.
 
 Conventions follow the 2018 Data Science Bowl and StarDist: a predicted object
 matches a ground-truth object when their IoU reaches the threshold, with a
 one-to-one assignment (Hungarian, maximizing the summed IoU). Then
 ``AP = TP / (TP + FP + FN)``. Dataset scores sum the counts over images before
 dividing. Where a ratio is 0/0 (nothing to find and nothing found) it is 1.
+
+SEG is the Cell Tracking Challenge's segmentation measure (the U-Net paper's
+DIC-HeLa 0.7756): for each true object, the Jaccard index of the predicted
+object covering more than half of its pixels, else 0; the mean over all true
+objects (of the dataset, for :func:`dataset_seg`).
 """
 
 from __future__ import annotations
@@ -127,6 +132,8 @@ def overlapping_pairs(gt: np.ndarray, pred: np.ndarray) -> dict:
         "gt_index": gi,
         "pred_index": pj,
         "iou": inter / union,
+        "intersection": inter,
+        "gt_sizes": gt_sizes,
     }
 
 
@@ -218,3 +225,30 @@ def dataset_ap(
     for gt, pred in zip(gts, preds):
         totals = [a + b for a, b in zip(totals, match_counts(gt, pred, thresholds))]
     return [c.ap for c in totals]
+
+
+def seg_scores(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """The Cell Tracking Challenge's SEG score of every true object, in order of its id.
+
+    A true object's score is its Jaccard index (IoU) with the predicted object
+    that covers more than half of its pixels, and 0 when no predicted object
+    does; at most one can. The image's SEG is the mean of these.
+    """
+    pairs = overlapping_pairs(gt, pred)
+    gi, iou = pairs["gt_index"], pairs["iou"]
+    covers = pairs["intersection"] * 2 > pairs["gt_sizes"][gi]
+    scores = np.zeros(len(pairs["gt_ids"]))
+    scores[gi[covers]] = iou[covers]
+    return scores
+
+
+def dataset_seg(gts: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> float:
+    """SEG over a dataset: the mean of every true object's score (:func:`seg_scores`).
+
+    1.0 when there is no true object at all (nothing to find).
+    """
+    if len(gts) != len(preds):
+        raise UNetError(f"{len(gts)} ground-truth images but {len(preds)} predictions")
+    scores = [seg_scores(np.asarray(g), np.asarray(p)) for g, p in zip(gts, preds)]
+    flat = np.concatenate(scores) if scores else np.zeros(0)
+    return float(flat.mean()) if len(flat) else 1.0
