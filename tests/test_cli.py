@@ -333,6 +333,9 @@ TRAIN_ARGV = ["train", "--images", "i", "--masks", "m", "--out", "o.safetensors"
             "at least 1",
         ),
         (["segment", "x.tif", "--out", "o", "--image-type", "phase"], "invalid choice"),
+        (["segment", "x.tif", "--out", "o", "--channels", "a"], "CELLS,NUCLEI"),
+        (["segment", "x.tif", "--out", "o", "--channels", "0,1,2"], "CELLS,NUCLEI"),
+        (["segment", "x.tif", "--out", "o", "--channels", "-1"], "CELLS,NUCLEI"),
         (
             [*TRAIN_ARGV, "--epochs", "0"],
             "at least 1",
@@ -552,3 +555,26 @@ def test_info_summarizes_the_size_model_unless_asked_for_all(tiny_model, tmp_pat
     assert shown["bias"] == 5.0 and shown["crops"] == "corners"
     assert main(["info", str(path), "--full"]) == 0
     assert json.loads(capsys.readouterr().out)["size_model"]["weights"] == [0.0] * n
+
+
+def test_a_two_channel_image_is_segmented_as_channels_not_a_stack(tmp_path, capsys):
+    from napari_unet.synthetic import synthetic_cells
+
+    image, truth = synthetic_cells((128, 128), diameter=50, seed=2, with_nuclei=True)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "cells.tif", image)  # (2, Y, X): no axes in the file
+    out = tmp_path / "out"
+    argv = ["segment", str(folder), "--out", str(out), "--quiet", "--overlay"]
+    assert main([*argv, "--channels", "0,1"]) == 0
+    labels = tifffile.imread(out / "cells_labels.tif")
+    assert labels.shape == truth.shape  # one plane of cells, not two Z planes
+    assert 0 < labels.max() <= 2 * truth.max()
+    assert (out / "cells_overlay.png").exists()
+    err = capsys.readouterr().err
+    assert "finds nuclei" in err  # the CLI names what the model finds
+    # a channel the image does not have: that file fails, in one line
+    bad = tmp_path / "bad"
+    assert main(["segment", str(folder), "--out", str(bad), "--quiet", "--channels", "0,5"]) == 1
+    assert "channel 5 does not exist" in capsys.readouterr().err
+    assert not (bad / "cells_labels.tif").exists()

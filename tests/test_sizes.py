@@ -98,3 +98,49 @@ def test_fast_enlargement_matches_the_resize_geometry_inside(shape, out):
     margin = (-(-out[0] // shape[1]), -(-out[1] // shape[2]))
     inner = (slice(None), slice(margin[0], -margin[0]), slice(margin[1], -margin[1]))
     np.testing.assert_allclose(fast[inner], reference[inner], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"kind": "organelles", "diameter": 10, "scale": 0},
+        {"kind": "cells", "diameter": -3, "scale": 0.3},
+        {"kind": "cells", "diameter": 100, "scale": 0.001},
+        {"kind": "cells", "diameter": "big", "scale": 0.3},
+        {"kind": "cells", "diameter": True, "scale": 0.3},
+        {"kind": "nuclei"},
+    ],
+)
+def test_a_crafted_objects_record_is_refused_in_one_line(record):
+    from napari_unet.errors import UNetError
+    from napari_unet.sizes import TrainedObjects
+
+    with pytest.raises(UNetError, match="'objects' record"):
+        TrainedObjects.from_dict(record, "m.safetensors")
+
+
+def test_cells_go_to_the_working_scale_and_nuclei_keep_the_rule():
+    from napari_unet.instances import InstanceParams
+    from napari_unet.sizes import (
+        WORKING_CELL_DIAMETER,
+        TrainedObjects,
+        factor_for_area,
+        median_diameter,
+        segmenting_scale,
+        training_scale,
+    )
+
+    params = InstanceParams(downscale_from_area=2000, object_area=333)
+    cell_area = np.pi * 110**2 / 4
+    assert training_scale(cell_area, params) == pytest.approx(WORKING_CELL_DIAMETER / 110)
+    assert training_scale(cell_area, None) == pytest.approx(WORKING_CELL_DIAMETER / 110)
+    assert training_scale(300.0, params) == factor_for_area(300.0, params)
+    assert training_scale(300.0, None) == 1.0
+    assert training_scale(None, params) == 1.0
+    assert median_diameter(np.pi * 25) == pytest.approx(10)
+    cells = TrainedObjects("cells", 110.0, 0.36)
+    assert segmenting_scale(cells, params, None) == 0.36
+    assert segmenting_scale(cells, params, 55.0) == pytest.approx(0.72)
+    nuclei = TrainedObjects("nuclei", 20.0, 0.0)
+    assert segmenting_scale(nuclei, params, None) is None
+    assert segmenting_scale(None, params, None) is None

@@ -666,3 +666,72 @@ def test_only_a_kept_start_model_keeps_its_size_model(data, tiny_model, monkeypa
     assert model.training["kept_start_model"] is keeps
     assert (model.size_model is start.size_model) is keeps
     assert keeps or model.size_model is None
+
+
+def _segment_scales(image, model, **kwargs) -> list[float]:
+    from napari_unet.progress import Stage
+    from napari_unet.segmentation import iter_segment
+
+    scales = []
+    run_to_end(
+        iter_segment(image, model, **kwargs),
+        lambda e: scales.append(e.info["scale"]) if e.stage == Stage.SEGMENT else None,
+    )
+    return scales
+
+
+@pytest.mark.parametrize("start", ["scratch", "model"])
+def test_whole_cells_are_trained_and_segmented_at_one_working_scale(tmp_path, tiny_model, start):
+    from napari_unet.sizes import WORKING_CELL_DIAMETER, median_diameter
+    from napari_unet.synthetic import synthetic_cells
+
+    pairs = [synthetic_cells((200, 200), diameter=70, seed=s) for s in range(2)]
+    items = [
+        make_training_image(image, labels, 1)
+        if start == "scratch"
+        else make_training_image(image, labels, model=tiny_model)
+        for image, labels in pairs
+    ]
+    areas = [float(np.median(np.bincount(lab.ravel())[1:])) for _, lab in pairs]
+    for item, area in zip(items, areas):
+        assert item.cells
+        assert item.scale == pytest.approx(WORKING_CELL_DIAMETER / median_diameter(area))
+        assert item.image.shape[1:] == item.labels.shape and item.labels.shape[0] < 200
+    model = run_to_end(
+        iter_train(
+            items,
+            init=None if start == "scratch" else tiny_model,
+            architecture=ARCH,
+            config=small_config(
+                epochs=1, holdout_fraction=0.0, validate_start=False, start_decay=1.0
+            ),
+        )
+    )
+    assert model.objects.kind == "cells"
+    assert model.objects.scale == pytest.approx(np.median([i.scale for i in items]), abs=1e-3)
+    # A nuclei model's thresholds and its pull do not carry over to cells.
+    from napari_unet.training import CELL_MIN_SIZE_SHARE, CELL_THRESHOLDS
+
+    params = model.postprocessing
+    assert {k: getattr(params, k) for k in CELL_THRESHOLDS} == CELL_THRESHOLDS
+    assert params.min_size == round(params.object_area * CELL_MIN_SIZE_SHARE)
+    assert model.training["start_decay"] == 0.0
+    # The working-scale area is what the network saw: a given diameter compares with it.
+    working = model.objects.diameter * model.objects.scale
+    assert median_diameter(model.postprocessing.object_area) == pytest.approx(working, rel=1e-3)
+    loaded = load_model(save_model(model, tmp_path / "cells.safetensors"))
+    assert loaded.objects == model.objects
+    # Segmenting resizes by the training scale, with no first pass to guess it...
+    new_image, _ = synthetic_cells((160, 160), diameter=70, seed=9)
+    assert _segment_scales(new_image, loaded) == [pytest.approx(loaded.objects.scale, abs=1e-3)]
+    # ...and a given diameter brings cells of that size to the same working size.
+    scales = _segment_scales(new_image, loaded, diameter=2 * model.objects.diameter)
+    assert scales == [pytest.approx(loaded.objects.scale / 2, abs=1e-3)]
+
+
+def test_nuclei_keep_the_per_image_size_rule_and_record_their_size(data):
+    model = run_to_end(
+        iter_train(data[0], architecture=ARCH, config=small_config(epochs=1, holdout_fraction=0.0))
+    )
+    assert model.objects.kind == "nuclei" and model.objects.scale == 0
+    assert 5 < model.objects.diameter < 40

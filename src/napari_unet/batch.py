@@ -54,6 +54,8 @@ class BatchOptions:
     stitch: bool | None = None  # link Z planes into 3-D objects; None: yes for Z stacks
     track: bool = False  # keep ids over time points by overlap
     stitch_threshold: float = DEFAULT_STITCH_THRESHOLD  # smallest IoU to link
+    # (cell channel, nuclear channel or None) of multi-channel images; None: as the model takes them
+    channels: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -253,6 +255,11 @@ def iter_segment_one_file(
     ny, nx = image.shape[axes.index("Y")], image.shape[axes.index("X")]
     large = max(ny, nx) > options.block_size
     t0 = time.perf_counter()
+    if large and options.channels is not None:
+        raise UNetError(
+            f"{path.name}: --channels is not supported block by block (images over "
+            f"{options.block_size} px); raise --block-size or give the cell channel alone"
+        )
     if large:
         from .blockwise import iter_segment_large
 
@@ -292,12 +299,22 @@ def iter_segment_one_file(
     }
 
 
+def _overlay_plane(data, axes: str, channels) -> np.ndarray:
+    """The image an overlay is drawn on: the cell channel of a multi-channel image."""
+    if channels is not None and "C" in axes:
+        return np.take(np.asarray(data), channels[0], axis=axes.index("C"))
+    return np.squeeze(np.asarray(data))
+
+
 def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> list[str]:
     """Segment an image held in memory (or read plane by plane) and write its outputs.
 
     Returns the notes on how it was read. The outputs keep the image's pixel size.
     """
     data, axes, source = image.data, image.axes, image.path
+    if options.channels is not None and options.axes is None and axes == "ZYX":
+        if data.shape[0] <= 8:
+            axes = "CYX"  # channels named: a short first axis is them, not Z
     spacing = {"pixel_size": image.pixel_size, "unit": image.unit}
     from .io import overlay_png, write_ngff_labels, write_png, write_tiff
     from .segmentation import PlaneLayout, iter_segment
@@ -322,6 +339,7 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
             return_probabilities=options.save_probabilities,
             image_type=options.image_type,
             diameter=options.diameter,
+            channels=options.channels,
         ),
         collect,
     )
@@ -345,7 +363,7 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
     if options.overlay and labels.ndim == 2:
         write_png(
             out_path.with_name(out_path.name.split(LABEL_SUFFIX)[0] + "_overlay.png"),
-            overlay_png(np.squeeze(np.asarray(data)), labels),
+            overlay_png(_overlay_plane(data, axes, options.channels), labels),
         )
     return notes
 

@@ -228,7 +228,7 @@ def iter_segment_large(
     ``labels/<output's name>`` group instead, pyramid levels included.
     """
     from .io import infer_axes
-    from .sizes import diameter_factor
+    from .sizes import segmenting_scale
 
     options = options or BatchOptions()
     seg_model = get_model(model) if not isinstance(model, bytes) else cached_model_from_bytes(model)
@@ -244,8 +244,8 @@ def iter_segment_large(
     t0 = time.perf_counter()
     params = seg_model.postprocessing
     done: dict[int, np.ndarray] = {}
-    if options.diameter is not None:
-        scale = diameter_factor(options.diameter, params)
+    scale = segmenting_scale(seg_model.objects, params, options.diameter)
+    if scale is not None:  # a given diameter, or the working scale cells were trained at
         notes = []
     else:
         # One resize factor for all blocks (decided on the middle one), so

@@ -68,6 +68,16 @@ def _finite_float(text: str) -> float:
     return value if math.isfinite(value) else math.nan
 
 
+def _channels(text: str) -> tuple[int, ...]:
+    """argparse type of --channels: 'C' or 'C,N', channel indices from 0."""
+    parts = text.split(",")
+    if not 1 <= len(parts) <= 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected CELLS or CELLS,NUCLEI channel indices (e.g. 0 or 0,1), got {text!r}"
+        )
+    return tuple(int(p) for p in parts)
+
+
 def _positive_float(text: str) -> float:
     value = _finite_float(text)
     if not value > 0:
@@ -171,6 +181,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         overlay=args.overlay,
         image_type=args.image_type,
         diameter=args.diameter,
+        channels=args.channels,
         replace_others=args.replace_others,
         stitch=False if args.no_stitch else None,
         track=args.track,
@@ -205,11 +216,21 @@ def cmd_segment(args: argparse.Namespace) -> int:
         for bar in bars:
             bar.close()
     print(report.summary(), file=sys.stderr)
+    print(_model_line(args.model), file=sys.stderr)
     if args.json:
         from .io import write_json
 
         write_json(args.json, report.to_dict())
     return 1 if report.failed else 0
+
+
+def _model_line(source) -> str:
+    """'model 'default': finds nuclei ~21 px across' (what the model was trained to find)."""
+    from .modelfile import get_model, model_display_name
+    from .segmentation import what_model_knows
+
+    model = get_model(source)
+    return f"model {model_display_name(model)!r}: finds {what_model_knows(model)}"
 
 
 # --------------------------------------------------------------------------
@@ -270,7 +291,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     model.name = out.stem
     save_model(model, out)
     _report_training(model.training, out)
+    print(_objects_line(model), file=sys.stderr)
     return 0
+
+
+def _objects_line(model) -> str:
+    """What the masks showed and the scale the model works at, after training."""
+    from .segmentation import what_model_knows
+
+    line = f"the model finds {what_model_knows(model)}"
+    objects = model.objects
+    if objects is not None and objects.scale > 0:
+        working = objects.diameter * objects.scale
+        line += (
+            f"; every image was trained resized x{objects.scale:.2f} (cells ~{working:.0f} px "
+            "across there), and segment resizes images by the same factor (or give --diameter "
+            "for cells of another size)"
+        )
+    return line
 
 
 def _check_train_arguments(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -360,7 +398,7 @@ def _report_training(summary: dict, out: Path) -> None:
         file=sys.stderr,
     )
     resized = summary.get("resized_images") or {}
-    if resized:
+    if resized and (summary.get("objects") or {}).get("kind") != "cells":
         factors = ", ".join(f"{name} x{f:g}" for name, f in list(resized.items())[:3])
         more = f" and {len(resized) - 3} more" if len(resized) > 3 else ""
         print(
@@ -412,7 +450,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .io import read_image, write_json
-    from .metrics import DSB_THRESHOLDS, matching_dataset
+    from .metrics import DSB_THRESHOLDS, dataset_seg, matching_dataset
 
     if args.json:
         check_writable_file(args.json, "--json")
@@ -426,6 +464,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         gts.append(gt)
     thresholds = [float(t) for t in args.thresholds] if args.thresholds else list(DSB_THRESHOLDS)
     result = matching_dataset(gts, preds, thresholds, per_image=args.per_image)
+    result["seg"] = dataset_seg(gts, preds)
     if args.per_image:
         result["files"] = [p.name for p, _ in pairs]
     print(f"{len(pairs)} image pairs; counts summed over images")
@@ -438,6 +477,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{c['f1']:6.3f} {c['ap']:6.3f} {c['panoptic_quality']:6.3f} {c['mean_matched_iou']:6.3f}"
         )
     print(f"mean AP over {len(thresholds)} thresholds: {result['mean_ap']:.4f}")
+    print(f"SEG (Cell Tracking Challenge, mean over true objects): {result['seg']:.4f}")
     if args.json:
         write_json(args.json, result)
     return 0
@@ -591,6 +631,15 @@ def _add_segment_command(sub) -> None:
         default=None,
         help="typical nucleus diameter in pixels "
         "(default: estimated by the model's size model and a first pass)",
+    )
+    p.add_argument(
+        "--channels",
+        type=_channels,
+        default=None,
+        metavar="CELLS[,NUCLEI]",
+        help="multi-channel images (e.g. CYX): the index of the channel to segment, and "
+        "optionally of a nuclear channel; with a nuclei model, whole cells are grown from the "
+        "nuclei on the cell channel (default: the image's channels as the model takes them)",
     )
     p.add_argument(
         "--no-stitch",

@@ -26,11 +26,13 @@ from .normalize import (
     to_channels_first,
 )
 from .sizes import (
-    factor_for_area,
+    WORKING_CELL_DIAMETER,
+    is_cell_size,
     median_object_area,
     resize_channels,
     resize_labels,
     resized_shape,
+    training_scale,
 )
 from .weights import class_targets, class_weights_from_counts, training_weights
 
@@ -47,6 +49,8 @@ class TrainingImage:
     name: str = ""
     image_type: str = ""  # how it was read: "fluorescence" or "brightfield" (inverted)
     scale: float = 1.0  # resized by this, as the model's size rule will segment it
+    object_area: float | None = None  # median area of its annotated objects, as given
+    cells: bool = False  # objects of whole-cell size: resized to the working scale
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -135,6 +139,7 @@ def make_training_image(
     name: str = "",
     image_type: str | None = None,
     model: SegmentationModel | None = None,
+    working_diameter: float = WORKING_CELL_DIAMETER,
 ) -> TrainingImage:
     """Check and prepare one image/labels pair (raises UNetError with the name on problems).
 
@@ -144,8 +149,11 @@ def make_training_image(
     resized (with its labels and annotated region) as that network's size
     rule resizes a plane whose nuclei measure what the annotated ones do
     (:func:`napari_unet.sizes.factor_for_area`): a network fine-tuned on tiny
-    nuclei learns them enlarged, as it will see them. Without ``model``,
-    with ``in_channels`` and ``normalization``, at the image's own size.
+    nuclei learns them enlarged, as it will see them. Objects of whole-cell
+    size (:func:`napari_unet.sizes.is_cell_size`) are brought to
+    ``working_diameter`` pixels instead, with or without ``model``; the model
+    trained records that scale and segments at it. Without ``model``, with
+    ``in_channels`` and ``normalization``, nuclei stay at the image's own size.
     Brightfield and stained images are converted (``image_type`` overrides
     the automatic choice).
     """
@@ -189,13 +197,15 @@ def make_training_image(
     if not valid.any():
         raise UNetError(f"the annotated region{what} is empty")
     labels, valid = labels.astype(np.int32), valid.astype(bool)
-    area = None if model is None else median_object_area(labels)
-    scale = 1.0 if area is None else factor_for_area(area, chosen.postprocessing)
+    area = median_object_area(labels)
+    params = None if model is None else chosen.postprocessing
+    cells = area is not None and is_cell_size(area, params)
+    scale = training_scale(area, params, working_diameter)
     if scale != 1.0:
         shape = resized_shape(labels.shape, scale)
         chw = resize_channels(chw, shape)
         labels, valid = resize_labels(labels, shape), resize_labels(valid, shape)
-    return TrainingImage(chw, labels, valid, name, kind, scale)
+    return TrainingImage(chw, labels, valid, name, kind, scale, area, cells)
 
 
 def training_images_from_stack(

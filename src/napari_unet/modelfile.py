@@ -24,6 +24,7 @@ from .io import atomic_path
 from .model import UNet, UNetConfig
 from .normalize import IMAGE_TYPES, Normalization, convert_plane
 from .size_model import SizeModel, feature_count
+from .sizes import TrainedObjects
 
 FORMAT = "napari-unet-model"
 FORMAT_VERSION = 1
@@ -51,6 +52,9 @@ class SegmentationModel:
     companions: dict[str, str] = field(default_factory=dict)
     # Reads the nucleus size from this network's features (None: sizes come from a first pass).
     size_model: SizeModel | None = None
+    # What its training masks showed: kind, size, and the one working scale
+    # whole cells were trained (and are segmented) at. None: not recorded.
+    objects: TrainedObjects | None = None
 
     @property
     def scheme(self) -> str:
@@ -88,6 +92,7 @@ class SegmentationModel:
             "training": self.training,
             "companions": self.companions,
             **({"size_model": self.size_model.to_dict()} if self.size_model else {}),
+            **({"objects": self.objects.to_dict()} if self.objects else {}),
             "package_version": __version__,
         }
 
@@ -238,7 +243,7 @@ def config_from_metadata(metadata: dict, name: str) -> dict:
     if version > FORMAT_VERSION:
         raise UNetError(f"{name} was written by a newer napari-unet; please upgrade")
     sections = ("architecture", "normalization", "postprocessing", "training", "companions")
-    for section in (*sections, "size_model"):
+    for section in (*sections, "size_model", "objects"):
         if not isinstance(config.get(section, {}), dict):
             raise UNetError(f"{name} is not a valid model: its {section!r} is not a mapping")
     for kind, other in config.get("companions", {}).items():
@@ -319,6 +324,8 @@ def model_from_bytes(blob: bytes, name: str = "model", source: str | None = None
         net.load_state_dict(state, strict=True)
         normalization = Normalization.from_dict(config.get("normalization", {}))
         postprocessing = InstanceParams.from_dict(config.get("postprocessing", {}))
+        stored_objects = config.get("objects")
+        objects = None if stored_objects is None else TrainedObjects.from_dict(stored_objects, name)
         stored_size_model = config.get("size_model")
         size_model = (
             None
@@ -344,6 +351,7 @@ def model_from_bytes(blob: bytes, name: str = "model", source: str | None = None
         source,
         dict(config.get("companions", {})),
         size_model,
+        objects,
     )
 
 

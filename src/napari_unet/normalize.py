@@ -126,6 +126,32 @@ def bright_background_score(chw: np.ndarray) -> float:
     return float((mid - lo) / (hi - lo)) if hi > lo else 0.0
 
 
+def looks_unpolarised(chw: np.ndarray) -> bool:
+    """Whether a plane shows objects neither brighter nor darker than its background.
+
+    DIC and phase contrast give objects both brighter and darker edges on a
+    mid-grey background: the median sits mid-range and the intensities are
+    nearly symmetric. Fluorescence (median near the dark end, skewed to the
+    bright side) and stained or brightfield images (the reverse) are not.
+    On the shared data: DIC HeLa median at 0.38-0.41 of the range, skewness
+    0.2-0.4; fluorescence skewness above 1, stained below -0.4 with the
+    median above 0.6.
+    """
+    chw = np.asarray(chw)
+    step = subsample_step(chw.shape[-2] * chw.shape[-1])
+    sample = chw[..., ::step, ::step] if step > 1 else chw
+    sample = np.asarray(sample, dtype=np.float64)
+    sample = sample.mean(axis=0) if sample.ndim == 3 else sample
+    lo, mid, hi = np.percentile(sample, [1.0, 50.0, 99.8])
+    if not hi > lo:
+        return False
+    x = (np.clip(sample, lo, hi) - lo) / (hi - lo)
+    spread = x.std()
+    skewness = float(((x - x.mean()) ** 3).mean() / spread**3) if spread > 0 else 0.0
+    middle = (mid - lo) / (hi - lo)
+    return 0.25 < middle < 0.75 and abs(skewness) < 0.6
+
+
 def detect_image_type(chw: np.ndarray) -> str:
     """ "brightfield" for a bright background, else "fluorescence"."""
     score = bright_background_score(chw)

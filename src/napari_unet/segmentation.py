@@ -8,10 +8,11 @@ channel axes are mapped to what the model takes.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from .normalize import (
     check_finite_array,
     check_image_type,
     detect_image_type,
+    looks_unpolarised,
     normalize,
     to_channels_first,
 )
@@ -40,13 +42,14 @@ from .sizes import (
     MIN_DOWNSCALE,
     RESCALE_WORTH,
     block_means,
-    diameter_factor,
     enlarge_channels,
     factor_for_area,
+    median_diameter,
     median_object_area,
     resize_channels,
     resize_labels,
     resized_shape,
+    segmenting_scale,
 )
 from .stitching import DEFAULT_STITCH_THRESHOLD, check_threshold, stitch_stack
 from .tiling import EncoderMeans, iter_predict_tiled, prepare_model
@@ -187,7 +190,7 @@ def instances_at_scale(
     again, labelled there, and the labels brought back by nearest neighbour.
     On a 0.5x plane's own grid nuclei are 2-5 px wide and the boundaries
     between touching ones vanish (held-out train AP@0.5 at 0.5x 0.63 -> 0.81,
-    README "Other magnifications"). Segmenting and re-labelling cached
+    docs/results.md, "Other magnifications"). Segmenting and re-labelling cached
     probabilities (:func:`labels_from_probabilities`) both come here, so a
     slider moved and moved back gives the labels ``segment`` gave.
     """
@@ -239,7 +242,7 @@ def iter_segment_plane(
     else:
         chw, kind = to_channels_first(plane, channel_axis, model.in_channels), "prepared"
         chosen = model
-    notes = input_notes(chw, kind, requested) + type_notes(chosen, kind)
+    notes = input_notes(chw, kind, requested) + type_notes(chosen, kind) + object_notes(chosen, chw)
     if chosen is not model:
         notes.append(f"segmented with the built-in {chosen.name!r} model")
     model, net = chosen, nets(chosen, grey=chw.shape[0] < chosen.in_channels)
@@ -286,6 +289,58 @@ def iter_segment_plane(
     return PlaneResult(labels.astype(np.uint32), probs, kind, factor, notes)
 
 
+def check_channels(
+    channels: Sequence[int] | None, shape: tuple[int, ...], layout: PlaneLayout
+) -> tuple[int, int | None] | None:
+    """(cell channel, nuclear channel or None), checked against the image's channel axis."""
+    if channels is None:
+        return None
+    channels = [channels] if isinstance(channels, int | np.integer) else list(channels)
+    if not 1 <= len(channels) <= 2:
+        raise UNetError(f"give one or two channels (cells[, nuclei]), got {channels}")
+    if layout.channel_axis is None:
+        raise UNetError(
+            f"channels were named but the image (axes {layout.axes}) has no channel axis; "
+            "give its axes, e.g. CYX"
+        )
+    count = shape[layout.channel_axis]
+    for c in channels:
+        if isinstance(c, bool) or not isinstance(c, int | np.integer) or not 0 <= c < count:
+            raise UNetError(
+                f"channel {c!r} does not exist: the image has channels 0 to {count - 1}"
+            )
+    if len(channels) == 2 and channels[0] == channels[1]:
+        raise UNetError("the cell and nuclear channels must differ")
+    return int(channels[0]), (int(channels[1]) if len(channels) == 2 else None)
+
+
+def _segment_channels(run_plane, plane, channel_axis, channels, model: SegmentationModel):
+    """One plane of a multi-channel image: the cell channel, or cells grown from the nuclear one.
+
+    A model of whole cells segments the cell channel. A nuclei model with a
+    nuclear channel segments the nuclei, and each becomes a whole cell grown
+    on the cell channel (:func:`napari_unet.cells.cells_from_nuclei`): whole
+    cells with no cell training. A nuclei model without a nuclear channel
+    segments the channel it is given.
+    """
+    from .cells import cells_from_nuclei
+
+    chw = np.moveaxis(np.asarray(plane), channel_axis, 0)
+    cell, nucleus = channels
+    cells_model = model.objects is not None and model.objects.kind == "cells"
+    if nucleus is None or cells_model:
+        result = yield from run_plane(chw[cell], None)
+        if nucleus is not None:
+            result.notes.append("the nuclear channel is not used: the model segments whole cells")
+        return result
+    nuclei = yield from run_plane(chw[nucleus], None)
+    area = median_object_area(nuclei.labels)
+    diameter = 3 * median_diameter(area) if area else 40.0  # a cell: a few nuclei across
+    cells = cells_from_nuclei(nuclei.labels, chw[cell], diameter=diameter)
+    notes = nuclei.notes + ["whole cells grown from the nuclei on the cell channel"]
+    return replace(nuclei, labels=cells.astype(np.uint32), notes=notes)
+
+
 def type_notes(model: SegmentationModel, used: str) -> list[str]:
     """A warning when the model was trained on other image types than the plane's (when recorded)."""
     trained_on = model.trained_image_types
@@ -295,6 +350,33 @@ def type_notes(model: SegmentationModel, used: str) -> list[str]:
         f"warning: the model {model_display_name(model)!r} was trained on "
         f"{' and '.join(trained_on)} images only, and this one reads as {used}; segment it "
         "with 'default' (it hands each image type to its own built-in model)"
+    ]
+
+
+def what_model_knows(model: SegmentationModel) -> str:
+    """'nuclei ~21 px across' or 'whole cells ~110 px across': what a model was trained to find."""
+    if model.objects is not None:
+        return model.objects.describe()
+    area = model.postprocessing.object_area
+    return f"nuclei ~{median_diameter(area):.0f} px across" if area > 0 else "nuclei"
+
+
+def object_notes(model: SegmentationModel, chw: np.ndarray) -> list[str]:
+    """A warning when the plane looks unlike any image the model can segment.
+
+    A nuclei model given a DIC or phase-contrast image (no bright or dark
+    polarity; whole cells, most likely) finds nothing useful: say so, and
+    what to do instead.
+    """
+    cells_model = model.objects is not None and model.objects.kind == "cells"
+    if cells_model or not looks_unpolarised(chw):
+        return []
+    knows = what_model_knows(model)
+    return [
+        "warning: this image looks like DIC or phase contrast (objects neither brighter nor "
+        f"darker than the background, whole cells most likely), and the model knows {knows} "
+        "in fluorescence or stained images; annotate a few cells and train a model on them "
+        "(napari-unet train, or the Train widget), or give the objects' diameter"
     ]
 
 
@@ -400,6 +482,7 @@ def iter_segment(
     stitch: bool | None = None,
     track: bool = False,
     stitch_threshold: float = DEFAULT_STITCH_THRESHOLD,
+    channels: Sequence[int] | None = None,
 ) -> Generator[Progress, None, np.ndarray | tuple[np.ndarray, np.ndarray]]:
     """Generator form of :func:`segment`: yields progress per tile batch and plane.
 
@@ -417,10 +500,11 @@ def iter_segment(
         raise UNetError(f"the image is empty (shape {tuple(arr.shape)})")
     if image_type is not None:
         check_image_type(image_type)
+    if channels is not None and axes is None and len(arr.shape) == 3 and arr.shape[0] <= 8:
+        axes = "CYX"  # channels named: a short first axis is them, not Z
     layout = PlaneLayout(resolve_axes(arr.shape, axes, rgb))
-    scale = (
-        None if diameter is None else diameter_factor(diameter, params or seg_model.postprocessing)
-    )
+    channels = check_channels(channels, arr.shape, layout)
+    scale = segmenting_scale(seg_model.objects, params or seg_model.postprocessing, diameter)
     dev = resolve_device(device)
     nets = PreparedNets(dev, resolve_precision(precision, dev))
     planes = layout.plane_indices(arr.shape)
@@ -437,19 +521,24 @@ def iter_segment(
     offset = 0
     for p, index in enumerate(planes):
         plane, channel_axis = layout.take_plane(arr, index)
-        result = yield from iter_segment_plane(
-            plane,
-            channel_axis,
-            seg_model,
-            nets,
-            params,
-            tiling,
+        run_plane = functools.partial(
+            iter_segment_plane,
+            model=seg_model,
+            nets=nets,
+            params=params,
+            tiling=tiling,
             image_type=image_type,
             value_range=value_range,
             scale=scale,
             normalize_input=normalize_input,
             info={"plane": p, "planes": len(planes)},
         )
+        if channels is None:
+            result = yield from run_plane(plane, channel_axis)
+        else:
+            result = yield from _segment_channels(
+                run_plane, plane, channel_axis, channels, seg_model
+            )
         labels = result.labels
         # Ids stay unique across the whole stack so no two planes share an id by accident.
         labels[labels > 0] += offset

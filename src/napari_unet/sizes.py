@@ -9,6 +9,8 @@ see them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import UNetError
@@ -24,6 +26,132 @@ MAX_UPSCALE = 3.0
 MAX_DIAMETER_UPSCALE = 4.0
 MIN_DOWNSCALE = 0.25
 RESCALE_WORTH = 1.25
+# Objects whose annotated median area exceeds this (and the start model's
+# downscale_from_area) are whole cells or objects
+# like them: training brings every image to one working scale where their
+# median diameter is WORKING_CELL_DIAMETER pixels (chosen by
+# benchmarks/finetune.py's whole-cell shifts on held-out frames), records that
+# scale in the model file, and segmenting uses it (never the nuclei rule).
+WHOLE_CELL_AREA = 2000.0
+WORKING_CELL_DIAMETER = 40.0
+MIN_CELL_SCALE = 0.05
+
+
+@dataclass(frozen=True)
+class TrainedObjects:
+    """What a model's training masks showed, recorded in its file.
+
+    kind
+        "cells" when the annotated objects were larger than nuclei (see
+        WHOLE_CELL_AREA), else "nuclei".
+    diameter
+        Median diameter (pixels) of the annotated objects in the images as
+        the user gave them.
+    scale
+        The factor every training image was resized by before the network
+        saw it (0: each image by the nuclei size rule). Segmenting resizes
+        every plane by it too, unless the user gives the objects' diameter.
+    """
+
+    kind: str
+    diameter: float
+    scale: float = 0.0
+
+    def to_dict(self) -> dict:
+        """The record as a JSON-ready dict."""
+        return {"kind": self.kind, "diameter": self.diameter, "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, d: dict, name: str = "model") -> TrainedObjects:
+        """A record from a model file's config (raises UNetError naming ``name`` if invalid)."""
+        kind, diameter, scale = d.get("kind"), d.get("diameter"), d.get("scale", 0.0)
+        numbers = all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in (diameter, scale)
+        )
+        if (
+            kind not in ("nuclei", "cells")
+            or not numbers
+            or not 0 < diameter < 1e5
+            or not (scale == 0 or MIN_CELL_SCALE <= scale <= MAX_DIAMETER_UPSCALE)
+        ):
+            raise UNetError(f"{name} is not a valid model: its 'objects' record is not valid")
+        return cls(kind, float(diameter), float(scale))
+
+    def describe(self) -> str:
+        """'whole cells ~110 px across' for status lines."""
+        what = "whole cells" if self.kind == "cells" else "nuclei"
+        return f"{what} ~{self.diameter:.0f} px across"
+
+
+def median_diameter(area: float) -> float:
+    """The diameter of a disc of ``area`` pixels."""
+    return float(2 * np.sqrt(area / np.pi))
+
+
+def is_cell_size(area: float, params: InstanceParams | None) -> bool:
+    """Whether objects of median ``area`` are whole-cell sized for a start model with ``params``."""
+    limit = max(WHOLE_CELL_AREA, params.downscale_from_area if params is not None else 0)
+    return area > limit
+
+
+def cell_scale(area: float, working_diameter: float = WORKING_CELL_DIAMETER) -> float:
+    """The factor that brings objects of median ``area`` to ``working_diameter`` (never enlarges)."""
+    return float(np.clip(working_diameter / median_diameter(area), MIN_CELL_SCALE, 1.0))
+
+
+def training_scale(
+    area: float | None,
+    params: InstanceParams | None,
+    working_diameter: float = WORKING_CELL_DIAMETER,
+) -> float:
+    """How much a training image whose annotated objects have median ``area`` is resized.
+
+    Whole cells (:func:`is_cell_size`) go to the working scale; nuclei follow
+    the start model's size rule (``params``; none for a new network: as given).
+    """
+    if area is None:
+        return 1.0
+    if is_cell_size(area, params):
+        return cell_scale(area, working_diameter)
+    return 1.0 if params is None else factor_for_area(area, params)
+
+
+def objects_record(images: list[tuple[float, float, bool]]) -> TrainedObjects | None:
+    """The record of what training images showed, from each image's (median object area,
+    resize factor, whether its objects were whole-cell sized).
+
+    When most images held whole cells the record's scale is the median of
+    their factors (one working scale for segmenting), else 0 (the nuclei rule).
+    """
+    if not images:
+        return None
+    areas, scales, cells = (np.array(column, dtype=np.float64) for column in zip(*images))
+    is_cells = cells.mean() > 0.5
+    scale = float(np.median(scales[cells > 0])) if is_cells else 0.0
+    diameter = round(median_diameter(float(np.median(areas))), 1)
+    return TrainedObjects("cells" if is_cells else "nuclei", diameter, round(scale, 4))
+
+
+def segmenting_scale(
+    objects: TrainedObjects | None, params: InstanceParams, diameter: float | None
+) -> float | None:
+    """The fixed resize factor for segmenting (None: decide per plane from a first pass).
+
+    A user's ``diameter`` wins; else a model trained at one working scale
+    (whole cells) segments at that scale.
+    """
+    if diameter is not None:
+        if objects is not None and objects.scale > 0:
+            if not diameter > 0:
+                raise UNetError(
+                    f"the object diameter must be a positive number of pixels, got {diameter}"
+                )
+            working = objects.scale * objects.diameter
+            return float(np.clip(working / diameter, MIN_CELL_SCALE, MAX_DIAMETER_UPSCALE))
+        return diameter_factor(diameter, params)
+    if objects is not None and objects.scale > 0:
+        return objects.scale
+    return None
 
 
 def median_object_area(labels: np.ndarray) -> float | None:

@@ -57,9 +57,18 @@ from .modelfile import (
     save_model,
 )
 from .progress import Progress, Stage, run_to_end
+from .sizes import objects_record
 from .tiling import predict_tiled, prepare_model
 
 SELECTION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+# Post-processing of a model that learns whole cells from a nuclei model (whose
+# thresholds were tuned for nuclei): chosen on 6 held-out ctc-dic-hela/train
+# frames, over 72 settings, for a fine-tuned and a scratch model (AP@0.5 /
+# SEG 0.678 / 0.692 and 0.688 / 0.743, against 0.652 / 0.650 and 0.600 /
+# 0.714 with the nuclei thresholds). Fragments under a twelfth of the median
+# cell are dropped: at 40 px across, about 100 px.
+CELL_THRESHOLDS = dict(foreground_threshold=0.5, seed_threshold=0.35, seed_dynamic=0.4)
+CELL_MIN_SIZE_SHARE = 1 / 12
 
 
 @dataclass
@@ -78,6 +87,11 @@ class TrainConfig:
     # (L2-SP, Li et al. 2018), so a few images adapt the network without
     # making it forget what it knew (0: off).
     start_decay: float = 0.0
+    # The pull used instead when the training images are whole cells and the
+    # start model knows only nuclei: its weights are a start, not a prior to
+    # stay near (3 DIC HeLa frames x 5 min, held-out train frames: AP@0.5 0.39
+    # with the recipe's pull of 1, 0.65 without; docs/results.md, whole cells).
+    cells_start_decay: float = 0.0
     schedule: str = "cosine"  # or "constant"
     warmup_steps: int = 20
     w0: float = 10.0
@@ -106,7 +120,7 @@ class TrainConfig:
     # the start model by chance alone; and a strip of an image trained on
     # favours a network fitted to that image, which a few images' strips
     # cannot tell from one that generalizes. Both chosen on held-out train
-    # images (scripts/choose_replace_margin.py, 13 runs; README): 0.02 per
+    # images (scripts/choose_replace_margin.py, 13 runs; docs/results.md): 0.02 per
     # image kept one image x 5 minutes from replacing a better start model.
     start_model_margin: float = 0.25
     start_model_image_margin: float = 0.02
@@ -262,7 +276,7 @@ FINE_TUNE = TrainConfig(
     warmup_steps=10,
     holdout_fraction=0.25,
     validate_start=True,
-    # Chosen among 0, 0.01, 0.1 and 1 on held-out train images (README,
+    # Chosen among 0, 0.01, 0.1 and 1 on held-out train images (docs/results.md,
     # "Fine-tuning"): 1 lost least where fine-tuning forgets (10 images at
     # 0.5x, 3 at 2x) and gained most where it helps (blur, uneven light).
     start_decay=1.0,
@@ -513,6 +527,32 @@ def _starting_model(init, architecture: dict | None, train_images=()) -> Segment
     )
 
 
+def _with_objects_record(model: SegmentationModel, train_images) -> SegmentationModel:
+    """``model`` recording what the training masks show (kind, size, working scale).
+
+    Whole cells were all resized to one working scale: the model segments
+    at it, and its ``object_area`` becomes their median area there (what a
+    user's diameter and the size warning compare with).
+    """
+    record = objects_record(
+        [(item.object_area, item.scale, item.cells) for item in train_images if item.object_area]
+    )
+    if record is None:
+        return model
+    params = model.postprocessing
+    if record.scale > 0:
+        working_area = math.pi * (record.diameter * record.scale) ** 2 / 4
+        params = replace(params, object_area=round(working_area, 1))
+        knew_cells = model.objects is not None and model.objects.kind == "cells"
+        if not knew_cells:  # a nuclei model's thresholds do not fit cells
+            params = replace(
+                params,
+                **CELL_THRESHOLDS,
+                min_size=round(working_area * CELL_MIN_SIZE_SHARE),
+            )
+    return replace(model, postprocessing=params, objects=record)
+
+
 def images_for_network(items, model: SegmentationModel, fine_tuning: bool = True) -> list:
     """The training images with the channel count of the network trained.
 
@@ -642,10 +682,9 @@ def iter_train(
     for margin in (config.start_model_margin, config.start_model_image_margin):
         if not (math.isfinite(margin) and margin >= 0):
             raise UNetError(f"the start model's margin must be 0 or more, got {margin}")
-    if not (math.isfinite(config.start_decay) and config.start_decay >= 0):
-        raise UNetError(
-            f"the pull toward the start model must be 0 or more, got {config.start_decay}"
-        )
+    for decay in (config.start_decay, config.cells_start_decay):
+        if not (math.isfinite(decay) and decay >= 0):
+            raise UNetError(f"the pull toward the start model must be 0 or more, got {decay}")
     given_validation = bool(val_images)
     if not val_images and config.holdout_fraction > 0:
         train_images, val_images = hold_out_strips(train_images, config.holdout_fraction)
@@ -689,7 +728,9 @@ class _TrainingRun:
         self.train_images, self.val_images = list(train_images), list(val_images)
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
-        self.model = _starting_model(init, architecture, train_images)
+        start = _starting_model(init, architecture, train_images)
+        self.start_knew_cells = start.objects is not None and start.objects.kind == "cells"
+        self.model = _with_objects_record(start, self.train_images)
         self.net = self.model.net.to(self.device)
         self.train_images, self.val_images = (
             images_for_network(items, self.model, init is not None)
@@ -706,7 +747,7 @@ class _TrainingRun:
             self.net.parameters(),
             self.base_lr,
             config.weight_decay,
-            config.start_decay if init is not None else 0.0,
+            self.start_decay(init),
         )
         self.bf16 = _use_bf16(config.precision, self.device)
         self.total_steps = config.epochs * math.ceil(config.patches_per_epoch / config.batch_size)
@@ -739,6 +780,18 @@ class _TrainingRun:
         self.stopped_by = "epochs"
         self.last_validated = -1
         _train_mode(self.net, config)
+
+    def start_decay(self, init) -> float:
+        """The pull toward the start model's weights: none from scratch, less for new cells."""
+        if init is None:
+            return 0.0
+        return self.config.cells_start_decay if self.learns_new_cells else self.config.start_decay
+
+    @property
+    def learns_new_cells(self) -> bool:
+        """Whole cells in the training images, and a start model that knew only nuclei."""
+        objects = self.model.objects
+        return objects is not None and objects.kind == "cells" and not self.start_knew_cells
 
     @property
     def start_margin(self) -> float:
@@ -887,6 +940,9 @@ class _TrainingRun:
                 | {item.image_type for item in train_images if item.image_type}
             ),
             "n_val_images": len(val_images),
+            "objects": self.model.objects.to_dict() if self.model.objects else None,
+            # The pull toward the start model this run used (none for new cells).
+            "start_decay": getattr(self.optimizer, "start_decay", 0.0),
             # Annotated images resized by the start model's size rule, as it will segment them.
             "resized_images": {
                 item.name or f"image {k}": round(item.scale, 2)

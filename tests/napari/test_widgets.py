@@ -534,3 +534,56 @@ def test_train_widget_prepares_stained_layers_for_an_rgb_companion(tmp_path, mon
     # From scratch: the new network's channel count, as before.
     scratch, _ = prepare_training_data(sources, None, {"in_channels": 1})
     assert scratch[0].image.shape[0] == 1 and val_set == []
+
+
+def test_cells_from_points_through_the_plugin_menu(make_napari_viewer, errors):
+    from scipy import ndimage as ndi
+
+    from napari_unet.metrics import matching
+    from napari_unet.synthetic import synthetic_cells
+
+    viewer = make_napari_viewer()
+    image, truth = synthetic_cells((160, 160), diameter=50, seed=4)
+    viewer.add_image(image, name="cells")
+    _, ann = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    assert ann.cells_from_points() is None  # first click: the points layer, and what to do
+    assert errors and "cell points" in errors[-1]
+    ids = np.unique(truth)[1:]
+    centres = ndi.maximum_position(ndi.distance_transform_edt(truth > 0), truth, ids)
+    viewer.layers["cell points"].add(np.array(centres, float))
+    layer = ann.cells_from_points()
+    assert layer.name == "cells annotation" and layer.data.max() == len(ids)
+    assert matching(truth, np.asarray(layer.data).astype(np.int32)).ap >= 0.5
+    # With the model's probability layers there (Segment's "also show probability maps"),
+    # cells are grown on them instead.
+    interior = ndi.binary_erosion(truth > 0, iterations=2)
+    viewer.add_image(interior.astype(np.float32), name="cells interior probability")
+    viewer.add_image(
+        ((truth > 0) & ~interior).astype(np.float32), name="cells boundary probability"
+    )
+    ann.image_combo.set_layer(viewer.layers["cells"])
+    layer = ann.cells_from_points()
+    assert matching(truth, np.asarray(layer.data).astype(np.int32)).ap == 1.0
+    assert "probabilities" in ann.info.text()
+
+
+def test_segment_grows_whole_cells_from_a_nuclei_channel_layer(
+    make_napari_viewer, qtbot, default_model_available
+):
+    from napari_unet.metrics import matching
+    from napari_unet.synthetic import synthetic_cells
+
+    viewer = make_napari_viewer()
+    image, truth = synthetic_cells((192, 192), diameter=50, seed=5, with_nuclei=True)
+    viewer.add_image(image[0], name="membrane")
+    viewer.add_image(image[1], name="dapi")
+    _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    assert seg.nuclei_combo.currentText() == "(none)"  # opening a layer does not pick it
+    seg.image_combo.set_layer(viewer.layers["membrane"])
+    seg.nuclei_combo.set_layer(viewer.layers["dapi"])
+    seg.model_combo.setCurrentText("default")
+    seg.run()
+    wait_idle(qtbot, seg)
+    labels = np.asarray(viewer.layers["membrane labels"].data).astype(np.int32)
+    assert matching(truth, labels).ap >= 0.8
+    assert "finds nuclei" in seg.status.text()

@@ -58,12 +58,19 @@ class LayerCombo(QComboBox):
     """A combo box listing the viewer's layers of some types, kept up to date."""
 
     def __init__(
-        self, viewer: napari.Viewer, layer_types: tuple, allow_none: bool = False, parent=None
+        self,
+        viewer: napari.Viewer,
+        layer_types: tuple,
+        allow_none: bool = False,
+        parent=None,
+        follow_new: bool = True,
     ) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.layer_types = layer_types
         self.allow_none = allow_none
+        # An optional choice (a nuclear channel) must not jump to every image opened.
+        self.follow_new = follow_new
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
         events = viewer.layers.events
@@ -84,7 +91,12 @@ class LayerCombo(QComboBox):
         self.refresh()
         layer = getattr(event, "value", None)
         derived = layer is not None and layer.metadata.get(DERIVED_KEY, False)
-        if layer is not None and isinstance(layer, self.layer_types) and not derived:
+        if (
+            self.follow_new
+            and layer is not None
+            and isinstance(layer, self.layer_types)
+            and not derived
+        ):
             self.set_layer(layer)
 
     def refresh(self, event=None) -> None:

@@ -5,6 +5,10 @@
 * Merge / split / fill: edits napari's brush and eraser do not offer.
 * Annotated region: a Shapes layer; only pixels inside it count in training
   (partial annotation of a crop of a big image).
+* Cells from points: click once per cell in a Points layer; a seeded
+  watershed grows one object per click (on the Segment widget's probability
+  layer for this image when there is one, else on the image's gradient), as
+  an annotation layer to correct rather than paint.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import numpy as np
 from qtpy.QtWidgets import QLabel, QLineEdit, QPushButton, QWidget
 
 from ..annotation import fill_label_holes, merge_labels, split_label
+from ..cells import cells_from_points
 from ..errors import UNetError
 from ._common import LayerCombo, labeled, report_error, scrolling_layout
 from .layer_shapes import labels_shape
 
 ANNOTATION_SUFFIX = " annotation"
 REGION_SUFFIX = " annotated region"
+CELL_POINTS = "cell points"
 
 
 class AnnotateWidget(QWidget):
@@ -36,6 +42,13 @@ class AnnotateWidget(QWidget):
         layout.addWidget(labeled("prediction", self.prediction_combo))
         self.from_prediction_button = QPushButton("Start annotation from prediction")
         layout.addWidget(self.from_prediction_button)
+        self.cells_button = QPushButton("Cells from points (click once per cell)")
+        self.cells_button.setToolTip(
+            "Click the middle of each cell in the 'cell points' layer, then click here: one "
+            "object per point, grown on the model's probabilities (Segment with 'probabilities' "
+            "on) or on the image, in a new annotation layer to correct"
+        )
+        layout.addWidget(self.cells_button)
         self.region_button = QPushButton("Mark annotated region (draw shapes)")
         self.region_button.setToolTip(
             "Only pixels inside the shapes count in training; leave it out when the whole image is annotated"
@@ -67,6 +80,7 @@ class AnnotateWidget(QWidget):
         self.new_button.clicked.connect(self.new_annotation)
         self.from_prediction_button.clicked.connect(self.annotation_from_prediction)
         self.region_button.clicked.connect(self.add_region_layer)
+        self.cells_button.clicked.connect(self.cells_from_points)
         self.merge_button.clicked.connect(self.merge)
         self.split_button.clicked.connect(self.split)
         self.fill_button.clicked.connect(self.fill_holes)
@@ -121,6 +135,49 @@ class AnnotateWidget(QWidget):
             return None
         self.info.setText("correct the prediction: paint, erase, merge or split; then train")
         return layer
+
+    def cells_from_points(self):
+        """Grow one cell per point of the 'cell points' layer into a new annotation layer."""
+        name = CELL_POINTS
+        try:
+            image = self._image()
+            if image.rgb or image.ndim != 2:
+                raise UNetError("cells from points works on one 2D grey image plane")
+            if name not in self.viewer.layers or len(self.viewer.layers[name].data) == 0:
+                if name not in self.viewer.layers:
+                    points = self.viewer.add_points(name=name, size=10, face_color="cyan", ndim=2)
+                    points.mode = "add"
+                raise UNetError(
+                    "click the middle of each cell in the 'cell points' layer, then click again"
+                )
+            points = self.viewer.layers[name]
+            coords = np.array([image.world_to_data(points.data_to_world(p)) for p in points.data])
+            probs, classes = self._probabilities_for(image)
+            labels = cells_from_points(coords, np.asarray(image.data), probs, classes)
+            layer = self._add_annotation(labels.astype(np.uint32), image)
+        except UNetError as exc:
+            report_error(exc)
+            return None
+        grown_on = "the model's probabilities" if probs is not None else "the image"
+        self.info.setText(f"{len(coords)} cells grown on {grown_on}: correct them, then train")
+        return layer
+
+    def _probabilities_for(self, image):
+        """The Segment widget's probability layers for ``image`` as (C, Y, X), and their classes.
+
+        (None, ()) when Segment did not show them ("also show probability maps").
+        """
+        from ..instances import CLASS_SCHEMES
+
+        shape = tuple(np.shape(image.data))
+        for classes in CLASS_SCHEMES.values():
+            names = [f"{image.name} {cls} probability" for cls in classes[1:]]
+            if all(n in self.viewer.layers for n in names):
+                maps = [np.asarray(self.viewer.layers[n].data, dtype=np.float32) for n in names]
+                if all(m.shape == shape for m in maps):
+                    background = np.clip(1 - np.sum(maps, axis=0), 0, 1)
+                    return np.stack([background, *maps]), classes
+        return None, ()
 
     def add_region_layer(self):
         try:

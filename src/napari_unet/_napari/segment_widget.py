@@ -29,9 +29,10 @@ from superqt import QCollapsible, QLabeledDoubleSlider, QLabeledSlider
 from ..devices import available_devices
 from ..errors import UNetError
 from ..instances import InstanceParams
+from ..modelfile import get_model
 from ..normalize import IMAGE_TYPES
 from ..progress import Progress, Stage
-from ..segmentation import PlaneLayout, iter_segment, labels_from_probabilities
+from ..segmentation import PlaneLayout, iter_segment, labels_from_probabilities, what_model_knows
 from ..settings import load_settings, update_settings
 from ._common import (
     DERIVED_KEY,
@@ -77,6 +78,15 @@ class SegmentWidget(QWidget):
 
         self.image_combo = LayerCombo(napari_viewer, (napari.layers.Image,))
         layout.addWidget(labeled("image", self.image_combo))
+        self.nuclei_combo = LayerCombo(
+            napari_viewer, (napari.layers.Image,), allow_none=True, follow_new=False
+        )
+        self.nuclei_combo.setToolTip(
+            "optional: a nuclear channel of the same image (another layer). With a nuclei "
+            "model, each nucleus found there grows into a whole cell on the image; a model of "
+            "whole cells segments the image and leaves it unused"
+        )
+        layout.addWidget(labeled("nuclei channel", self.nuclei_combo))
 
         self.model_combo = QComboBox()
         self.open_model_button = QPushButton("Open…")
@@ -359,6 +369,19 @@ class SegmentWidget(QWidget):
         try:
             model = self.current_model()
             data, axes, target = self._plan(layer)
+            channels = None
+            nuclei_layer = self.nuclei_combo.layer()
+            if nuclei_layer is not None and nuclei_layer is not layer:
+                nuclei, nuclei_axes, _ = self._plan(nuclei_layer)
+                if nuclei_axes != axes or np.shape(nuclei) != np.shape(data):
+                    raise UNetError(
+                        f"the nuclei channel {nuclei_layer.name!r} {np.shape(nuclei)} does not "
+                        f"match the image {np.shape(data)}"
+                    )
+                if "C" in axes:
+                    raise UNetError("a nuclei channel goes with a grey image, not a colour one")
+                data, axes = np.stack([np.asarray(data), np.asarray(nuclei)]), "C" + axes
+                channels = (0, 1)
         except UNetError as exc:
             report_error(exc)
             return
@@ -390,6 +413,7 @@ class SegmentWidget(QWidget):
                 diameter=diameter,
                 stitch=stitch,
                 track=track,
+                channels=channels,
             )
 
         def done(result) -> None:
@@ -402,11 +426,19 @@ class SegmentWidget(QWidget):
                 "links": {"axes": PlaneLayout(axes).output_axes, "stitch": stitch, "track": track},
                 "scales": scales,
             }
+            if channels is not None:
+                # Cells grown from nuclei are not the probabilities' labels: the
+                # sliders cannot re-label them (segment again instead).
+                self._cache = None
             self._kept_edits = None
             self._write_labels(layer, labels, target)
             if self.probabilities_check.isChecked():
                 self._show_probabilities(layer, model, probs, target)
-            self.status.setText(f"{int(labels.max())} objects" + "".join(f"; {n}" for n in notes))
+            knows = what_model_knows(get_model(model))
+            self.status.setText(
+                f"{int(labels.max())} objects (the model finds {knows})"
+                + "".join(f"; {n}" for n in notes)
+            )
             for note in notes:
                 if note.startswith("warning:"):
                     show_warning(f"{layer.name}: {note.removeprefix('warning: ')}")

@@ -362,7 +362,17 @@ class TrainWidget(QWidget):
             + (
                 f"; {len(summary['resized_images'])} image(s) trained resized, as they will "
                 "be segmented (nuclei far from the model's training size)"
-                if summary.get("resized_images")
+                if summary.get("resized_images") and model.objects is None
+                else ""
+            )
+            + (
+                f"; it finds {model.objects.describe()}"
+                + (
+                    f", trained and segmented resized x{model.objects.scale:.2f}"
+                    if model.objects.scale > 0
+                    else ""
+                )
+                if model.objects is not None
                 else ""
             )
         )

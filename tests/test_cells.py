@@ -1,0 +1,75 @@
+"""Whole cells grown from seeds: clicks and nuclei."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage as ndi
+
+from napari_unet.cells import (
+    cells_from_nuclei,
+    cells_from_points,
+    click_spacing,
+    grow_from_seeds,
+    points_to_seeds,
+)
+from napari_unet.errors import UNetError
+from napari_unet.metrics import matching
+from napari_unet.synthetic import synthetic_cells
+
+
+def centres(labels):
+    ids = np.unique(labels)[1:]
+    return np.array(ndi.maximum_position(ndi.distance_transform_edt(labels > 0), labels, ids))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 6))
+def test_every_seed_grows_into_one_connected_object_holding_it(seed, n):
+    rng = np.random.default_rng(seed)
+    elevation = rng.random((40, 40)).astype(np.float32)
+    points = rng.integers(0, 40, (n, 2))
+    seeds = points_to_seeds(points, (40, 40), radius=0)
+    grown = grow_from_seeds(elevation, seeds, rng.random((40, 40)) > 0.3)
+    for k in np.unique(seeds[seeds > 0]):
+        assert np.all(grown[seeds == k] == k)
+        assert ndi.label(grown == k)[1] == 1
+
+
+def test_one_click_per_synthetic_cell_gives_one_object_each_and_most_cells_whole():
+    # From the image alone (no model): a start to correct, not the final cells.
+    image, truth = synthetic_cells((192, 192), diameter=50, seed=4)
+    labels = cells_from_points(centres(truth), image)
+    assert labels.max() == truth.max()
+    assert matching(truth, labels).ap >= 0.6
+
+
+def test_clicks_grow_on_a_models_probabilities_when_given():
+    _, truth = synthetic_cells((128, 128), diameter=40, seed=1)
+    interior = ndi.binary_erosion(truth > 0, iterations=2) & (truth > 0)
+    probs = np.stack([truth == 0, interior, (truth > 0) & ~interior]).astype(np.float32)
+    labels = cells_from_points(
+        centres(truth), np.zeros(truth.shape), probs, ("background", "interior", "boundary")
+    )
+    assert matching(truth, labels).ap == 1.0
+
+
+def test_cells_grow_from_nuclei_on_the_cell_channel():
+    image, truth = synthetic_cells((192, 192), diameter=50, seed=5, with_nuclei=True)
+    nuclei, _ = ndi.label(image[1] > 0.5 * image[1].max())
+    labels = cells_from_nuclei(nuclei, image[0], diameter=50)
+    assert matching(truth, labels).ap >= 0.8
+
+
+def test_bad_points_are_one_clear_error():
+    with pytest.raises(UNetError, match="at least one point"):
+        points_to_seeds(np.zeros((0, 2)), (10, 10))
+    with pytest.raises(UNetError, match="outside the image"):
+        points_to_seeds(np.array([[5, 12]]), (10, 10))
+    with pytest.raises(UNetError, match="differ"):
+        cells_from_nuclei(np.zeros((5, 5), int), np.zeros((6, 6)))
+
+
+def test_click_spacing_is_the_median_nearest_neighbour_distance():
+    assert click_spacing(np.array([[0, 0], [0, 10], [0, 30]])) == 10
+    assert click_spacing(np.array([[3, 3]])) is None
