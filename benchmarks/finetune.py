@@ -37,9 +37,10 @@ import numpy as np
 from napari_unet.data import make_training_image, pair_by_stem
 from napari_unet.devices import cpu_name
 from napari_unet.io import read_image
-from napari_unet.metrics import dataset_ap
+from napari_unet.metrics import dataset_ap, dataset_seg
 from napari_unet.modelfile import load_model, model_for_image_types
 from napari_unet.segmentation import segment
+from napari_unet.sizes import WORKING_CELL_DIAMETER
 from napari_unet.training import FINE_TUNE, TrainConfig, TrainingStopped, train
 
 HERE = Path(__file__).resolve().parent
@@ -79,8 +80,22 @@ def uneven(image, labels):
     return img + 0.3 * np.percentile(img, 99) * (yy / max(h - 1, 1)), labels
 
 
+def low_contrast(image, labels, seed=0):
+    """Half the contrast around the mean, blurred a little and noisy: a dimmer, softer DIC."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    img = image.astype(np.float32)
+    img = img.mean() + 0.5 * (gaussian_filter(img, 1.0) - img.mean())
+    return img + rng.normal(0, 0.05 * img.std() + 1.0, img.shape).astype(np.float32), labels
+
+
 SHIFTS = {
     "stained": ("dsb2018-stained", None),
+    # whole cells (DIC HeLa, the U-Net paper's task), and made unfamiliar
+    "cells": ("ctc-dic-hela", None),
+    "cells-0.5x": ("ctc-dic-hela", zoom(0.5)),
+    "cells-low-contrast": ("ctc-dic-hela", low_contrast),
     "fluo-2x": ("dsb2018-fluo", zoom(2.0)),
     "fluo-0.5x": ("dsb2018-fluo", zoom(0.5)),
     "fluo-blur-noise": ("dsb2018-fluo", blur_noise),
@@ -139,8 +154,16 @@ def region_around(labels: np.ndarray, k: int) -> np.ndarray:
 
 def score(model, val) -> dict:
     preds = [segment(image, model) for _, image, _ in val]
-    ap50, ap70 = dataset_ap([lab for _, _, lab in val], preds, (0.5, 0.7))
-    return {"ap50": round(ap50, 4), "ap70": round(ap70, 4)}
+    truths = [lab for _, _, lab in val]
+    ap50, ap70 = dataset_ap(truths, preds, (0.5, 0.7))
+    objects = [int(p.max()) for p in preds]
+    return {
+        "ap50": round(ap50, 4),
+        "ap70": round(ap70, 4),
+        "seg": round(dataset_seg(truths, preds), 4),
+        "objects_per_image": round(float(np.mean(objects)), 1),
+        "true_objects_per_image": round(float(np.mean([len(np.unique(t)) - 1 for t in truths])), 1),
+    }
 
 
 def main(argv=None) -> int:
@@ -185,6 +208,12 @@ def main(argv=None) -> int:
         choices=["recipe", "on", "off"],
         default="recipe",
         help="keep the start model's batch-norm statistics (default: as the recipe says)",
+    )
+    ap.add_argument(
+        "--cell-diameter",
+        type=float,
+        default=WORKING_CELL_DIAMETER,
+        help="the working diameter whole cells are trained and segmented at (px)",
     )
     ap.add_argument("--out", default=None, help="also write the JSON lines here")
     args = ap.parse_args(argv)
@@ -231,6 +260,7 @@ def main(argv=None) -> int:
                     valid=region_around(labels, args.partial) if args.partial else None,
                     name=name,
                     model=default,  # as segmenting sees it: stained images for the companion
+                    working_diameter=args.cell_diameter,
                 )
                 for name, image, labels in chosen
             ]
@@ -266,10 +296,14 @@ def main(argv=None) -> int:
                     except TrainingStopped as exc:
                         emit({"shift": shift_name, "model": start, "error": str(exc)})
                         continue
-                    if start == "scratch":  # a new network has no thresholds of its own
-                        model.postprocessing = model_for_image_types(
-                            default, [i.image_type for i in items]
-                        ).postprocessing
+                    cells = model.objects is not None and model.objects.kind == "cells"
+                    if start == "scratch" and not cells:  # no thresholds of its own
+                        model.postprocessing = replace(
+                            model_for_image_types(
+                                default, [i.image_type for i in items]
+                            ).postprocessing,
+                            object_area=model.postprocessing.object_area,
+                        )
                     emit(
                         {
                             "shift": shift_name,
@@ -281,6 +315,8 @@ def main(argv=None) -> int:
                             "images": n,
                             "partial_nuclei": args.partial or None,
                             "minutes": minutes,
+                            "cell_diameter": args.cell_diameter,
+                            "objects": model.objects.to_dict() if model.objects else None,
                             "steps": model.training["steps"],
                             "kept_start_model": model.training.get("kept_start_model"),
                             "validated_on": model.training.get("validated_on"),
