@@ -587,3 +587,16 @@ def test_segment_grows_whole_cells_from_a_nuclei_channel_layer(
     labels = np.asarray(viewer.layers["membrane labels"].data).astype(np.int32)
     assert matching(truth, labels).ap >= 0.8
     assert "finds nuclei" in seg.status.text()
+
+
+def test_segment_stays_usable_after_ten_fast_failures_in_a_row(
+    make_napari_viewer, qtbot, registered_tiny, errors
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.full((64, 64), np.nan, np.float32), name="broken")
+    _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    seg.model_combo.setCurrentText("tiny")
+    for attempt in range(10):
+        seg.run()
+        qtbot.waitUntil(lambda: not seg.task.busy and seg.run_button.isEnabled(), timeout=30_000)
+        assert len(errors) == attempt + 1

@@ -202,11 +202,16 @@ class TaskBar(QWidget):
         on_stop: Callable[[], None] | None = None,
         description: str = "working",
         on_error: Callable[[BaseException], None] | None = None,
+        on_finished: Callable[[], None] | None = None,
     ) -> GeneratorWorker:
         """Start ``make_generator()`` in a thread; events and the result come back in the GUI thread.
 
         ``on_stop`` is what the button does (default: abort the worker at its
-        next yield, discarding the result).
+        next yield, discarding the result). ``on_finished`` runs when the task
+        ends in any way (done, stopped or failed): connected before the worker
+        starts, so a task that fails at once still calls it (a handler
+        connected after ``start()`` can miss a fast failure and leave a button
+        disabled for good).
         """
         if self.worker is not None:
             raise UNetError("a task is already running; wait for it or stop it first")
@@ -243,6 +248,8 @@ class TaskBar(QWidget):
 
         def finished() -> None:
             _FrozenHeap.task_finished()
+            if on_finished is not None:
+                on_finished()
             self.worker = None
             self.stop_button.setEnabled(False)
             self.bar.setRange(0, 1)

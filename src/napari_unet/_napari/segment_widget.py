@@ -453,13 +453,14 @@ class SegmentWidget(QWidget):
         def failed(exc: BaseException) -> None:
             self.status.setText("segmentation failed: see the message")
 
-        worker = self.task.run(make, on_event, done, description="segment", on_error=failed)
-        worker.finished.connect(
-            lambda: (
-                self.status.setText("cancelled") if self.task.bar.format() == "stopped" else None
-            )
+        def finished() -> None:
+            if self.task.bar.format() == "stopped":
+                self.status.setText("cancelled")
+            self.run_button.setEnabled(True)
+
+        self.task.run(
+            make, on_event, done, description="segment", on_error=failed, on_finished=finished
         )
-        worker.finished.connect(lambda: self.run_button.setEnabled(True))
 
     @property
     def idle(self) -> bool:

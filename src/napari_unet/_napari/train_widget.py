@@ -312,10 +312,15 @@ class TrainWidget(QWidget):
         def failed(exc: BaseException) -> None:
             self.status.setText(str(exc) if isinstance(exc, UNetError) else "training failed")
 
-        worker = self.task.run(
-            make, self._show_progress, done, on_stop=stop.set, description="train", on_error=failed
+        self.task.run(
+            make,
+            self._show_progress,
+            done,
+            on_stop=stop.set,
+            description="train",
+            on_error=failed,
+            on_finished=lambda: self.start_button.setEnabled(True),
         )
-        worker.finished.connect(lambda: self.start_button.setEnabled(True))
 
     def _show_progress(self, event: Progress) -> None:
         """A training event on the plot and the status line."""
