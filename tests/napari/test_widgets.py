@@ -600,3 +600,32 @@ def test_segment_stays_usable_after_ten_fast_failures_in_a_row(
         seg.run()
         qtbot.waitUntil(lambda: not seg.task.busy and seg.run_button.isEnabled(), timeout=30_000)
         assert len(errors) == attempt + 1
+
+
+def test_slider_moves_through_the_plugin_menu_update_one_labels_layer(
+    make_napari_viewer, qtbot, registered_tiny
+):
+    # napari gives plugin widgets a proxy viewer whose every lookup returns a
+    # new object: the layer this widget wrote must still be recognised as its own.
+    viewer = make_napari_viewer()
+    image, _ = synthetic_nuclei((96, 96), n_nuclei=6, seed=0)
+    viewer.add_image(image, name="cells")
+    _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    seg.model_combo.setCurrentText("tiny")
+    seg.run()
+    wait_idle(qtbot, seg)
+    for value in (0.05, 0.1, 0.2, 0.3):
+        seg.foreground_slider.setValue(value)
+        qtbot.waitUntil(lambda: seg.idle, timeout=30_000)
+        qtbot.wait(300)
+        wait_idle(qtbot, seg)
+    names = [layer.name for layer in viewer.layers]
+    assert [n for n in names if "labels" in n] == ["cells labels"]
+    assert "edited by hand" not in seg.status.text()
+    # A real hand edit is still kept: the next result goes to a new layer.
+    viewer.layers["cells labels"].paint((5, 5), 99, refresh=True)
+    seg.foreground_slider.setValue(0.4)
+    qtbot.waitUntil(lambda: seg.idle, timeout=30_000)
+    qtbot.wait(300)
+    wait_idle(qtbot, seg)
+    assert "cells labels (2)" in viewer.layers

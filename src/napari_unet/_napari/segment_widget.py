@@ -69,8 +69,10 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.settings = load_settings()
         self._cache: dict | None = None
-        # What this widget last wrote into each labels layer (by id), to tell hand edits apart.
-        self._written: dict[int, np.ndarray] = {}
+        # What this widget last wrote into each labels layer, to tell hand edits
+        # apart. Keyed by napari's unique_id: napari hands plugins a proxy of the
+        # viewer whose every lookup returns a new proxy object, so id() never matched.
+        self._written: dict = {}
         self._kept_edits: str | None = None
         # Counts the results written into labels layers (segment or re-label).
         self.results_written = 0
@@ -503,7 +505,7 @@ class SegmentWidget(QWidget):
     # output layers -----------------------------------------------------------
     def _edited_by_hand(self, layer) -> bool:
         """True when ``layer`` holds something other than what this widget last wrote into it."""
-        written = self._written.get(id(layer))
+        written = self._written.get(layer.unique_id)
         return written is None or not np.array_equal(np.asarray(layer.data), written)
 
     def labels_layer(self, image_layer, initial: np.ndarray | None = None):
@@ -568,7 +570,7 @@ class SegmentWidget(QWidget):
             # napari redraws a layer on every visible = True, shown or not:
             # a second 2048² upload after the one the new data made.
             out.visible = True
-        self._written[id(out)] = np.array(out.data, copy=True)
+        self._written[out.unique_id] = np.array(out.data, copy=True)
         self.results_written += 1
 
     def _show_probabilities(self, image_layer, model, probs: np.ndarray, target: Target) -> None:
