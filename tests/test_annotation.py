@@ -60,3 +60,44 @@ def test_fill_holes_fills_only_enclosed_background():
     with pytest.raises(UNetError, match="not in the layer"):
         fill_label_holes(labels, 4)
     assert next_free_label(labels) == 4 and next_free_label(np.zeros((0,), int)) == 1
+
+
+def _touching_pairs(masks_folder, limit):
+    """(merged object, centroid points, the two true masks) of touching ground-truth pairs."""
+    import tifffile
+    from scipy import ndimage as ndi
+
+    for path in sorted(masks_folder.glob("*.tif")):
+        truth = tifffile.imread(path).astype(np.int32)
+        grown = ndi.grey_dilation(truth, size=3)
+        seen = set()
+        for a in np.unique(truth)[1:]:
+            for b in set(np.unique(grown[truth == a]).tolist()) - {0, int(a)}:
+                if (b, a) in seen:
+                    continue
+                seen.add((int(a), b))
+                box = ndi.find_objects(((truth == a) | (truth == b)).astype(np.uint8))[0]
+                sub = truth[box]
+                merged = ((sub == a) | (sub == b)).astype(np.int32)
+                points = [tuple(np.round(ndi.center_of_mass(sub == k)).astype(int)) for k in (a, b)]
+                if all(merged[p] for p in points):
+                    yield merged, points, (sub == a, sub == b)
+                    limit -= 1
+                    if limit == 0:
+                        return
+
+
+@pytest.mark.data
+def test_merged_real_touching_nuclei_split_back_at_their_centroids(shared_data):
+    # The seed discs were chosen on dsb2018-fluo/train pairs (split_label's
+    # docstring); on the first 100 touching pairs of val, 85 come back with
+    # IoU >= 0.8 (single-pixel seeds: 65, several as one-pixel slivers).
+    good = 0
+    for merged, points, truths in _touching_pairs(shared_data / "dsb2018-fluo/val/masks", 100):
+        out = split_label(merged, points)
+        ious = []
+        for point, truth in zip(points, truths):
+            part = out == out[point]
+            ious.append((part & truth).sum() / (part | truth).sum())
+        good += min(ious) >= 0.8
+    assert good >= 80

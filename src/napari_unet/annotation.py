@@ -34,12 +34,20 @@ def merge_labels(labels: np.ndarray, ids: Iterable[int]) -> np.ndarray:
     return out
 
 
+SPLIT_SEED_REACH = 0.9  # how far towards the edge a split's seed disc reaches
+
+
 def split_label(labels: np.ndarray, seeds: Sequence[Sequence[float]]) -> np.ndarray:
     """Split the label under the seed points into one object per seed.
 
     All seeds must lie on the same label. The object is divided by a
-    watershed on its distance transform started from the seeds; the first
-    part keeps the old id, the others get new ones.
+    watershed on its distance transform, started from a disc around each seed
+    reaching 0.9 of the way to the object's edge; the first part keeps the
+    old id, the others get new ones. Single-pixel seeds let the larger of two
+    touching nuclei flood the smaller one's centre when that centre sits on
+    the larger one's slope, leaving a one-pixel sliver (merged then split
+    touching pairs of dsb2018-fluo/train at their centroids: 66 of 100 back
+    with IoU >= 0.8 from pixels, 87 from discs of 0.9; 0.7: 84, 1.0: 85).
     """
     if len(seeds) < 2:
         raise UNetError("place at least two points on the object to split it")
@@ -55,10 +63,16 @@ def split_label(labels: np.ndarray, seeds: Sequence[Sequence[float]]) -> np.ndar
     mask = labels == target
     box = ndi.find_objects(mask.astype(np.uint8))[0]
     sub = mask[box]
+    distance = ndi.distance_transform_edt(sub)
+    grid = np.indices(sub.shape)
     markers = np.zeros(sub.shape, dtype=np.int32)
     for k, p in enumerate(points, start=1):
-        markers[tuple(c - s.start for c, s in zip(p, box))] = k
-    parts = watershed(-ndi.distance_transform_edt(sub), markers=markers, mask=sub)
+        local = tuple(c - s.start for c, s in zip(p, box))
+        radius = SPLIT_SEED_REACH * distance[local]
+        disc = sum((g - c) ** 2 for g, c in zip(grid, local)) <= radius**2
+        markers[disc & sub & (markers == 0)] = k  # an earlier seed keeps any overlap
+        markers[local] = k
+    parts = watershed(-distance, markers=markers, mask=sub)
     out = np.array(labels, copy=True)
     new_id = next_free_label(labels)
     region = out[box]
