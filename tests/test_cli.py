@@ -578,3 +578,20 @@ def test_a_two_channel_image_is_segmented_as_channels_not_a_stack(tmp_path, caps
     assert main(["segment", str(folder), "--out", str(bad), "--quiet", "--channels", "0,5"]) == 1
     assert "channel 5 does not exist" in capsys.readouterr().err
     assert not (bad / "cells_labels.tif").exists()
+
+
+def test_demo_never_replaces_files_it_did_not_write(default_model_available, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "nuclei.tif").write_bytes(b"my own image")
+    (out / "nuclei_overlay.png").write_bytes(b"my own figure")
+    assert main(["demo", "--out", str(out), "--size", "128"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did not write" in err[0]
+    assert (out / "nuclei.tif").read_bytes() == b"my own image"
+    assert (out / "nuclei_overlay.png").read_bytes() == b"my own figure"
+    assert not (out / "nuclei_labels.tif").exists()
+    # its own earlier output it may replace
+    again = tmp_path / "demo"
+    assert main(["demo", "--out", str(again), "--size", "128"]) == 0
+    assert main(["demo", "--out", str(again), "--size", "128"]) == 0

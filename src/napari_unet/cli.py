@@ -546,6 +546,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_others_files(*paths: Path) -> None:
+    """Refuse, before any work, to replace files that an earlier demo did not write.
+
+    The TIFFs carry napari-unet's mark; the PNG has none, so it counts as
+    ours only beside labels that are ours.
+    """
+    from .io import output_owner
+
+    ours = {p for p in paths if p.suffix == ".tif" and output_owner(p) == "napari-unet"}
+    labels_ours = any(p.name.endswith("_labels.tif") for p in ours)
+    for path in paths:
+        if not (path.exists() or path.is_symlink()) or path in ours:
+            continue
+        if path.suffix == ".png" and labels_ours and not path.is_symlink():
+            continue
+        raise UNetError(
+            f"{path} exists and napari-unet did not write it; choose another --out folder "
+            "(your files are left as they are)"
+        )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """``napari-unet demo``: segment synthetic nuclei and score them; returns the exit status."""
     from .io import overlay_png, write_png, write_tiff
@@ -554,6 +575,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .synthetic import synthetic_nuclei
 
     out = check_writable_folder(args.out, "--out")
+    _refuse_others_files(out / "nuclei.tif", out / "nuclei_labels.tif", out / "nuclei_overlay.png")
     image, truth = synthetic_nuclei((args.size, args.size), seed=args.seed)
     t = time.perf_counter()
     labels = segment(image, args.model)
