@@ -595,3 +595,25 @@ def test_demo_never_replaces_files_it_did_not_write(default_model_available, tmp
     again = tmp_path / "demo"
     assert main(["demo", "--out", str(again), "--size", "128"]) == 0
     assert main(["demo", "--out", str(again), "--size", "128"]) == 0
+
+
+def test_a_second_training_into_the_same_out_is_refused_while_the_first_runs(
+    pairs, tmp_path, capsys
+):
+    import os
+
+    images, masks = pairs
+    out = tmp_path / "m.safetensors"
+    lock = tmp_path / "m.safetensors.lock"
+    lock.write_text(str(os.getpid()))  # a run in progress: this very process
+    argv = ["train", "--images", str(images), "--masks", str(masks), "--out", str(out)]
+    argv += ["--from", "scratch", "--epochs", "1", "--depth", "2", "--base-channels", "4"]
+    argv += ["--patches-per-epoch", "4", "--patch-size", "64", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another run is writing" in err[0]
+    assert not out.exists() and lock.read_text() == str(os.getpid())
+    # a killed run's lock (its process is gone) is taken over, and removed at the end
+    lock.write_text("999999999")
+    assert main(argv) == 0
+    assert out.exists() and not lock.exists()

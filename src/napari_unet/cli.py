@@ -8,6 +8,7 @@ user's mistake (:class:`UNetError`) into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -240,11 +241,17 @@ def _model_line(source) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``napari-unet train``: train or fine-tune a model; returns the exit status."""
+    out, checkpoint = _check_train_arguments(args)
+    with _output_lock(out):
+        return _train_into(args, out, checkpoint)
+
+
+def _train_into(args: argparse.Namespace, out: Path, checkpoint: Path) -> int:
+    """The training run of ``napari-unet train``, once ``out`` is locked for it."""
     from .data import load_training_folder
     from .modelfile import load_model, save_model
     from .training import iter_train
 
-    out, checkpoint = _check_train_arguments(args)
     init = None if args.start_from == "scratch" else load_model(args.start_from)
     # Fine-tuning prepares each image as the start model will segment it (a
     # built-in model's brightfield companion included); scratch, as given.
@@ -309,6 +316,58 @@ def _objects_line(model) -> str:
             "for cells of another size)"
         )
     return line
+
+
+@contextlib.contextmanager
+def _output_lock(out: Path):
+    """Hold ``<out>.lock`` while a run writes ``out``: a second run with the same --out is refused.
+
+    The lock is created exclusively (never through a planted file or link)
+    and holds the owner's process id; a lock whose process is gone (a killed
+    run) is taken over.
+    """
+    lock = out.with_name(out.name + ".lock")
+    for attempt in range(2):
+        try:
+            fd = os.open(
+                lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644
+            )
+            break
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if attempt == 0 and owner is not None and not _process_alive(owner):
+                lock.unlink(missing_ok=True)  # a killed run's lock
+                continue
+            raise UNetError(
+                f"another run is writing {out} (process {owner if owner else '?'}, lock "
+                f"{lock.name}); wait for it or choose another --out"
+            ) from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        if lock.is_symlink():
+            return None
+        text = lock.read_text()[:32].strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_train_arguments(args: argparse.Namespace) -> tuple[Path, Path]:
