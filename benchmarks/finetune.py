@@ -310,7 +310,8 @@ def main(argv=None) -> int:
                             "model": start,
                             "lr": config.lr,
                             "freeze_batch_norm": config.freeze_batch_norm,
-                            "start_decay": config.start_decay,
+                            # the pull this run used (none when a nuclei model learns cells)
+                            "start_decay": model.training.get("start_decay", config.start_decay),
                             "scored_on": scored_on,
                             "images": n,
                             "partial_nuclei": args.partial or None,

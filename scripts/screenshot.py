@@ -1,8 +1,10 @@
 """Render a screenshot of napari with the U-Net widgets docked and a segmentation shown.
 
-    xvfb-run -a python scripts/screenshot.py --out docs/screenshot.png [--image FILE]
+    xvfb-run -a python scripts/screenshot.py --out docs/screenshot.png [--image FILE] [--model FILE]
 
-Uses the built-in synthetic nuclei sample unless an image file is given.
+Uses the built-in synthetic nuclei sample unless an image file is given, and
+the built-in default model unless a model file is given (opened as a user
+opens one: File > Open, then chosen in Segment).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="docs/screenshot.png")
     ap.add_argument("--image", default=None)
+    ap.add_argument("--model", default=None, help="a model file to segment with")
+    ap.add_argument("--name", default="nuclei", help="the image layer's name")
     ap.add_argument("--size", type=int, nargs=2, default=(1400, 860))
     args = ap.parse_args()
 
@@ -30,7 +34,7 @@ def main() -> None:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(*args.size)
     if args.image:
-        viewer.open(args.image, name="nuclei")
+        viewer.open(args.image, name=args.name)
         image_layer = viewer.layers[-1]
     else:
         viewer.open_sample("napari-unet", "synthetic-nuclei")
@@ -38,6 +42,9 @@ def main() -> None:
     _, train_widget = viewer.window.add_plugin_dock_widget("napari-unet", "Train / fine-tune")
     _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     seg.image_combo.set_layer(image_layer)
+    if args.model:
+        viewer.open(args.model, plugin="napari-unet")  # the reader makes it selectable
+        seg.model_combo.setCurrentIndex(seg.model_combo.count() - 1)
     seg.run()
     app = QApplication.instance()
     deadline = time.time() + 300
