@@ -26,7 +26,8 @@ def small_pages():
     them free varies from moment to moment, and a buffer on 2 MiB pages
     faults 512 times less, which made the fault counts below flaky.
     """
-    set_hugepage = np._core.multiarray._set_madvise_hugepage
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core to np._core
+    set_hugepage = core.multiarray._set_madvise_hugepage
     before = set_hugepage(False)
     yield
     set_hugepage(before)

@@ -174,6 +174,7 @@ def test_nan_weights_are_refused(tmp_path, tiny_model):
 
 
 def test_napari_reader_declines_crafted_models_and_says_why(tmp_path, tiny_model, monkeypatch):
+    pytest.importorskip("napari.utils", reason="the viewer is not installed (the [napari] extra)")
     import napari.utils.notifications as notifications
 
     from napari_unet._napari.reader import get_reader
