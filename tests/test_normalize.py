@@ -176,3 +176,26 @@ def test_colour_deconvolution_of_two_channels_is_a_clear_error():
 
     with pytest.raises(UNetError, match="grey or RGB, got 2 channels"):
         hematoxylin_density(np.ones((2, 8, 8), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "kind, unpolarised",
+    [("fluorescence", False), ("brightfield", False), ("dic", True), ("flat", False)],
+)
+def test_images_without_bright_or_dark_polarity_are_told_apart(kind, unpolarised):
+    from scipy import ndimage as ndi
+
+    from napari_unet.normalize import looks_unpolarised
+    from napari_unet.synthetic import synthetic_nuclei
+
+    image, labels = synthetic_nuclei((128, 128), seed=3)
+    image = image.astype(np.float32)
+    if kind == "brightfield":
+        image = image.max() - image
+    elif kind == "dic":  # relief: each object bright on one side, dark on the other
+        relief = ndi.sobel(ndi.gaussian_filter((labels > 0).astype(np.float32), 2), axis=1)
+        rng = np.random.default_rng(0)
+        image = 0.5 + relief + 0.05 * rng.standard_normal(relief.shape)
+    elif kind == "flat":
+        image = np.zeros((64, 64), np.float32)
+    assert looks_unpolarised(image[None]) is unpolarised

@@ -368,3 +368,30 @@ def test_a_coarse_look_shrinks_planes_whose_nuclei_came_apart(
         estimate = coarse_side**2 * 9  # a third of the size: 9x the area on the plane
         assert factor == pytest.approx(np.sqrt(333 / estimate), rel=1e-3)
         assert looked == [(1, 100, 100)]
+
+
+def test_a_dic_like_image_given_to_a_nuclei_model_is_said_to_be_unlike_it(tiny_model):
+    from dataclasses import replace
+
+    from scipy import ndimage as ndi
+
+    from napari_unet.progress import Stage
+    from napari_unet.segmentation import iter_segment
+    from napari_unet.sizes import TrainedObjects
+
+    _, labels = synthetic_nuclei((128, 128), seed=3)
+    relief = ndi.sobel(ndi.gaussian_filter((labels > 0).astype(np.float32), 2), axis=1)
+    dic = 0.5 + relief + 0.05 * np.random.default_rng(0).standard_normal(relief.shape)
+
+    def notes(model):
+        out = []
+        run_to_end(
+            iter_segment(dic.astype(np.float32), model),
+            lambda e: out.extend(e.info["notes"]) if e.stage == Stage.SEGMENT else None,
+        )
+        return out
+
+    said = notes(tiny_model)
+    assert any("DIC or phase contrast" in n and n.startswith("warning:") for n in said)
+    cells = replace(tiny_model, objects=TrainedObjects("cells", 60.0, 0.6))
+    assert not any(n.startswith("warning:") and "DIC" in n for n in notes(cells))

@@ -149,7 +149,7 @@ def looks_unpolarised(chw: np.ndarray) -> bool:
     spread = x.std()
     skewness = float(((x - x.mean()) ** 3).mean() / spread**3) if spread > 0 else 0.0
     middle = (mid - lo) / (hi - lo)
-    return 0.25 < middle < 0.75 and abs(skewness) < 0.6
+    return bool(0.25 < middle < 0.75 and abs(skewness) < 0.6)
 
 
 def detect_image_type(chw: np.ndarray) -> str:

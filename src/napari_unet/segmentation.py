@@ -385,6 +385,10 @@ def input_notes(chw: np.ndarray, used: str, requested: str) -> list[str]:
     if used == "prepared":
         return []
     if requested == "auto":
+        if used == "brightfield" and looks_unpolarised(chw):
+            return [
+                "no bright or dark background (DIC or phase contrast?): read as brightfield (inverted)"
+            ]
         if used == "brightfield":
             return ["bright background: read as brightfield/stained (inverted)"]
         return []
