@@ -48,7 +48,7 @@ class BatchOptions:
     save_probabilities: bool = False
     overlay: bool = False
     image_type: str | None = None  # None: the model's own setting ("auto" for built-in models)
-    diameter: float | None = None  # nucleus diameter in pixels; None: estimated
+    diameter: float | None = None  # object diameter in pixels; None: the model decides
     replace_others: bool = False  # also replace outputs that napari-unet did not write
     into_input: bool = False  # OME-Zarr inputs: labels go into <image>/labels/napari-unet
     stitch: bool | None = None  # link Z planes into 3-D objects; None: yes for Z stacks

@@ -710,8 +710,9 @@ def _add_segment_command(sub) -> None:
         "--diameter",
         type=_positive_float,
         default=None,
-        help="typical nucleus diameter in pixels "
-        "(default: estimated by the model's size model and a first pass)",
+        help="typical diameter of the objects (nuclei, or the cells of a cell model) in pixels "
+        "(default: a cell model's training scale; for nuclei, estimated by the model's size "
+        "model and a first pass)",
     )
     p.add_argument(
         "--channels",

@@ -611,9 +611,11 @@ def segment(image, model: str | Path | SegmentationModel = "default", **kwargs):
         stained images by their bright background and inverts them),
         "fluorescence" or "brightfield".
     diameter
-        Typical nucleus diameter in pixels; the image is resized so nuclei
-        match the model's training size. Default: estimated (the model's
-        size model, when it has one, and a first pass).
+        Typical object diameter in pixels (nuclei, or the cells of a model
+        trained on whole cells); the image is resized so they match the
+        model's training size. Default: a cell model's training scale; for
+        nuclei, estimated (the model's size model, when it has one, and a
+        first pass).
     stitch
         Link the planes of a Z stack into 3-D objects by overlap (one id per
         nucleus through the stack). Default: on when ``axes`` has a Z.

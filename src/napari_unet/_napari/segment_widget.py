@@ -132,10 +132,11 @@ class SegmentWidget(QWidget):
         self.diameter_spin.setSpecialValueText("auto")
         self.diameter_spin.setSuffix(" px")
         self.diameter_spin.setToolTip(
-            "typical nucleus diameter; the image is resized so nuclei match the model's "
-            "training size. 'auto' estimates it (the model's size model and a first pass)"
+            "typical diameter of the objects (nuclei, or the cells of a cell model); the image "
+            "is resized so they match the model's training size. 'auto': a cell model's "
+            "training scale; for nuclei, estimated (the model's size model and a first pass)"
         )
-        layout.addWidget(labeled("nucleus diameter", self.diameter_spin))
+        layout.addWidget(labeled("object diameter", self.diameter_spin))
 
         self.link_combo = QComboBox()
         self.link_combo.addItems(LINKS)
