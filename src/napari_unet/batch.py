@@ -312,13 +312,12 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
     Returns the notes on how it was read. The outputs keep the image's pixel size.
     """
     data, axes, source = image.data, image.axes, image.path
-    if options.channels is not None and options.axes is None and axes == "ZYX":
-        if data.shape[0] <= 8:
-            axes = "CYX"  # channels named: a short first axis is them, not Z
     spacing = {"pixel_size": image.pixel_size, "unit": image.unit}
     from .io import overlay_png, write_ngff_labels, write_png, write_tiff
-    from .segmentation import PlaneLayout, iter_segment
+    from .segmentation import PlaneLayout, axes_with_channels, iter_segment
 
+    if options.channels is not None and options.axes is None:
+        axes = axes_with_channels(data.shape, axes)
     notes: list[str] = []
 
     def collect(event: Progress) -> None:

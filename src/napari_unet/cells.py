@@ -114,11 +114,10 @@ def probability_elevation(
 
 def points_to_seeds(points: np.ndarray, shape: tuple[int, int], radius: int = 2) -> np.ndarray:
     """A seed image: a small disc with id k + 1 at the k-th (y, x) point; outside points refused."""
-    points = np.asarray(points, dtype=np.float64).reshape(
-        -1, np.shape(points)[-1] if len(points) else 2
-    )
-    if len(points) == 0:
+    points = np.asarray(points, dtype=np.float64)
+    if points.size == 0:
         raise UNetError("place at least one point (one per cell) to grow cells from")
+    points = points.reshape(len(points), -1)
     yx = np.round(points[:, -2:]).astype(int)
     outside = ~((yx >= 0) & (yx < np.array(shape))).all(axis=1)
     if outside.any():

@@ -289,6 +289,17 @@ def iter_segment_plane(
     return PlaneResult(labels.astype(np.uint32), probs, kind, factor, notes)
 
 
+def axes_with_channels(shape: tuple[int, ...], inferred: str) -> str:
+    """Inferred axes of an image whose channels the user named: a short first axis is them.
+
+    A (2, Y, X) array with no axes recorded is inferred as a Z stack; once
+    the user names a cell and a nuclear channel, it is channels.
+    """
+    if inferred == "ZYX" and shape[0] <= 8:
+        return "CYX"
+    return inferred
+
+
 def check_channels(
     channels: Sequence[int] | None, shape: tuple[int, ...], layout: PlaneLayout
 ) -> tuple[int, int | None] | None:
@@ -504,8 +515,8 @@ def iter_segment(
         raise UNetError(f"the image is empty (shape {tuple(arr.shape)})")
     if image_type is not None:
         check_image_type(image_type)
-    if channels is not None and axes is None and len(arr.shape) == 3 and arr.shape[0] <= 8:
-        axes = "CYX"  # channels named: a short first axis is them, not Z
+    if channels is not None and axes is None:
+        axes = axes_with_channels(arr.shape, resolve_axes(arr.shape, None, rgb))
     layout = PlaneLayout(resolve_axes(arr.shape, axes, rgb))
     channels = check_channels(channels, arr.shape, layout)
     scale = segmenting_scale(seg_model.objects, params or seg_model.postprocessing, diameter)

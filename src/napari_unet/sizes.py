@@ -142,10 +142,7 @@ def segmenting_scale(
     """
     if diameter is not None:
         if objects is not None and objects.scale > 0:
-            if not diameter > 0:
-                raise UNetError(
-                    f"the object diameter must be a positive number of pixels, got {diameter}"
-                )
+            _check_diameter(diameter)
             working = objects.scale * objects.diameter
             return float(np.clip(working / diameter, MIN_CELL_SCALE, MAX_DIAMETER_UPSCALE))
         return diameter_factor(diameter, params)
@@ -185,10 +182,14 @@ def factor_for_area(area: float, params: InstanceParams) -> float:
     return factor if worth else 1.0
 
 
+def _check_diameter(diameter: float) -> None:
+    if not diameter > 0:
+        raise UNetError(f"the object diameter must be a positive number of pixels, got {diameter}")
+
+
 def diameter_factor(diameter: float, params: InstanceParams) -> float:
     """Resize factor that brings nuclei of ``diameter`` pixels to the model's training size."""
-    if not diameter > 0:
-        raise UNetError(f"the nucleus diameter must be a positive number of pixels, got {diameter}")
+    _check_diameter(diameter)
     if params.object_area <= 0:
         raise UNetError(
             "this model does not record the nucleus size it was trained on; "

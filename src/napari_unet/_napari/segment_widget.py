@@ -29,7 +29,6 @@ from superqt import QCollapsible, QLabeledDoubleSlider, QLabeledSlider
 from ..devices import available_devices
 from ..errors import UNetError
 from ..instances import InstanceParams
-from ..modelfile import get_model
 from ..normalize import IMAGE_TYPES
 from ..progress import Progress, Stage
 from ..segmentation import PlaneLayout, iter_segment, labels_from_probabilities, what_model_knows
@@ -437,7 +436,7 @@ class SegmentWidget(QWidget):
             self._write_labels(layer, labels, target)
             if self.probabilities_check.isChecked():
                 self._show_probabilities(layer, model, probs, target)
-            knows = what_model_knows(get_model(model))
+            knows = what_model_knows(model)
             self.status.setText(
                 f"{int(labels.max())} objects (the model finds {knows})"
                 + "".join(f"; {n}" for n in notes)
