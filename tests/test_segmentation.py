@@ -395,3 +395,27 @@ def test_a_dic_like_image_given_to_a_nuclei_model_is_said_to_be_unlike_it(tiny_m
     assert any("DIC or phase contrast" in n and n.startswith("warning:") for n in said)
     cells = replace(tiny_model, objects=TrainedObjects("cells", 60.0, 0.6))
     assert not any(n.startswith("warning:") and "DIC" in n for n in notes(cells))
+
+
+@pytest.mark.parametrize(
+    "image_shape, axes, channels, message",
+    [
+        ((2, 32, 32), "CYX", (0, 0), "must differ"),
+        ((2, 32, 32), "CYX", (0, 1, 1), "one or two channels"),
+        ((2, 32, 32), "CYX", (True,), "does not exist"),
+        ((2, 32, 32), "CYX", (2,), "does not exist"),
+        ((32, 32), None, (0,), "no channel axis"),
+        ((3, 32, 32), "ZYX", (0, 1), "no channel axis"),
+    ],
+)
+def test_bad_channels_are_one_clear_error_before_any_work(
+    tiny_model, image_shape, axes, channels, message
+):
+    with pytest.raises(UNetError, match=message):
+        segment(np.zeros(image_shape, np.float32), tiny_model, axes=axes, channels=channels)
+
+
+def test_named_channels_read_a_short_first_axis_as_channels_not_z(tiny_model):
+    image = np.random.default_rng(0).random((2, 48, 48)).astype(np.float32)
+    assert segment(image, tiny_model).shape == (2, 48, 48)  # unnamed: a Z stack
+    assert segment(image, tiny_model, channels=(1,)).shape == (48, 48)
