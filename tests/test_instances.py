@@ -183,3 +183,61 @@ def test_four_classes_separate_touching_cells_whose_boundary_is_faint():
     )
     m = matching(labels, split, 0.7)
     assert (m.tp, m.fp, m.fn) == (3, 0, 0)
+
+
+def big_touching_cells() -> np.ndarray:
+    """Two whole cells 40 px across (the working size of cells) touching along a border."""
+    yy, xx = np.mgrid[:64, :110]
+    labels = np.zeros((64, 110), dtype=np.int32)
+    labels[(yy - 32) ** 2 + (xx - 32) ** 2 <= 20**2] = 1
+    labels[((yy - 32) ** 2 + (xx - 72) ** 2 <= 20**2) & (labels == 0)] = 2
+    return labels
+
+
+def textured_interior(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """3-class probabilities whose interior score has many peaks inside each cell (its texture)."""
+    probs = probabilities_from_labels(labels, "3class", blur=1.0)
+    rng = np.random.default_rng(seed)
+    bumps = ndi.gaussian_filter(rng.normal(size=labels.shape), 3.0)
+    bumps *= 0.35 / np.abs(bumps).max()
+    inside = ndi.binary_erosion(labels > 0, iterations=4)
+    interior = np.where(inside, np.clip(probs[1] - 0.3 + bumps, 0.05, 1.0), probs[1])
+    probs[2] = np.clip(1 - probs[0] - interior, 0, 1)
+    probs[1] = 1 - probs[0] - probs[2]
+    return probs
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_distance_seeds_keep_a_textured_cell_whole_where_score_peaks_split_it(seed):
+    labels = big_touching_cells()
+    probs = textured_interior(labels, seed)
+    by_peaks = instances_from_probabilities(
+        probs, InstanceParams(seed_threshold=0.3, seed_dynamic=0.1, min_size=20)
+    )
+    by_distance = instances_from_probabilities(
+        probs, InstanceParams(seed_threshold=0.3, seed_distance_h=5.0, min_size=20)
+    )
+    m = matching(labels, by_distance, 0.7)
+    assert (m.tp, m.fp, m.fn) == (2, 0, 0)
+    assert by_peaks.max() > 2  # what the texture does to score-peak seeds
+
+
+def test_distance_seeds_separate_touching_cells():
+    labels = touching_discs()
+    probs = probabilities_from_labels(labels, "3class")
+    pred = instances_from_probabilities(probs, InstanceParams(min_size=5, seed_distance_h=2.0))
+    m = matching(labels, pred, 0.7)
+    assert (m.tp, m.fp, m.fn) == (3, 0, 0)
+
+
+def test_tuning_searches_the_distance_height_of_a_distance_seeded_model():
+    labels = big_touching_cells()
+    probs = [textured_interior(labels, s) for s in range(2)]
+    start = InstanceParams(seed_threshold=0.3, seed_distance_h=1.0, min_size=20)
+    tried = []
+    best, _ = tune_instance_params(
+        probs, [labels, labels], start=start, rounds=1, progress=lambda p, _: tried.append(p)
+    )
+    assert {p.seed_distance_h for p in tried} >= {2.0, 5.0, 10.0}
+    assert {p.seed_dynamic for p in tried} == {0.0}
+    assert best.seed_distance_h > 0

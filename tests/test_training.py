@@ -710,10 +710,15 @@ def test_whole_cells_are_trained_and_segmented_at_one_working_scale(tmp_path, ti
     assert model.objects.kind == "cells"
     assert model.objects.scale == pytest.approx(np.median([i.scale for i in items]), abs=1e-3)
     # A nuclei model's thresholds and its pull do not carry over to cells.
-    from napari_unet.training import CELL_MIN_SIZE_SHARE, CELL_THRESHOLDS
+    from napari_unet.training import CELL_MIN_SIZE_SHARE, CELL_SEED_DEPTH_SHARE, CELL_THRESHOLDS
 
     params = model.postprocessing
     assert {k: getattr(params, k) for k in CELL_THRESHOLDS} == CELL_THRESHOLDS
+    # Seeds from the interior's distance map, as deep as a share of the working diameter.
+    working_diameter = model.objects.diameter * model.objects.scale
+    assert params.seed_distance_h == pytest.approx(
+        working_diameter * CELL_SEED_DEPTH_SHARE, abs=0.05
+    )
     assert params.min_size == round(params.object_area * CELL_MIN_SIZE_SHARE)
     assert model.training["start_decay"] == 0.0
     # The working-scale area is what the network saw: a given diameter compares with it.

@@ -59,6 +59,11 @@ class InstanceParams:
         it meets another such peak; 0 keeps whole regions.
     seed_h
         2-class: seeds are distance-transform maxima at least this high (pixels).
+    seed_distance_h
+        3- and 4-class: when above 0, seeds are the maxima, at least this
+        high (pixels), of the distance to the edge of the interior region
+        (score above ``seed_threshold``), and ``seed_dynamic`` is not used;
+        for objects whose interior score is uneven, such as whole cells.
     min_size
         Objects with fewer pixels are removed.
     upscale_to_area, upscale_from_area
@@ -85,6 +90,7 @@ class InstanceParams:
     seed_threshold: float = 0.5
     seed_dynamic: float = 0.0
     seed_h: float = 2.0
+    seed_distance_h: float = 0.0
     min_size: int = 12
     upscale_to_area: float = 0.0
     upscale_from_area: float = 0.0
@@ -255,6 +261,21 @@ def seed_score(probs: np.ndarray, scheme: str) -> np.ndarray:
     return probs[1]
 
 
+def interior_distance_labels(
+    depth: np.ndarray, foreground: np.ndarray, params: InstanceParams
+) -> np.ndarray:
+    """Labels flooded from the h-maxima of the distance to the interior region's edge.
+
+    The distance is smoothed a little (sigma 1 px) so that a ragged edge
+    does not make a ridge of one-pixel maxima.
+    """
+    inner = (depth > params.seed_threshold) & foreground
+    distance = ndi.distance_transform_edt(inner).astype(np.float32)
+    distance = ndi.gaussian_filter(distance, 1.0)
+    seeds, _ = ndi.label(h_maxima(distance, params.seed_distance_h) & inner)
+    return watershed(-distance, markers=seeds, mask=foreground)
+
+
 def instances_from_probabilities(
     probs: np.ndarray, params: InstanceParams = InstanceParams(), scheme: str | None = None
 ) -> np.ndarray:
@@ -264,7 +285,9 @@ def instances_from_probabilities(
         raise UNetError(f"expected probabilities of shape (classes, Y, X), got {probs.shape}")
     scheme = scheme or class_scheme_of(probs.shape[0])
     foreground = probs[0] < 1.0 - params.foreground_threshold
-    if scheme in SEEDED_SCHEMES:
+    if scheme in SEEDED_SCHEMES and params.seed_distance_h > 0:
+        labels = interior_distance_labels(seed_score(probs, scheme), foreground, params)
+    elif scheme in SEEDED_SCHEMES:
         depth = seed_score(probs, scheme)
         seeds, n = ndi.label((depth > params.seed_threshold) & foreground)
         if params.seed_dynamic > 0 and n > 0:
@@ -322,8 +345,12 @@ def tune_instance_params(
         "foreground_threshold": np.round(np.arange(0.2, 0.96, 0.05), 2),
         "min_size": [0, 4, 8, 12, 16, 24, 32, 48, 64, 96],
     }
+    distance_seeds = scheme in SEEDED_SCHEMES and start.seed_distance_h > 0
     if scheme in SEEDED_SCHEMES:
         grids["seed_threshold"] = np.round(np.arange(0.2, 0.96, 0.05), 2)
+    if distance_seeds:
+        grids["seed_distance_h"] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
+    elif scheme in SEEDED_SCHEMES:
         grids["seed_dynamic"] = [0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4]
     else:
         grids["seed_h"] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
@@ -342,7 +369,7 @@ def tune_instance_params(
         if score > best_score + 1e-9:
             best, best_score, best_aps = candidate, score, aps
 
-    if scheme in SEEDED_SCHEMES:
+    if scheme in SEEDED_SCHEMES and not distance_seeds:
         # The seed threshold and the splitting interact (a high threshold
         # separates touching nuclei by itself, a low one needs splitting), so
         # they are first searched together on a coarse grid; one at a time

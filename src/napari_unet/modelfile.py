@@ -261,6 +261,10 @@ def config_from_metadata(metadata: dict, name: str) -> dict:
         "downscale_from_area",
         "object_area",
         "coarse_look_from_area",
+        "min_size",
+        "seed_h",
+        "seed_dynamic",
+        "seed_distance_h",
     )
     for key in sizes:
         _check_fraction(config, "postprocessing", key, name, 0.0, float("inf"))

@@ -62,12 +62,16 @@ from .tiling import predict_tiled, prepare_model
 
 SELECTION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 # Post-processing of a model that learns whole cells from a nuclei model (whose
-# thresholds were tuned for nuclei): chosen on 6 held-out ctc-dic-hela/train
-# frames, over 72 settings, for a fine-tuned and a scratch model (AP@0.5 /
-# SEG 0.678 / 0.692 and 0.688 / 0.743, against 0.652 / 0.650 and 0.600 /
-# 0.714 with the nuclei thresholds). Fragments under a twelfth of the median
-# cell are dropped: at 40 px across, about 100 px.
-CELL_THRESHOLDS = dict(foreground_threshold=0.5, seed_threshold=0.35, seed_dynamic=0.4)
+# thresholds were tuned for nuclei). A cell's interior score is as uneven as
+# its texture, so seeds come from the distance to the interior region's edge
+# (h-maxima at least an eighth of the working diameter high, 5 px at 40 px).
+# Chosen on 6 held-out ctc-dic-hela/train frames for a fine-tuned and a scratch
+# model (exp in docs/cells.md): AP@0.5 / SEG 0.709 / 0.693 and 0.850 / 0.756,
+# against 0.629 / 0.692 and 0.566 / 0.743 with seeds split at score peaks.
+# Fragments under a twelfth of the median cell are dropped: at 40 px across,
+# about 100 px.
+CELL_THRESHOLDS = dict(foreground_threshold=0.5, seed_threshold=0.5, seed_dynamic=0.0)
+CELL_SEED_DEPTH_SHARE = 1 / 8
 CELL_MIN_SIZE_SHARE = 1 / 12
 
 
@@ -548,6 +552,7 @@ def _with_objects_record(model: SegmentationModel, train_images) -> Segmentation
             params = replace(
                 params,
                 **CELL_THRESHOLDS,
+                seed_distance_h=round(record.diameter * record.scale * CELL_SEED_DEPTH_SHARE, 1),
                 min_size=round(working_area * CELL_MIN_SIZE_SHARE),
             )
     return replace(model, postprocessing=params, objects=record)
