@@ -434,13 +434,91 @@ def test_opening_a_model_twice_selects_it_once(make_napari_viewer, tiny_model, t
     assert seg.model_combo.currentText() == "lab"
 
 
-def test_all_docks_fit_a_1000_pixel_screen(make_napari_viewer):
+# The primary controls of each widget, by their stable object names (the issue's contract).
+PRIMARY = {
+    "Segment": ("segment_button",),
+    "Annotate": ("merge_button", "split_button"),
+    "Train / fine-tune": ("train_start_button", "train_stop_button"),
+    "Show weight map": (),  # magicgui's call button, found by its text
+}
+LAPTOP = (1366, 768)
+
+
+def _primary_buttons(name, widget):
+    from qtpy.QtWidgets import QPushButton, QWidget
+
+    root = widget if isinstance(widget, QWidget) else widget.native
+    if name == "Show weight map":
+        return [b for b in root.findChildren(QPushButton) if b.text() == "Show weight map"]
+    found = [root.findChild(QWidget, object_name) for object_name in PRIMARY[name]]
+    assert all(found), (name, found)
+    return found
+
+
+def _wholly_in_view(control, window) -> bool:
+    """Shown, and not cut by any scroll area, dock or the window's edge."""
+    from qtpy.QtCore import QPoint, QRect
+
+    if not control.isVisible():
+        return False
+    rect = QRect(control.mapTo(window, QPoint(0, 0)), control.size())
+    seen = QRect(rect)
+    parent = control.parentWidget()
+    while parent is not None and parent is not window:
+        seen = seen.intersected(QRect(parent.mapTo(window, QPoint(0, 0)), parent.size()))
+        parent = parent.parentWidget()
+    return seen == rect and window.rect().contains(rect)
+
+
+def _settle(qtbot):
+    qtbot.wait(150)
+
+
+def _canvas_share(viewer) -> float:
+    return viewer.window._qt_viewer.canvas.native.width() / viewer.window._qt_window.width()
+
+
+def test_each_widget_docked_alone_shows_its_primary_actions_on_a_laptop(make_napari_viewer, qtbot):
+    for name in WIDGETS:
+        viewer = make_napari_viewer(show=True)
+        window = viewer.window._qt_window
+        window.resize(*LAPTOP)
+        _, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
+        _settle(qtbot)
+        for button in _primary_buttons(name, widget):
+            assert _wholly_in_view(button, window), (name, button.objectName() or button.text())
+        assert _canvas_share(viewer) > 0.5, (name, _canvas_share(viewer))
+
+
+def test_all_widgets_open_as_tabs_of_one_dock_and_keep_their_actions_in_view(
+    make_napari_viewer, qtbot
+):
+    from qtpy.QtWidgets import QDockWidget
+
     viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1600, 1000)
-    docks = [viewer.window.add_plugin_dock_widget("napari-unet", name)[0] for name in WIDGETS]
-    total = sum(d.widget().minimumSizeHint().height() for d in docks)
-    assert total < 800, [d.widget().minimumSizeHint().height() for d in docks]
-    assert viewer.window._qt_window.height() <= 1000
+    window = viewer.window._qt_window
+    window.resize(*LAPTOP)
+    opened = {}
+    for name in WIDGETS:
+        opened[name] = viewer.window.add_plugin_dock_widget("napari-unet", name)
+        _settle(qtbot)
+    docks = [dock for dock, _ in opened.values()]
+    # One group of tabs: each dock is tabbed with the three others.
+    for dock in docks:
+        assert set(window.tabifiedDockWidgets(dock)) == set(docks) - {dock}
+    assert window.width() <= LAPTOP[0] and window.height() <= LAPTOP[1]
+    assert _canvas_share(viewer) > 0.5, _canvas_share(viewer)
+    for name, (dock, widget) in opened.items():
+        dock.raise_()
+        _settle(qtbot)
+        assert isinstance(dock, QDockWidget)
+        for button in _primary_buttons(name, widget):
+            assert _wholly_in_view(button, window), (name, button.objectName() or button.text())
+    # A widget closed and opened again joins the tabs again.
+    viewer.window.remove_dock_widget(opened["Segment"][0])
+    dock, _ = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _settle(qtbot)
+    assert len(window.tabifiedDockWidgets(dock)) == 3
 
 
 def test_each_model_shows_only_its_own_sliders(make_napari_viewer, tiny_model):

@@ -10,17 +10,21 @@ import napari
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
+    QDockWidget,
     QFrame,
     QHBoxLayout,
     QLabel,
+    QMainWindow,
     QProgressBar,
     QPushButton,
     QScrollArea,
     QVBoxLayout,
     QWidget,
 )
+from superqt import QCollapsible
 
 from ..errors import UNetError
 from ..progress import Progress
@@ -71,8 +75,7 @@ class LayerCombo(QComboBox):
         self.allow_none = allow_none
         # An optional choice (a nuclear channel) must not jump to every image opened.
         self.follow_new = follow_new
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
+        compact(self)
         events = viewer.layers.events
         for ev in (events.removed, events.moved, events.changed):
             connect_while_alive(self, ev, self.refresh)
@@ -80,7 +83,13 @@ class LayerCombo(QComboBox):
         refresh = self.refresh
 
         def forget_layer_names(*_) -> None:
-            for layer in list(viewer.layers):
+            # The viewer may be closing too (napari's proxy of it then fails on any
+            # lookup): its layers go with it, and there is nothing to disconnect.
+            try:
+                layers = list(viewer.layers)
+            except Exception:
+                return
+            for layer in layers:
                 _disconnect(layer.events.name, refresh)
 
         self.destroyed.connect(forget_layer_names)
@@ -289,10 +298,10 @@ class TaskBar(QWidget):
 
 
 def scrolling_layout(widget: QWidget) -> QVBoxLayout:
-    """A vertical layout for ``widget``'s controls inside a scroll area.
+    """A vertical layout for ``widget``'s form inside a scroll area.
 
-    A dock then needs little height (it scrolls instead), so all four docks
-    fit on a 1000-pixel screen together.
+    A dock then needs little height: the form scrolls, while the primary
+    actions (:func:`pinned_layout`) stay in view below it.
     """
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
@@ -305,7 +314,127 @@ def scrolling_layout(widget: QWidget) -> QVBoxLayout:
     return QVBoxLayout(inner)
 
 
+def pinned_layout(widget: QWidget) -> QVBoxLayout:
+    """A layout under :func:`scrolling_layout`'s area that never scrolls.
+
+    For a widget's primary actions, progress and status: on a laptop screen
+    (1366x768), docked alone or with the others, they are always in view.
+    """
+    pinned = QWidget()
+    pinned.setObjectName("pinned_actions")
+    layout = QVBoxLayout(pinned)
+    layout.setContentsMargins(9, 4, 9, 6)
+    widget.layout().addWidget(pinned)
+    return layout
+
+
+def folded(title: str, *widgets: QWidget) -> QWidget:
+    """A collapsed section holding ``widgets``: settings most users never change."""
+    section = QCollapsible(title)
+    body = QWidget()
+    layout = QVBoxLayout(body)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        layout.addWidget(w)
+    section.addWidget(body)
+    return section
+
+
+# Marks the widgets of this plugin, whatever napari wraps them in.
+DOCK_PROPERTY = "napari_unet_widget"
+# Width (px) the plugin's dock opens at: on a 1366 px screen, next to napari's
+# layer list, the canvas keeps over half of the window.
+DOCK_WIDTH = 310
+
+
+class _JoinDocksOnShow(QObject):
+    """Tabs a napari-unet dock together with the plugin's docks already open.
+
+    napari stacks the plugin's docks one under another: with all four open
+    on a 1366x768 screen each got under 150 px and their buttons went out of
+    sight. As tabs of one dock, each has the full height, and the canvas
+    keeps the width (napari's own ``add_dock_widget(tabify=True)`` does the same).
+    """
+
+    def __init__(self, widget: QWidget) -> None:
+        super().__init__(widget)
+        self._widget = widget
+        self._done = False
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
+        if not self._done and event.type() == QEvent.Type.Show:
+            self._done = True
+            QTimer.singleShot(0, self._join)
+        return False
+
+    def _join(self) -> None:
+        dock = _ancestor(self._widget, QDockWidget)
+        window = _ancestor(dock, QMainWindow) if dock is not None else None
+        if dock is None or window is None or dock.isFloating():
+            return
+        # Narrow (the user may drag it wider): the canvas keeps most of a laptop's width,
+        # but wide enough for the form, so that it never scrolls sideways.
+        width = max(DOCK_WIDTH, _form_width(dock))
+        if dock.width() > width:
+            window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
+        area = window.dockWidgetArea(dock)
+        for other in window.findChildren(QDockWidget):
+            if (
+                other is not dock
+                and other.isVisible()
+                and not other.isFloating()
+                and window.dockWidgetArea(other) == area
+                and _holds_plugin_widget(other)
+            ):
+                window.tabifyDockWidget(other, dock)
+                dock.show()
+                dock.raise_()
+                return
+
+
+def _form_width(dock: QDockWidget) -> int:
+    """The width the dock needs to show its widest scrolling form without a horizontal bar."""
+    needed = dock.minimumSizeHint().width()
+    for area in dock.findChildren(QScrollArea):
+        if area.widget() is not None:
+            chrome = dock.width() - area.viewport().width()
+            needed = max(needed, area.widget().minimumSizeHint().width() + chrome)
+    return needed
+
+
+def _ancestor(widget: QWidget | None, kind: type) -> QWidget | None:
+    while widget is not None and not isinstance(widget, kind):
+        widget = widget.parentWidget()
+    return widget
+
+
+def _holds_plugin_widget(dock: QDockWidget) -> bool:
+    inner = dock.widget()
+    if inner is None:
+        return False
+    return bool(inner.property(DOCK_PROPERTY)) or any(
+        child.property(DOCK_PROPERTY) for child in inner.findChildren(QWidget)
+    )
+
+
+def join_plugin_docks(widget: QWidget) -> None:
+    """Mark ``widget`` as this plugin's and tab its dock with the plugin's other docks when shown."""
+    widget.setProperty(DOCK_PROPERTY, True)
+    _JoinDocksOnShow(widget)
+
+
+def compact(combo: QComboBox, characters: int = 10) -> QComboBox:
+    """A combo box whose width does not grow with its longest item (the dock stays narrow)."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(characters)
+    return combo
+
+
 def labeled(text: str, widget: QWidget) -> QWidget:
+    """``widget`` after a label, in one row (combo boxes made :func:`compact`)."""
+    if isinstance(widget, QComboBox):
+        compact(widget)
     row = QWidget()
     layout = QHBoxLayout(row)
     layout.setContentsMargins(0, 0, 0, 0)

@@ -15,12 +15,19 @@ from __future__ import annotations
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import QLabel, QLineEdit, QPushButton, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
 
 from ..annotation import fill_label_holes, merge_labels, split_label
 from ..cells import cells_from_points
 from ..errors import UNetError
-from ._common import LayerCombo, labeled, report_error, scrolling_layout
+from ._common import (
+    LayerCombo,
+    join_plugin_docks,
+    labeled,
+    pinned_layout,
+    report_error,
+    scrolling_layout,
+)
 from .layer_shapes import labels_shape
 
 ANNOTATION_SUFFIX = " annotation"
@@ -62,20 +69,35 @@ class AnnotateWidget(QWidget):
         self.merge_edit.setPlaceholderText(
             "ids, e.g. 3, 7 (empty: selected label + the one under the cursor)"
         )
+        layout.addWidget(labeled("merge ids", self.merge_edit))
+        layout.addStretch(1)
+
+        # The edits, always in view (a biologist goes back and forth between them and the canvas).
+        actions = pinned_layout(self)
+        row = QWidget()
+        row_layout = QHBoxLayout(row)
+        row_layout.setContentsMargins(0, 0, 0, 0)
         self.merge_button = QPushButton("Merge")
-        layout.addWidget(labeled("merge", self.merge_edit))
-        layout.addWidget(self.merge_button)
+        self.merge_button.setObjectName("merge_button")
+        self.merge_button.setToolTip(
+            "Merge the ids typed above, or the selected label and the one under the cursor"
+        )
         self.split_button = QPushButton("Split at points")
+        self.split_button.setObjectName("split_button")
         self.split_button.setToolTip(
             "Place points on one object in the 'split points' layer, then click"
         )
-        layout.addWidget(self.split_button)
-        self.fill_button = QPushButton("Fill holes of selected label")
-        layout.addWidget(self.fill_button)
+        self.fill_button = QPushButton("Fill holes")
+        self.fill_button.setObjectName("fill_button")
+        self.fill_button.setToolTip("Fill the holes of the selected label")
+        for button in (self.merge_button, self.split_button, self.fill_button):
+            row_layout.addWidget(button)
+        actions.addWidget(row)
         self.info = QLabel("")
+        self.info.setObjectName("annotate_status")
         self.info.setWordWrap(True)
-        layout.addWidget(self.info)
-        layout.addStretch(1)
+        actions.addWidget(self.info)
+        join_plugin_docks(self)
 
         self.new_button.clicked.connect(self.new_annotation)
         self.from_prediction_button.clicked.connect(self.annotation_from_prediction)

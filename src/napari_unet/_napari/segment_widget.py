@@ -37,8 +37,12 @@ from ._common import (
     DERIVED_KEY,
     LayerCombo,
     TaskBar,
+    compact,
     connect_while_alive,
+    folded,
+    join_plugin_docks,
     labeled,
+    pinned_layout,
     report_error,
     scrolling_layout,
 )
@@ -89,7 +93,7 @@ class SegmentWidget(QWidget):
         )
         layout.addWidget(labeled("nuclei channel", self.nuclei_combo))
 
-        self.model_combo = QComboBox()
+        self.model_combo = compact(QComboBox())
         self.open_model_button = QPushButton("Open…")
         self.open_model_button.setToolTip(
             "Open a .safetensors model file or a bioimage.io .zip exported by napari-unet"
@@ -103,7 +107,6 @@ class SegmentWidget(QWidget):
 
         self.device_combo = QComboBox()
         self.device_combo.addItems(available_devices())  # only what this machine has
-        layout.addWidget(labeled("device", self.device_combo))
 
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 8192)
@@ -112,7 +115,6 @@ class SegmentWidget(QWidget):
         self.tile_spin.setToolTip(
             "output pixels per tile and axis; 'auto' picks from a memory budget"
         )
-        layout.addWidget(labeled("tile size", self.tile_spin))
 
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(SCOPES)
@@ -143,22 +145,35 @@ class SegmentWidget(QWidget):
             "stacks: link the planes by overlap into 3-D objects (one id per nucleus through Z), "
             "or keep a cell's id over time (a 3-D stack is then read as T, Y, X), or neither"
         )
-        layout.addWidget(labeled("link planes", self.link_combo))
 
         self.probabilities_check = QCheckBox("also show probability maps")
-        layout.addWidget(self.probabilities_check)
+        # Settings most runs leave alone, folded so the form stays short.
+        layout.addWidget(
+            folded(
+                "More options",
+                labeled("link planes", self.link_combo),
+                self.probabilities_check,
+                labeled("device", self.device_combo),
+                labeled("tile size", self.tile_spin),
+            )
+        )
 
         self.advanced = self._postprocessing_section()
         layout.addWidget(self.advanced)
 
-        self.run_button = QPushButton("Segment")
-        layout.addWidget(self.run_button)
-        self.task = TaskBar("Cancel")
-        layout.addWidget(self.task)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        layout.addWidget(self.status)
         layout.addStretch(1)
+
+        actions = pinned_layout(self)
+        self.run_button = QPushButton("Segment")
+        self.run_button.setObjectName("segment_button")
+        actions.addWidget(self.run_button)
+        self.task = TaskBar("Cancel")
+        actions.addWidget(self.task)
+        self.status = QLabel("")
+        self.status.setObjectName("segment_status")
+        self.status.setWordWrap(True)
+        actions.addWidget(self.status)
+        join_plugin_docks(self)
 
         self._relabel_timer = QTimer(self)
         self._relabel_timer.setSingleShot(True)
@@ -171,9 +186,11 @@ class SegmentWidget(QWidget):
     def _postprocessing_section(self) -> QCollapsible:
         """The collapsible post-processing sliders (each model's stored thresholds)."""
         section = QCollapsible("Post-processing")
+        self._distance_seeds = False  # set per model by reset_params
         adv = QWidget()
         adv_layout = QVBoxLayout(adv)
         self.foreground_slider = QLabeledDoubleSlider()
+        self.foreground_slider.setObjectName("foreground_threshold")
         self.foreground_slider.setRange(0.05, 0.95)
         self.seed_slider = QLabeledDoubleSlider()
         self.seed_slider.setRange(0.05, 0.95)
@@ -208,7 +225,7 @@ class SegmentWidget(QWidget):
         adv_layout.addWidget(labeled("split", self.seed_dynamic_slider))
         adv_layout.addWidget(labeled("seed h", self.seed_h_slider))
         adv_layout.addWidget(labeled("min size", self.min_size_slider))
-        adv_layout.addWidget(labeled("upscale objects below (px)", self.upscale_slider))
+        adv_layout.addWidget(labeled("upscale below", self.upscale_slider))
         self.reset_params_button = QPushButton("Model defaults")
         adv_layout.addWidget(self.reset_params_button)
         section.addWidget(adv)
@@ -288,12 +305,15 @@ class SegmentWidget(QWidget):
             params, scheme = model.postprocessing, model.scheme
         except (UNetError, KeyError):
             params, scheme = InstanceParams(), "3class"
-        # Each model shows only the sliders its post-processing uses.
+        # Each model shows only the sliders its post-processing uses; "seed h" is
+        # the distance maxima's height, of the foreground (2-class) or of the
+        # interior (models of whole cells).
         seeded = scheme != "2class"
+        self._distance_seeds = seeded and params.seed_distance_h > 0
         for slider, shown in (
             (self.seed_slider, seeded),
-            (self.seed_dynamic_slider, seeded),
-            (self.seed_h_slider, not seeded),
+            (self.seed_dynamic_slider, seeded and not self._distance_seeds),
+            (self.seed_h_slider, not seeded or self._distance_seeds),
         ):
             slider.parentWidget().setVisible(shown)
         self.set_params(params)
@@ -305,7 +325,9 @@ class SegmentWidget(QWidget):
         self.foreground_slider.setValue(params.foreground_threshold)
         self.seed_slider.setValue(params.seed_threshold)
         self.seed_dynamic_slider.setValue(params.seed_dynamic)
-        self.seed_h_slider.setValue(params.seed_h)
+        self.seed_h_slider.setValue(
+            params.seed_distance_h if self._distance_seeds else params.seed_h
+        )
         self.min_size_slider.setValue(int(params.min_size))
         self.upscale_slider.setValue(int(round(params.upscale_from_area or params.upscale_to_area)))
         for s in sliders:
@@ -317,12 +339,13 @@ class SegmentWidget(QWidget):
             base = self.current_model().postprocessing
         except (UNetError, KeyError):
             base = InstanceParams()
+        seed_h = round(float(self.seed_h_slider.value()), 3)
         return replace(
             base,
             foreground_threshold=round(float(self.foreground_slider.value()), 3),
             seed_threshold=round(float(self.seed_slider.value()), 3),
             seed_dynamic=round(float(self.seed_dynamic_slider.value()), 3),
-            seed_h=round(float(self.seed_h_slider.value()), 3),
+            **({"seed_distance_h": seed_h} if self._distance_seeds else {"seed_h": seed_h}),
             min_size=int(self.min_size_slider.value()),
             **self._enlarging(base),
         )

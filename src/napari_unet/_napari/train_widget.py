@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -43,7 +44,10 @@ from ._common import (
     LayerCombo,
     TaskBar,
     connect_while_alive,
+    folded,
+    join_plugin_docks,
     labeled,
+    pinned_layout,
     report_error,
     scrolling_layout,
 )
@@ -87,55 +91,74 @@ class TrainWidget(QWidget):
         self.pairs.setMinimumHeight(130)  # four rows visible; the dock scrolls instead
         layout.addWidget(self.pairs)
 
-        layout.addWidget(QLabel("<b>… and/or folders</b> (images and masks paired by file name)"))
-        self.train_images = self._folder_row(layout, "train images")
-        self.train_masks = self._folder_row(layout, "train masks")
-        self.val_images = self._folder_row(layout, "val images")
-        self.val_masks = self._folder_row(layout, "val masks")
+        # Folders: for sets too big to open as layers (folded: most fine-tunes use layers).
+        folder_rows = QWidget()
+        folder_layout = QVBoxLayout(folder_rows)
+        folder_layout.setContentsMargins(0, 0, 0, 0)
+        folder_layout.addWidget(QLabel("images and masks paired by file name"))
+        self.train_images = self._folder_row(folder_layout, "train images")
+        self.train_masks = self._folder_row(folder_layout, "train masks")
+        self.val_images = self._folder_row(folder_layout, "val images")
+        self.val_masks = self._folder_row(folder_layout, "val masks")
+        layout.addWidget(folded("… and/or folders", folder_rows))
 
         layout.addWidget(QLabel("<b>Model and schedule</b>"))
         self.start_combo = QComboBox()
         layout.addWidget(labeled("start from", self.start_combo))
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 100000)
-        self.epochs_spin.setValue(int(settings.get("train_epochs", FINE_TUNE.epochs)))
-        self.epochs_spin.setToolTip("whichever of epochs and minutes ends first wins")
-        layout.addWidget(labeled("epochs", self.epochs_spin))
         self.minutes_spin = QDoubleSpinBox()
         self.minutes_spin.setRange(0, 100000)
         self.minutes_spin.setDecimals(1)
         self.minutes_spin.setSpecialValueText("no limit")
+        self.minutes_spin.setSuffix(" min")
         self.minutes_spin.setValue(float(settings.get("train_minutes", FINE_TUNE.minutes)))
         self.minutes_spin.setToolTip("whichever of epochs and minutes ends first wins")
         layout.addWidget(labeled("minutes", self.minutes_spin))
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 100000)
+        self.epochs_spin.setValue(int(settings.get("train_epochs", FINE_TUNE.epochs)))
+        self.epochs_spin.setToolTip("whichever of epochs and minutes ends first wins")
         self.patches_spin = QSpinBox()
         self.patches_spin.setRange(1, 100000)
         self.patches_spin.setValue(int(settings.get("train_patches", FINE_TUNE.patches_per_epoch)))
-        layout.addWidget(labeled("patches/epoch", self.patches_spin))
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 256)
         self.batch_spin.setValue(int(settings.get("train_batch", FINE_TUNE.batch_size)))
-        layout.addWidget(labeled("batch size", self.batch_spin))
-        self.augment_check = QCheckBox("augment (elastic, rotations, grey values)")
+        self.augment_check = QCheckBox("augment")
+        self.augment_check.setToolTip(
+            "random elastic deformations, rotations, flips and grey-value changes of each patch"
+        )
         self.augment_check.setChecked(True)
-        layout.addWidget(self.augment_check)
+        layout.addWidget(
+            folded(
+                "Schedule details",
+                labeled("epochs", self.epochs_spin),
+                labeled("patches/epoch", self.patches_spin),
+                labeled("batch size", self.batch_spin),
+                self.augment_check,
+            )
+        )
+        self.plot = LivePlot()
+        layout.addWidget(self.plot)
+        layout.addStretch(1)
 
+        actions = pinned_layout(self)
         self.start_button = QPushButton("Start training")
-        layout.addWidget(self.start_button)
+        self.start_button.setObjectName("train_start_button")
+        actions.addWidget(self.start_button)
         # Training shows its progress here (bar, ETA, live plot), not in napari's
         # activity panel, whose animation would slow training (see TaskBar).
         self.task = TaskBar("Stop", napari_activity=False)
+        self.task.stop_button.setObjectName("train_stop_button")
         self.task.stop_button.setToolTip("finish after the current step and keep the best model")
-        layout.addWidget(self.task)
-        self.plot = LivePlot()
-        layout.addWidget(self.plot)
+        actions.addWidget(self.task)
         self.status = QLabel("")
+        self.status.setObjectName("train_status")
         self.status.setWordWrap(True)
-        layout.addWidget(self.status)
+        actions.addWidget(self.status)
         self.save_button = QPushButton("Save model…")
         self.save_button.setEnabled(False)
-        layout.addWidget(self.save_button)
-        layout.addStretch(1)
+        actions.addWidget(self.save_button)
+        join_plugin_docks(self)
 
         connect_while_alive(self, registry().changed, self.refresh_models)
         self.refresh_models()

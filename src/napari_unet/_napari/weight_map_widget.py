@@ -10,18 +10,29 @@ from __future__ import annotations
 import napari
 import numpy as np
 from magicgui import magic_factory
+from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import UNetError
 from ..weights import weight_maps_per_plane
-from ._common import DERIVED_KEY, report_error
+from ._common import DERIVED_KEY, join_plugin_docks, report_error
 
 FORMULA = (
-    "w(x) = w_c(x) + w0 exp(-(d1 + d2)^2 / 2 sigma^2), computed on the labels with touching "
-    "borders set to background, as in training."
+    "w = w_c + w0 exp(-(d1 + d2)² / 2 sigma²), on the labels with touching borders set to "
+    "background, as in training"
 )
 
 
+def _laptop_layout(widget) -> None:
+    """The formula wraps (unwrapped it forced the dock column to 966 px); the dock joins the others."""
+    label = widget.formula.native
+    label.setWordWrap(True)
+    # Its text's width is not a reason to widen the dock: it takes what the column has.
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    join_plugin_docks(widget.native)
+
+
 @magic_factory(
+    widget_init=_laptop_layout,
     call_button="Show weight map",
     labels_layer={"label": "labels", "tooltip": "instance labels to show the weights of"},
     w0={"label": "w0", "min": 0.0, "max": 100.0, "tooltip": "amplitude of the border term"},
