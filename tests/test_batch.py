@@ -297,3 +297,40 @@ def test_outputs_keep_the_inputs_pixel_size(tmp_path, tiny_model, block_size):
     labels = read_image(tmp_path / "out" / "cells_labels.tif")
     assert labels.pixel_size == pytest.approx({"X": 0.25, "Y": 0.25})
     assert labels.unit == "micrometer"
+
+
+def test_thresholds_reach_every_path_in_memory_and_block_by_block(tmp_path, tiny_model):
+    """A changed min_size removes objects in batch runs and block-wise alike."""
+    from dataclasses import replace
+
+    tiny = replace(
+        tiny_model, postprocessing=replace(tiny_model.postprocessing, foreground_threshold=0.05)
+    )
+    image, _ = synthetic_nuclei((300, 260), n_nuclei=40, seed=5)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", image)
+    own = segment_files([folder], tmp_path / "own", BatchOptions(model=tiny))
+    huge = {"min_size": 500}
+    big_only = segment_files([folder], tmp_path / "big", BatchOptions(model=tiny, thresholds=huge))
+    assert not own.failed and not big_only.failed
+    own_labels = tifffile.imread(tmp_path / "own" / "a_labels.tif")
+    big_labels = tifffile.imread(tmp_path / "big" / "a_labels.tif")
+    assert own_labels.max() > 0
+    assert np.bincount(big_labels.ravel())[1:].min(initial=500) >= 500
+    for name, thresholds in (("b_own", None), ("b_big", huge)):
+        options = BatchOptions(block_size=128, thresholds=thresholds)
+        segment_large(image, tmp_path / f"{name}_labels.tif", tiny, options=options)
+    blocks_big = tifffile.imread(tmp_path / "b_big_labels.tif")
+    # Objects cut by a block's edge may leave a few pixels in its core: most are large.
+    assert np.median(np.bincount(blocks_big.ravel())[1:]) >= 500
+    assert blocks_big.max() < tifffile.imread(tmp_path / "b_own_labels.tif").max()
+
+
+def test_a_threshold_out_of_its_range_is_refused():
+    from napari_unet.instances import InstanceParams
+
+    with pytest.raises(UNetError, match=r"min-size must be in \[0, 500\]"):
+        BatchOptions(thresholds={"min_size": -1}).params_for(InstanceParams())
+    with pytest.raises(UNetError, match="unknown post-processing setting"):
+        BatchOptions(thresholds={"min_sise": 3}).params_for(InstanceParams())

@@ -617,3 +617,166 @@ def test_a_second_training_into_the_same_out_is_refused_while_the_first_runs(
     lock.write_text("999999999")
     assert main(argv) == 0
     assert out.exists() and not lock.exists()
+
+
+def test_every_option_has_help_and_says_its_default():
+    import argparse
+
+    from napari_unet.cli import build_parser
+
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = []
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction) or not action.option_strings:
+                continue
+            text = action.help or ""
+            if not text:
+                missing.append(f"{name} {action.option_strings[0]}: no help")
+            elif action.default not in (None, False) and "default" not in text.lower():
+                missing.append(f"{name} {action.option_strings[0]}: default not said")
+    assert missing == []
+
+
+def test_post_processing_flags_change_the_labels(pairs, model_file, tmp_path):
+    images, _ = pairs
+    low = ["--foreground-threshold", "0.05", "--min-size", "0"]
+    assert (
+        main(
+            [
+                "segment",
+                str(images),
+                "--out",
+                str(tmp_path / "a"),
+                "--model",
+                model_file,
+                "--quiet",
+                *low,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "segment",
+                str(images),
+                "--out",
+                str(tmp_path / "b"),
+                "--model",
+                model_file,
+                "--quiet",
+                *low[:2],
+                "--min-size",
+                "500",
+            ]
+        )
+        == 0
+    )
+    a = tifffile.imread(tmp_path / "a" / "n0_labels.tif")
+    b = tifffile.imread(tmp_path / "b" / "n0_labels.tif")
+    assert a.max() > 0 and np.bincount(b.ravel())[1:].min(initial=500) >= 500
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--min-size", "5000"], "min-size must be in [0, 500]"),
+        (["--foreground-threshold", "nan"], "foreground-threshold must be in"),
+        (["--seed-distance-h", "-1"], "seed-distance-h must be in"),
+    ],
+)
+def test_post_processing_flags_out_of_range_are_one_line_before_work(
+    pairs, model_file, tmp_path, capsys, flags, message
+):
+    images, _ = pairs
+    out = tmp_path / "out"
+    code = main(["segment", str(images), "--out", str(out), "--model", model_file, *flags])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["images", "masks"])
+def test_a_pipe_among_training_files_is_one_line_not_a_hang(pairs, tmp_path, capsys, where):
+    import os
+
+    images, masks = pairs
+    os.mkfifo((images if where == "images" else masks) / "stuck.tif")
+    out = tmp_path / "m.safetensors"
+    code = main(["train", "--images", str(images), "--masks", str(masks), "--out", str(out)])
+    assert code == 2
+    assert "not a regular file (a pipe or a device?)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_pipe_among_evaluated_files_is_one_line_not_a_hang(pairs, tmp_path, capsys):
+    import os
+
+    images, masks = pairs
+    os.mkfifo(masks / "stuck.tif")
+    assert main(["evaluate", "--pred", str(masks), "--gt", str(masks)]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["train", "--max-zoom", "nan"], "--max-zoom: must be 0 or a positive number"),
+        (["train", "--loader-workers", "-1"], "--loader-workers: must be 0 or more"),
+        (["segment", "x", "--out", "o", "--workers", "-1"], "--workers: must be at least 1"),
+        (["segment", "x", "--out", "o", "--block-size", "8"], "--block-size: must be at least 256"),
+    ],
+)
+def test_bad_numbers_are_one_line(command, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(command)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_more_workers_than_cpus_is_refused_before_work(pairs, tmp_path, capsys):
+    import os
+
+    images, _ = pairs
+    many = str((os.cpu_count() or 1) + 1)
+    assert main(["segment", str(images), "--out", str(tmp_path / "o"), "--workers", many]) == 2
+    assert "this machine has" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_dead_scheduler_is_found_before_any_work(pairs, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    images, _ = pairs
+    args = [
+        "segment",
+        str(images),
+        "--out",
+        str(tmp_path / "o"),
+        "--scheduler",
+        f"tcp://127.0.0.1:{port}",
+    ]
+    assert main(args) == 2
+    assert "no scheduler answers there" in capsys.readouterr().err
+
+
+def test_masks_folder_that_is_the_images_folder_is_refused(pairs, tmp_path, capsys):
+    images, _ = pairs
+    args = [
+        "train",
+        "--images",
+        str(images),
+        "--masks",
+        str(images),
+        "--out",
+        str(tmp_path / "m.safetensors"),
+    ]
+    assert main(args) == 2
+    assert "--masks is the images folder" in capsys.readouterr().err

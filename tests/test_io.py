@@ -176,3 +176,47 @@ def test_a_standalone_ome_zarr_points_at_its_image_by_a_relative_path(tmp_path):
     image_label = zarr.open_group(str(out), mode="r").attrs["image-label"]
     assert image_label["source"]["image"] == "../../images/cells.tif"
     assert (out / image_label["source"]["image"]).resolve() == source.resolve()
+
+
+@pytest.mark.parametrize(
+    "name, stem",
+    [
+        ("a.ome.zarr", "a"),
+        ("a.zarr", "a"),
+        ("b.ome.tif", "b"),
+        ("b.OME.TIFF", "b"),
+        ("c.TIF", "c"),
+        ("d.bmp", "d"),
+        ("e.v2.png", "e.v2"),
+        ("f.txt", "f"),
+    ],
+)
+def test_image_stem_drops_the_longest_image_suffix(name, stem):
+    from napari_unet.io import image_stem
+
+    assert image_stem(name) == stem
+
+
+def test_one_format_registry_for_reading_batch_and_training():
+    """What read_image reads is what batch runs list and training folders pair (.bmp included)."""
+    from napari_unet import batch, data, io
+
+    assert set(batch.INPUT_SUFFIXES) == set(io.READABLE_SUFFIXES)
+    assert set(data.IMAGE_SUFFIXES) == set(io.FILE_IMAGE_SUFFIXES)
+    assert ".bmp" in io.FILE_IMAGE_SUFFIXES
+
+
+def test_bmp_images_are_found_by_batch_runs_and_training_folders(tmp_path):
+    import imageio.v3 as iio
+
+    from napari_unet.batch import expand_inputs
+    from napari_unet.data import pair_by_stem
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "masks").mkdir()
+    iio.imwrite(tmp_path / "img" / "a.bmp", np.zeros((16, 16), np.uint8))
+    iio.imwrite(tmp_path / "masks" / "a_labels.png", np.zeros((16, 16), np.uint8))
+    assert [p.name for p in expand_inputs([tmp_path / "img"])] == ["a.bmp"]
+    assert [(i.name, m.name) for i, m in pair_by_stem(tmp_path / "img", tmp_path / "masks")] == [
+        ("a.bmp", "a_labels.png")
+    ]

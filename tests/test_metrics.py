@@ -139,3 +139,14 @@ def test_seg_of_a_perfect_prediction_is_one_and_never_above_the_matched_iou(seed
         else:
             g, q = gt == gid, pred == cover[0]
             assert score == pytest.approx((g & q).sum() / (g | q).sum())
+
+
+def test_ids_at_or_above_2_to_the_63_still_count():
+    gt = np.zeros((10, 10), np.uint64)
+    gt[1:4, 1:4] = 1
+    gt[6:9, 6:9] = 2
+    pred = np.zeros_like(gt)
+    pred[1:4, 1:4] = np.uint64(1 << 63)
+    pred[6:9, 6:9] = np.uint64((1 << 64) - 1)
+    m = matching(gt, pred, 0.5)
+    assert (m.tp, m.fp, m.fn) == (2, 0, 0)

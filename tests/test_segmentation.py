@@ -419,3 +419,24 @@ def test_named_channels_read_a_short_first_axis_as_channels_not_z(tiny_model):
     image = np.random.default_rng(0).random((2, 48, 48)).astype(np.float32)
     assert segment(image, tiny_model).shape == (2, 48, 48)  # unnamed: a Z stack
     assert segment(image, tiny_model, channels=(1,)).shape == (48, 48)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 3), (7, 200), (2, 7, 64)])
+def test_planes_too_small_to_hold_an_object_are_a_clear_error(tiny_model, shape):
+    from napari_unet.segmentation import MIN_PLANE_SIDE
+
+    with pytest.raises(UNetError, match="too small to segment") as info:
+        segment(np.ones(shape, np.float32), tiny_model)
+    assert f"at least {MIN_PLANE_SIDE} pixels" in str(info.value)
+
+
+def test_note_collector_keeps_segment_notes_in_order_once():
+    from napari_unet.progress import Progress, Stage
+    from napari_unet.segmentation import note_collector
+
+    notes: list[str] = []
+    collect = note_collector(notes)
+    collect(Progress(Stage.SEGMENT, 1, 2, {"notes": ["read as fluorescence", "warning: x"]}))
+    collect(Progress(Stage.PREDICT, 1, 2, {"notes": ["not a plane's note"]}))
+    collect(Progress(Stage.SEGMENT, 2, 2, {"notes": ["warning: x", "second"]}))
+    assert notes == ["read as fluorescence", "warning: x", "second"]

@@ -22,40 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .blockwise import iter_segment_large
 from .errors import UNetError
 from .heap import reusing_freed_memory
-from .io import output_owner
+from .io import READABLE_SUFFIXES, image_stem, output_owner
+from .options import BatchOptions
 from .progress import Progress, Stage, run_to_end
-from .stitching import DEFAULT_STITCH_THRESHOLD
 
 LABEL_SUFFIX = "_labels"
-INPUT_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr")
-
-
-@dataclass
-class BatchOptions:
-    """How a batch run segments its files: model, tiling, device, outputs and resume rules."""
-
-    model: str = "default"
-    tile_size: int | None = None
-    device: str = "auto"
-    axes: str | None = None
-    overwrite: bool = False
-    allow_input_folder: bool = False
-    block_size: int = 4096  # images with a side above this go block by block
-    object_margin: int = 64  # pixels around a block in which objects are completed
-    precision: str = "auto"
-    save_probabilities: bool = False
-    overlay: bool = False
-    image_type: str | None = None  # None: the model's own setting ("auto" for built-in models)
-    diameter: float | None = None  # object diameter in pixels; None: the model decides
-    replace_others: bool = False  # also replace outputs that napari-unet did not write
-    into_input: bool = False  # OME-Zarr inputs: labels go into <image>/labels/napari-unet
-    stitch: bool | None = None  # link Z planes into 3-D objects; None: yes for Z stacks
-    track: bool = False  # keep ids over time points by overlap
-    stitch_threshold: float = DEFAULT_STITCH_THRESHOLD  # smallest IoU to link
-    # (cell channel, nuclear channel or None) of multi-channel images; None: as the model takes them
-    channels: tuple[int, ...] | None = None
+INPUT_SUFFIXES = READABLE_SUFFIXES  # io's registry: what read_image reads
 
 
 @dataclass
@@ -147,21 +122,7 @@ def _readable_kind(path: Path) -> bool:
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (
-        ".ome.zarr",
-        ".ome.tiff",
-        ".ome.tif",
-        ".zarr",
-        ".tiff",
-        ".tif",
-        ".png",
-        ".jpeg",
-        ".jpg",
-    ):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return image_stem(path)
 
 
 def target_path(path: Path, out_dir: Path | None, options: BatchOptions) -> Path:
@@ -261,8 +222,6 @@ def iter_segment_one_file(
             f"{options.block_size} px); raise --block-size or give the cell channel alone"
         )
     if large:
-        from .blockwise import iter_segment_large
-
         blocks = iter_segment_large(
             image.data,
             out_path,
@@ -314,16 +273,12 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
     data, axes, source = image.data, image.axes, image.path
     spacing = {"pixel_size": image.pixel_size, "unit": image.unit}
     from .io import overlay_png, write_ngff_labels, write_png, write_tiff
-    from .segmentation import PlaneLayout, axes_with_channels, iter_segment
+    from .segmentation import PlaneLayout, axes_with_channels, iter_segment, note_collector
 
     if options.channels is not None and options.axes is None:
         axes = axes_with_channels(data.shape, axes)
     notes: list[str] = []
-
-    def collect(event: Progress) -> None:
-        if event.stage == Stage.SEGMENT:
-            notes.extend(n for n in event.info.get("notes", ()) if n not in notes)
-
+    collect = note_collector(notes)
     result = run_to_end(
         iter_segment(
             data,
@@ -339,6 +294,7 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
             image_type=options.image_type,
             diameter=options.diameter,
             channels=options.channels,
+            params=options.params_for(model.postprocessing),
         ),
         collect,
     )

@@ -28,18 +28,17 @@ import itertools
 import json
 import tempfile
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UNetError
+from .modelfile import model_to_bytes
 from .normalize import HEMATOXYLIN_FROM_RGB
+from .package_files import NATIVE_ATTACHMENT
 
-# The napari-unet model file inside a package, and the config section naming it.
-NATIVE_ATTACHMENT = "napari_unet.safetensors"
+# The config section naming the napari-unet model file inside a package.
 CONFIG_KEY = "napari_unet"
-MAX_NATIVE_BYTES = 2 << 30  # a napari-unet model attachment is far smaller
 ONNX_OPSET = 17  # onnxruntime 1.14 and later run it
 
 CITATION = (
@@ -47,44 +46,6 @@ CITATION = (
     "Image Segmentation. MICCAI 2015, LNCS 9351, 234-241."
 )
 CITATION_DOI = "10.1007/978-3-319-24574-4_28"
-
-
-def is_package(path: str | Path) -> bool:
-    """True when ``path`` is a zip file holding a bioimage.io description (``rdf.yaml``)."""
-    path = Path(path)
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(Path(n).name in ("rdf.yaml", "bioimageio.yaml") for n in archive.namelist())
-
-
-def native_model_bytes(path: str | Path) -> bytes:
-    """The napari-unet model file attached to a package that napari-unet exported.
-
-    Raises
-    ------
-    UNetError
-        When ``path`` is not such a package (another tool's package, a damaged
-        zip, an attachment too large to be ours).
-    """
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = {Path(n).name: n for n in archive.namelist()}
-            if NATIVE_ATTACHMENT not in names:
-                raise UNetError(
-                    f"{path.name} is a model package that napari-unet did not export; only "
-                    "napari-unet's own bioimage.io packages can be read (run others with "
-                    "bioimageio.core)"
-                )
-            info = archive.getinfo(names[NATIVE_ATTACHMENT])
-            if info.file_size > MAX_NATIVE_BYTES:
-                raise UNetError(
-                    f"{path.name}: its model attachment is too large to be napari-unet's"
-                )
-            return archive.read(info)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UNetError(f"{path.name} is not a readable model package: {exc}") from exc
 
 
 def export_package(model, out: str | Path, test_image: np.ndarray | None = None) -> Path:
@@ -109,7 +70,7 @@ def export_package(model, out: str | Path, test_image: np.ndarray | None = None)
     check_exporter_versions()
     from bioimageio.spec import save_bioimageio_package
 
-    from .io import atomic_path
+    from .atomic import atomic_path
 
     out = Path(out)
     if out.suffix != ".zip":
@@ -202,7 +163,6 @@ def _write_files(folder: Path, model, net, raw: np.ndarray, probabilities: np.nd
 
     from .io import overlay_png, write_png
     from .model import halo
-    from .modelfile import model_to_bytes
 
     np.save(folder / "test_input.npy", raw[None])
     np.save(folder / "test_output.npy", probabilities)

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import BatchOptions
 from .errors import UNetError
 from .heap import release_freed_memory, reuse_freed_memory, reusing_freed_memory
 from .io import tiff_metadata, tiff_resolution, write_ngff_labels
 from .modelfile import SegmentationModel, cached_model_from_bytes, get_model, model_to_bytes
+from .options import BatchOptions
 from .progress import Progress, Stage, run_to_end
 
 TIFF_TILE = 256
@@ -136,7 +136,7 @@ def _segment_block(
             2 if window.ndim == 3 else None,
             model,
             nets,
-            None,
+            options.params_for(model.postprocessing),
             tiling,
             image_type=stats.image_type,
             value_range=stats.value_range,
@@ -242,7 +242,7 @@ def iter_segment_large(
     stats = sampled_input_stats(data, axes, seg_model, options.image_type)
     blocks = plan_blocks(shape, options.block_size, options.object_margin, seg_model.net.stride)
     t0 = time.perf_counter()
-    params = seg_model.postprocessing
+    params = options.params_for(seg_model.postprocessing) or seg_model.postprocessing
     done: dict[int, np.ndarray] = {}
     scale = segmenting_scale(seg_model.objects, params, options.diameter)
     if scale is not None:  # a given diameter, or the working scale cells were trained at
@@ -429,7 +429,7 @@ def _write_tiled_tiff(output: Path, blocks, core_labels, shape, dtype, spacing: 
     """Cores into a tiled BigTIFF, one row of blocks in memory at a time, atomically."""
     import tifffile
 
-    from .io import atomic_path
+    from .atomic import atomic_path
 
     rows_of_blocks = sorted({b.index[0] for b in blocks})
 

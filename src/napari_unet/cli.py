@@ -31,6 +31,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"napari-unet: error: {message}\n")
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+# Smallest --block-size: a block must be much larger than the margin around it
+# (objects are completed there), or an image becomes thousands of tiny blocks.
+MIN_BLOCK_SIZE = 256
+
+
+def _block_size(text: str) -> int:
+    value = _positive_int(text)
+    if value < MIN_BLOCK_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_BLOCK_SIZE} pixels, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -41,7 +63,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cuda, cuda:N, mps or cpu"
+DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cuda, cuda:N, mps or cpu (default: auto)"
 
 
 def _minutes_seconds(seconds: float) -> str:
@@ -155,6 +177,40 @@ def _progress_bar(total: int | None, desc: str, disable: bool = False):
 # --------------------------------------------------------------------------
 
 
+def _check_scheduler(address: str, timeout_s: float = 5.0) -> None:
+    """A dask scheduler answers at ``address`` (checked before loading the model or listing files)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise UNetError(f"--scheduler {address!r}: expected an address like tcp://HOST:PORT")
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise UNetError(
+            f"--scheduler {address}: no scheduler answers there ({exc.strerror or exc})"
+        ) from None
+
+
+def _given_thresholds(args: argparse.Namespace) -> dict[str, float]:
+    """The post-processing flags given, checked against their ranges before any work."""
+    from .instances import THRESHOLD_OPTIONS, InstanceParams, with_thresholds
+
+    given = {
+        o.field: getattr(args, o.field)
+        for o in THRESHOLD_OPTIONS
+        if getattr(args, o.field, None) is not None
+    }
+    with_thresholds(InstanceParams(), **given)  # a UNetError names the flag and its range
+    return given
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     """``napari-unet segment``: segment files or folders; returns the exit status."""
     from .batch import BatchOptions, iter_segment_files
@@ -169,6 +225,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
         check_writable_folder(args.out, "--out")
     if args.json:
         check_writable_file(args.json, "--json")
+    cpus = os.cpu_count() or 1
+    if args.workers is not None and args.workers > cpus:
+        raise UNetError(
+            f"--workers {args.workers}: this machine has {cpus} CPUs; give at most {cpus} "
+            "(or --scheduler for a larger cluster)"
+        )
+    if args.scheduler:
+        _check_scheduler(args.scheduler)
     options = BatchOptions(
         model=args.model,
         tile_size=args.tile,
@@ -188,6 +252,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         track=args.track,
         stitch_threshold=args.stitch_threshold,
         into_input=args.into_input,
+        thresholds=_given_thresholds(args),
     )
     gen = iter_segment_files(
         args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler
@@ -375,6 +440,12 @@ def _check_train_arguments(args: argparse.Namespace) -> tuple[Path, Path]:
     out = check_output_file(args.out, ".safetensors", args.overwrite)
     if (args.val_images is None) != (args.val_masks is None):
         raise UNetError("give both --val-images and --val-masks, or neither")
+    for images, masks, what in (
+        (args.images, args.masks, "--masks"),
+        (args.val_images, args.val_masks, "--val-masks"),
+    ):
+        if images and masks and Path(images).resolve() == Path(masks).resolve():
+            raise UNetError(f"{what} is the images folder {images}: give the folder of masks")
     if args.max_zoom and args.max_zoom < 1:
         raise UNetError(f"--max-zoom must be at least 1 (or 0 for off), got {args.max_zoom}")
     checkpoint = (
@@ -675,7 +746,9 @@ def _add_segment_command(sub) -> None:
         "(multiscale, as OME-Zarr viewers expect) instead of --out",
     )
     p.add_argument(
-        "--model", default="default", help="'default' (alias 'nuclei') or a .safetensors file"
+        "--model",
+        default="default",
+        help="'default' (alias 'nuclei') or a .safetensors file (default: default)",
     )
     p.add_argument(
         "--tile",
@@ -684,20 +757,29 @@ def _add_segment_command(sub) -> None:
         help="output pixels per tile and axis (default: from memory)",
     )
     p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
-    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="arithmetic of the network: auto picks bfloat16 where the CPU or GPU runs it "
+        "natively, else float32 (default: auto)",
+    )
     p.add_argument(
         "--axes", default=None, help="axes of the inputs, e.g. YX, YXC, CYX, ZYX, TZYX (guessed)"
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument(
-        "--workers", type=int, default=None, help="start a local dask cluster with N workers"
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="start a local dask cluster with N worker processes (at most this machine's CPUs)",
     )
     group.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
     p.add_argument(
         "--block-size",
-        type=_positive_int,
+        type=_block_size,
         default=BatchOptions.block_size,
-        help="images with a side above this are done block by block (pixels)",
+        help="images with a side above this are done block by block (pixels; default: %(default)s)",
     )
     p.add_argument(
         "--image-type",
@@ -706,6 +788,7 @@ def _add_segment_command(sub) -> None:
         help="auto (the model's default: bright-background brightfield and stained images are "
         "recognised and inverted), fluorescence, or brightfield",
     )
+    _add_threshold_options(p)
     p.add_argument(
         "--diameter",
         type=_positive_float,
@@ -754,18 +837,21 @@ def _add_segment_command(sub) -> None:
         "--overlay", action="store_true", help="also write a PNG overlay per input (2D only)"
     )
     p.add_argument("--json", default=None, help="write the run summary here")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
     p.set_defaults(func=cmd_segment)
 
 
 def _add_train_command(sub) -> None:
     p = sub.add_parser("train", help="train or fine-tune a model on image/mask folders")
-    p.add_argument("--images", required=True)
+    p.add_argument("--images", required=True, help="folder of training images")
     p.add_argument(
         "--masks", required=True, help="instance label images, paired with images by file name"
     )
-    p.add_argument("--val-images")
-    p.add_argument("--val-masks")
+    p.add_argument(
+        "--val-images",
+        help="folder of validation images (default: a held-out strip of each training image)",
+    )
+    p.add_argument("--val-masks", help="their instance label images, paired by file name")
     p.add_argument(
         "--from",
         dest="start_from",
@@ -789,7 +875,9 @@ def _add_train_command(sub) -> None:
     p.add_argument("--patches-per-epoch", type=_positive_int, default=None, help=recipe)
     p.add_argument("--batch-size", type=_positive_int, default=None, help=recipe)
     p.add_argument("--patch-size", type=_positive_int, default=None, help=recipe)
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument(
+        "--optimizer", default="adam", choices=["adam", "sgd"], help="(default: %(default)s)"
+    )
     p.add_argument("--lr", type=_positive_float, default=None, help=recipe)
     p.add_argument(
         "--start-decay",
@@ -798,7 +886,9 @@ def _add_train_command(sub) -> None:
         help="(fine-tuning) pull the weights toward the start model's, "
         f"0: off; larger keeps more of what it knew {recipe}",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed of patches and augmentation (default: 0)"
+    )
     p.add_argument(
         "--depth", type=_positive_int, default=None, help="(from scratch) U-Net depth (default 3)"
     )
@@ -808,27 +898,38 @@ def _add_train_command(sub) -> None:
         default=None,
         help="(from scratch) first-level channels (default 16)",
     )
-    p.add_argument("--channels", type=int, default=1, help="(from scratch) input channels")
+    p.add_argument(
+        "--channels", type=int, default=1, help="(from scratch) input channels (default: 1)"
+    )
     p.add_argument(
         "--scheme",
         default="3class",
         choices=["2class", "3class", "4class"],
         help="(from scratch) classes: 2class background/cell, 3class adds the boundary, "
-        "4class also the cells' centres",
+        "4class also the cells' centres (default: %(default)s)",
     )
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="train without elastic deformations, rotations, flips and grey-value changes",
+    )
     p.add_argument(
         "--max-zoom",
-        type=float,
+        type=_non_negative_float,
         default=0.0,
         help="scale augmentation: show objects at 1/z..z times their size, e.g. 1.3 (0: off)",
     )
-    p.add_argument("--loader-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument(
+        "--loader-workers",
+        type=_non_negative_int,
+        default=0,
+        help="DataLoader worker processes (default: 0, load in the training process)",
+    )
     p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default: beside --out)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--quiet", action="store_true", help="print only errors and the result")
     p.set_defaults(func=cmd_train)
 
 
@@ -843,19 +944,38 @@ def _add_evaluate_command(sub) -> None:
         default=None,
         help="IoU thresholds in (0, 1] (default 0.5..0.95)",
     )
-    p.add_argument("--per-image", action="store_true")
-    p.add_argument("--json", default=None)
+    p.add_argument("--per-image", action="store_true", help="also print each image's scores")
+    p.add_argument("--json", default=None, help="also write the scores here (JSON)")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _add_threshold_options(p: argparse.ArgumentParser) -> None:
+    """One flag per post-processing setting, from the one declaration (instances.THRESHOLD_OPTIONS)."""
+    from .instances import THRESHOLD_OPTIONS
+
+    group = p.add_argument_group(
+        "post-processing (default: the model's own; `napari-unet info MODEL` shows them)"
+    )
+    for option in THRESHOLD_OPTIONS:
+        group.add_argument(
+            option.flag,
+            type=int if option.field == "min_size" else float,
+            default=None,
+            metavar="N" if option.field == "min_size" else "X",
+            help=f"{option.help} [{option.low:g}-{option.high:g}] (default: the model's)",
+        )
 
 
 def _add_tune_command(sub) -> None:
     p = sub.add_parser("tune", help="tune a model's post-processing thresholds on annotated images")
-    p.add_argument("--model", default="default")
-    p.add_argument("--images", required=True)
-    p.add_argument("--masks", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--model", default="default", help="built-in name or model file (default: default)"
+    )
+    p.add_argument("--images", required=True, help="folder of annotated images")
+    p.add_argument("--masks", required=True, help="their instance label images, by file name")
+    p.add_argument("--out", required=True, help="the tuned model file to write (.safetensors)")
     p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_tune)
 
 
@@ -880,10 +1000,16 @@ def _add_demo_command(sub) -> None:
     p = sub.add_parser(
         "demo", help="segment a built-in synthetic image; write labels and a PNG overlay"
     )
-    p.add_argument("--out", default="demo_output")
-    p.add_argument("--model", default="default")
-    p.add_argument("--size", type=_positive_int, default=512, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out", default="demo_output", help="folder to write into (default: %(default)s)"
+    )
+    p.add_argument(
+        "--model", default="default", help="built-in name or model file (default: default)"
+    )
+    p.add_argument(
+        "--size", type=_positive_int, default=512, help="image side in pixels (default: 512)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic image (default: 0)")
     p.set_defaults(func=cmd_demo)
 
 

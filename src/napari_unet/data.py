@@ -8,6 +8,8 @@ real (or mirrored) context the valid convolutions need.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +19,7 @@ import torch
 
 from .augment import AugmentConfig, augment_pair, crop_padded
 from .errors import UNetError
+from .io import FILE_IMAGE_SUFFIXES
 from .modelfile import SegmentationModel, convert_for_segmenting
 from .normalize import (
     Normalization,
@@ -36,7 +39,7 @@ from .sizes import (
 )
 from .weights import class_targets, class_weights_from_counts, training_weights
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = FILE_IMAGE_SUFFIXES  # io's registry
 
 
 @dataclass
@@ -228,10 +231,13 @@ def training_images_from_stack(
     image, labels = np.asarray(image), np.asarray(labels)
     expected = tuple(s for s, a in zip(image.shape, axes) if a != "C")
     if labels.shape != expected:
-        raise UNetError(f"labels {name!r} {labels.shape} do not match the image {expected}")
+        raise UNetError(
+            f"the labels of {name!r} are {labels.shape}, the image {expected}; they must match"
+        )
     n_lead = sum(a not in "YXC" for a in axes)
     plane_axes = axes[n_lead:]
     channel_axis = plane_axes.index("C") if "C" in plane_axes else None
+    region_given = valid is not None and not np.all(valid)
     if valid is None:
         valid = np.ones(labels.shape[-2:], dtype=bool)
     items = []
@@ -252,19 +258,27 @@ def training_images_from_stack(
             )
         )
     if not items:
-        raise UNetError(f"{name!r} has no labelled cell inside the annotated region")
+        where = " inside the annotated region" if region_given else ""
+        raise UNetError(f"the labels of {name!r} have no labelled object{where}: paint some first")
     return items
 
 
 def files_by_stem(folder: Path, strip_suffixes: tuple[str, ...] = ()) -> dict[str, Path]:
     """Image files of a folder keyed by stem, with suffixes like ``_labels`` removed.
 
-    Two files that end up with the same stem are an error (which one is meant?).
+    Two files that end up with the same stem are an error (which one is meant?),
+    and so is a pipe or device named like an image: reading it would hang.
     """
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
             continue
+        try:
+            regular = stat.S_ISREG(os.stat(p).st_mode)
+        except OSError as exc:
+            raise UNetError(f"cannot read {p}: {exc.strerror or exc}") from exc
+        if not regular:
+            raise UNetError(f"{p} is not a regular file (a pipe or a device?): remove it")
         stem = p.stem
         for suffix in strip_suffixes:
             if stem.endswith(suffix):

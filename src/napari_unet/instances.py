@@ -108,6 +108,95 @@ class InstanceParams:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+@dataclass(frozen=True)
+class ThresholdOption:
+    """One post-processing setting a user may change: declared once for every face.
+
+    The CLI's ``--<name>`` flags, batch runs and the Segment widget's sliders
+    all come from :data:`THRESHOLD_OPTIONS` (a test holds the widget to it).
+    """
+
+    field: str
+    label: str
+    low: float
+    high: float
+    help: str
+    schemes: tuple[str, ...] = ("2class", "3class", "4class")
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag, e.g. ``--foreground-threshold``."""
+        return "--" + self.field.replace("_", "-")
+
+
+THRESHOLD_OPTIONS = (
+    ThresholdOption(
+        "foreground_threshold",
+        "foreground",
+        0.05,
+        0.95,
+        "a pixel belongs to some object when 1 - p(background) exceeds this",
+    ),
+    ThresholdOption(
+        "seed_threshold",
+        "seed",
+        0.05,
+        0.95,
+        "a seed is a region whose interior (or centre) score exceeds this",
+        ("3class", "4class"),
+    ),
+    ThresholdOption(
+        "seed_dynamic",
+        "split",
+        0.0,
+        0.6,
+        "split a seed at every score peak rising this much above where it meets the next "
+        "(0: no splitting); higher merges more, lower splits more",
+        ("3class", "4class"),
+    ),
+    ThresholdOption(
+        "seed_distance_h",
+        "seed h",
+        0.0,
+        20.0,
+        "models of whole cells: seeds are distance maxima at least this high (pixels at the "
+        "working scale)",
+        ("3class", "4class"),
+    ),
+    ThresholdOption(
+        "seed_h",
+        "seed h",
+        0.0,
+        10.0,
+        "2-class models: seeds are distance maxima at least this high (pixels)",
+        ("2class",),
+    ),
+    ThresholdOption("min_size", "min size", 0, 500, "objects with fewer pixels are removed"),
+)
+
+
+def with_thresholds(params: InstanceParams, **changes) -> InstanceParams:
+    """``params`` with the given threshold options changed (None leaves one as it is).
+
+    Raises UNetError for a value outside its option's range or an unknown name.
+    """
+    options = {o.field: o for o in THRESHOLD_OPTIONS}
+    given = {}
+    for name, value in changes.items():
+        if value is None:
+            continue
+        if name not in options:
+            raise UNetError(f"unknown post-processing setting {name!r}")
+        option = options[name]
+        if not (option.low <= value <= option.high):
+            raise UNetError(
+                f"{option.flag.removeprefix('--')} must be in [{option.low}, {option.high}], "
+                f"got {value}"
+            )
+        given[name] = type(getattr(params, name))(value)
+    return replace(params, **given)
+
+
 def class_scheme_of(n_classes: int) -> str:
     """The class scheme ("2class", "3class", ...) of a network with ``n_classes`` outputs."""
     for name, classes in CLASS_SCHEMES.items():

@@ -9,22 +9,38 @@ opened for writing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import WRITTEN_BY, atomic_dir, atomic_path
 from .errors import UNetError
+from .ngff_labels import read_ngff_image
 
 AXES_LETTERS = set("TZCYX")
+# The one registry of image formats: read_image, batch runs, training folders
+# and the napari writer all take their suffixes from here.
 TIFF_SUFFIXES = (".tif", ".tiff")
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")
+# Image files (training folders pair these by name).
+FILE_IMAGE_SUFFIXES = TIFF_SUFFIXES + PLAIN_SUFFIXES
+# Everything read_image reads (zarr stores are folders).
+READABLE_SUFFIXES = FILE_IMAGE_SUFFIXES + ZARR_SUFFIXES
+# Longest first, so "a.ome.tif" loses ".ome.tif", not ".tif".
+_STEM_SUFFIXES = tuple(sorted({*READABLE_SUFFIXES, ".ome.tif", ".ome.tiff"}, key=len, reverse=True))
+
+
+def image_stem(path: str | Path) -> str:
+    """A file's name without its image suffix: ``a.ome.zarr`` -> ``a``, ``b.TIF`` -> ``b``."""
+    name = Path(path).name
+    for suffix in _STEM_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
 
 
 @dataclass
@@ -242,8 +258,6 @@ def _read_zarr(path: Path):
     if hasattr(node, "shape"):
         return node, None, {}, None
     # OME-Zarr (NGFF): the first multiscale dataset is full resolution.
-    from .ngff_labels import read_ngff_image
-
     image = read_ngff_image(path)
     first = image.datasets[0]
     array = node[first["path"]]
@@ -263,137 +277,6 @@ def _read_zarr(path: Path):
                 pixel_size[a["name"].upper()] = float(scale[k])
                 unit = unit or a.get("unit")
     return array, axes, pixel_size, unit
-
-
-# --------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _part_prefix(target: Path) -> str:
-    return f".{target.name}."
-
-
-# Folders already rid of dead writers' leftovers in this process: a batch
-# writing thousands of files into one folder scans it once, not once per file.
-_CLEANED_FOLDERS: set[str] = set()
-
-
-def _remove_stale_parts(target: Path) -> None:
-    """Delete leftovers of killed writes beside ``target``: ours, plain, of a process now gone.
-
-    Temporary names are ``.<name>.<pid>.<random>.part``; a leftover is removed
-    only when it is a regular file or folder (never through a link), owned by
-    this user, and its writer no longer runs on this machine. Each folder is
-    scanned once per process.
-    """
-    import shutil
-
-    folder = os.path.abspath(target.parent)
-    if folder in _CLEANED_FOLDERS:
-        return
-    _CLEANED_FOLDERS.add(folder)
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return
-    for entry in entries:
-        parts = entry.name.split(".")
-        if not (entry.name.startswith(".") and parts[-1] == "part" and len(parts) >= 5):
-            continue
-        try:
-            info = entry.stat(follow_symlinks=False)
-            pid = int(parts[-3])
-        except (OSError, ValueError):
-            continue
-        if entry.is_symlink() or info.st_uid != os.getuid() or _process_alive(pid):
-            continue
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
-        except OSError:
-            pass
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists but is someone else's
-    return True
-
-
-@contextlib.contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it into place on success.
-
-    The temporary file is created exclusively (never through a planted link),
-    and renaming replaces a link at ``target`` rather than writing through it.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_parts(target)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f"{_part_prefix(target)}{os.getpid()}.", suffix=".part", dir=target.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        # mkstemp creates the file 0600; give the result the permissions any
-        # newly created file gets (colleagues on a shared disk must read it).
-        os.chmod(tmp_path, 0o666 & ~_current_umask())
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists() or tmp_path.is_symlink():
-            tmp_path.unlink()
-
-
-@contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Like :func:`atomic_path` for a folder (e.g. a zarr store): build it aside, then swap it in.
-
-    An existing ``target`` folder is replaced; a link at ``target`` is removed,
-    never followed.
-    """
-    import shutil
-
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_parts(target)
-    tmp_path = Path(
-        tempfile.mkdtemp(
-            prefix=f"{_part_prefix(target)}{os.getpid()}.", suffix=".part", dir=target.parent
-        )
-    )
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o777 & ~_current_umask())
-        if target.is_symlink() or target.is_file():
-            target.unlink()
-        elif target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            shutil.rmtree(tmp_path)
-
-
-# Every output file carries this mark, so a later run can tell its own outputs
-# (to resume or replace) from files someone else put there (never touched).
-WRITTEN_BY = "napari-unet"
 
 
 def tiff_metadata(

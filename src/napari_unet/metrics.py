@@ -109,6 +109,19 @@ def _check_labels(gt: np.ndarray, pred: np.ndarray) -> None:
             raise UNetError(f"the {name} has negative labels")
 
 
+def _signed_ids(flat: np.ndarray) -> np.ndarray:
+    """Label ids as int64 with 0 kept as background and every other id still positive.
+
+    uint64 ids at or above 2**63 would turn negative in a plain cast and be
+    counted as background (a silent wrong score): such images are relabelled
+    to 1..n first.
+    """
+    if flat.dtype == np.uint64 and flat.size and flat.max() >= np.uint64(1 << 63):
+        ids, inverse = np.unique(flat, return_inverse=True)
+        return (inverse.reshape(-1) + (0 if ids[0] == 0 else 1)).astype(np.int64)
+    return flat.astype(np.int64, copy=False)
+
+
 def overlapping_pairs(gt: np.ndarray, pred: np.ndarray) -> dict:
     """Sparse overlap table: every (gt id, pred id) pair sharing pixels, with its IoU.
 
@@ -116,8 +129,7 @@ def overlapping_pairs(gt: np.ndarray, pred: np.ndarray) -> dict:
     actually overlap are listed, never the full n_true x n_pred matrix.
     """
     _check_labels(gt, pred)
-    g = gt.reshape(-1).astype(np.int64, copy=False)
-    p = pred.reshape(-1).astype(np.int64, copy=False)
+    g, p = _signed_ids(gt.reshape(-1)), _signed_ids(pred.reshape(-1))
     gt_ids, gt_sizes = np.unique(g[g > 0], return_counts=True)
     pred_ids, pred_sizes = np.unique(p[p > 0], return_counts=True)
     both = (g > 0) & (p > 0)

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from . import __version__
+from .atomic import atomic_path
 from .errors import UNetError
 from .instances import CLASS_SCHEMES, InstanceParams, class_scheme_of
-from .io import atomic_path
 from .model import UNet, UNetConfig
 from .normalize import IMAGE_TYPES, Normalization, convert_plane
+from .package_files import native_model_bytes
 from .size_model import SizeModel, feature_count
 from .sizes import TrainedObjects
 
@@ -175,8 +176,6 @@ def read_model_bytes(source: str | Path) -> tuple[bytes, str, str]:
     """
     path = model_path(source)
     if path.suffix.lower() == ".zip":
-        from .bioimage_package import native_model_bytes
-
         return native_model_bytes(path), path.name, str(path)
     try:
         blob = path.read_bytes()
@@ -289,8 +288,6 @@ def read_model_config(source: str | Path) -> dict:
     """
     path = model_path(source)
     if path.suffix.lower() == ".zip":
-        from .bioimage_package import native_model_bytes
-
         blob = native_model_bytes(path)  # a napari-unet model file is small
         return config_from_metadata(_header_metadata(blob, path.name), path.name)
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import WRITTEN_BY, atomic_dir
 from .errors import UNetError
 
 DEFAULT_LABELS_NAME = "napari-unet"
@@ -81,8 +82,6 @@ def write_labels_into_image(
         The label group's path.
     """
     import zarr
-
-    from .io import WRITTEN_BY, atomic_dir
 
     image = read_ngff_image(image_path)
     keep = [i for i, a in enumerate(image.axes) if a.get("type") != "channel"]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import UNetError
-from .io import atomic_path
 
 SAMPLES = {
     "human_mitosis": {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -477,6 +477,21 @@ def _predict_with_progress(net, chw: np.ndarray, info: dict, tiling: dict):
         yield Progress(Stage.PREDICT, ev.step, ev.total, {**ev.info, **info})
 
 
+# Planes narrower than this cannot hold a nucleus of the smallest size a
+# model is told to expect: segmenting them gives "0 objects", which would be a
+# silent wrong answer.
+MIN_PLANE_SIDE = 8
+
+
+def check_plane_size(shape_yx: Sequence[int]) -> None:
+    """A UNetError for planes too small to segment (fewer than MIN_PLANE_SIDE pixels a side)."""
+    if min(shape_yx) < MIN_PLANE_SIDE:
+        raise UNetError(
+            f"the image is {shape_yx[0]}x{shape_yx[1]} pixels: too small to segment "
+            f"(at least {MIN_PLANE_SIDE} pixels a side)"
+        )
+
+
 @reusing_freed_memory
 def iter_segment(
     image,
@@ -519,6 +534,7 @@ def iter_segment(
         axes = axes_with_channels(arr.shape, resolve_axes(arr.shape, None, rgb))
     layout = PlaneLayout(resolve_axes(arr.shape, axes, rgb))
     channels = check_channels(channels, arr.shape, layout)
+    check_plane_size(layout.output_shape(arr.shape)[-2:])
     scale = segmenting_scale(seg_model.objects, params or seg_model.postprocessing, diameter)
     dev = resolve_device(device)
     nets = PreparedNets(dev, resolve_precision(precision, dev))
@@ -650,17 +666,26 @@ def segment(image, model: str | Path | SegmentationModel = "default", **kwargs):
         the model's training size, or it is of an image type the model
         records it was never trained on.
     """
-    warned: list[str] = []
+    notes: list[str] = []
+    result = run_to_end(iter_segment(image, model, **kwargs), note_collector(notes))
+    for note in notes:
+        if note.startswith("warning:"):
+            warnings.warn(note.removeprefix("warning: "), InputWarning, stacklevel=2)
+    return result
+
+
+def note_collector(notes: list[str]) -> Callable[[Progress], None]:
+    """An event handler adding each plane's notes to ``notes``: in order, each once.
+
+    The one place that reads notes from :func:`iter_segment`'s events (for
+    :func:`segment`, batch runs and the Segment widget).
+    """
 
     def collect(event: Progress) -> None:
-        for note in event.info.get("notes", ()) if event.stage == Stage.SEGMENT else ():
-            if note.startswith("warning:") and note not in warned:
-                warned.append(note)
+        if event.stage == Stage.SEGMENT:
+            notes.extend(n for n in event.info.get("notes", ()) if n not in notes)
 
-    result = run_to_end(iter_segment(image, model, **kwargs), collect)
-    for note in warned:
-        warnings.warn(note.removeprefix("warning: "), InputWarning, stacklevel=2)
-    return result
+    return collect
 
 
 class InputWarning(UserWarning):

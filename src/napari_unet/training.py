@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .atomic import atomic_path
 from .augment import AugmentConfig
 from .data import (
     PatchDataset,
@@ -45,7 +46,6 @@ from .devices import native_bfloat16, resolve_device
 from .errors import UNetError
 from .heap import reusing_freed_memory
 from .instances import InstanceParams, instances_from_probabilities, tune_instance_params
-from .io import atomic_path
 from .metrics import MatchCounts, match_counts
 from .model import UNet, halo, valid_input_size
 from .modelfile import (

@@ -23,7 +23,7 @@ def get_reader(path):
     from ..modelfile import read_model_config
 
     if str(path).endswith(".zip"):
-        from ..bioimage_package import is_package
+        from ..package_files import is_package
 
         if not is_package(path):
             return None  # any other zip is left to other readers, without a word

@@ -12,7 +12,7 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
     """
     import numpy as np
 
-    from ..io import write_ngff_labels, write_tiff
+    from ..io import TIFF_SUFFIXES, write_ngff_labels, write_tiff
 
     data = np.asarray(data)
     scale = list(meta.get("scale") or [1.0] * data.ndim)
@@ -22,7 +22,7 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
     if path.lower().endswith(".zarr"):
         write_ngff_labels(Path(path), data, axes, pixel_size=pixel_size or None)
         return [path]
-    if not path.lower().endswith((".tif", ".tiff")):
+    if not path.lower().endswith(TIFF_SUFFIXES):
         path = path + ".tif"
     write_tiff(path, data, axes=axes, pixel_size=pixel_size or None)
     return [path]

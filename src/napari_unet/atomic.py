@@ -1,0 +1,136 @@
+"""Atomic writes that never follow a planted link, and the mark on napari-unet's outputs.
+
+Its own module so that ``io`` and ``ngff_labels`` both import it (each
+needed the other before).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _part_prefix(target: Path) -> str:
+    return f".{target.name}."
+
+
+# Folders already rid of dead writers' leftovers in this process: a batch
+# writing thousands of files into one folder scans it once, not once per file.
+_CLEANED_FOLDERS: set[str] = set()
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """Delete leftovers of killed writes beside ``target``: ours, plain, of a process now gone.
+
+    Temporary names are ``.<name>.<pid>.<random>.part``; a leftover is removed
+    only when it is a regular file or folder (never through a link), owned by
+    this user, and its writer no longer runs on this machine. Each folder is
+    scanned once per process.
+    """
+    folder = os.path.abspath(target.parent)
+    if folder in _CLEANED_FOLDERS:
+        return
+    _CLEANED_FOLDERS.add(folder)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        parts = entry.name.split(".")
+        if not (entry.name.startswith(".") and parts[-1] == "part" and len(parts) >= 5):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            pid = int(parts[-3])
+        except (OSError, ValueError):
+            continue
+        if entry.is_symlink() or info.st_uid != os.getuid() or _process_alive(pid):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists but is someone else's
+    return True
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it into place on success.
+
+    The temporary file is created exclusively (never through a planted link),
+    and renaming replaces a link at ``target`` rather than writing through it.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(target)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f"{_part_prefix(target)}{os.getpid()}.", suffix=".part", dir=target.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        # mkstemp creates the file 0600; give the result the permissions any
+        # newly created file gets (colleagues on a shared disk must read it).
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists() or tmp_path.is_symlink():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Like :func:`atomic_path` for a folder (e.g. a zarr store): build it aside, then swap it in.
+
+    An existing ``target`` folder is replaced; a link at ``target`` is removed,
+    never followed.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(target)
+    tmp_path = Path(
+        tempfile.mkdtemp(
+            prefix=f"{_part_prefix(target)}{os.getpid()}.", suffix=".part", dir=target.parent
+        )
+    )
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o777 & ~_current_umask())
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            shutil.rmtree(tmp_path)
+
+
+# Every output file carries this mark, so a later run can tell its own outputs
+# (to resume or replace) from files someone else put there (never touched).
+WRITTEN_BY = "napari-unet"
