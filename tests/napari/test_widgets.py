@@ -174,7 +174,9 @@ def test_fine_tune_two_steps_save_and_reload(make_napari_viewer, qtbot, register
     trainer.labels_combo.set_layer(viewer.layers["truth"])
     trainer.add_pair()
     trainer.add_pair(role="validation")
-    trainer.start_combo.setCurrentText("tiny")
+    # From scratch: two steps of a fine-tune rarely beat the start model, and a run
+    # that keeps it makes no new model (test_a_fine_tune_that_kept_the_start_model…).
+    trainer.start_combo.setCurrentText("scratch")
     trainer.epochs_spin.setValue(1)
     trainer.batch_spin.setValue(2)
     trainer.patches_spin.setValue(4)
@@ -182,8 +184,7 @@ def test_fine_tune_two_steps_save_and_reload(make_napari_viewer, qtbot, register
     trainer.start()
     wait_idle(qtbot, trainer)
     assert trainer.trained is not None and trainer.trained.training["steps"] == 2
-    # Fine-tuning scores the start model first, then the epoch.
-    assert len(trainer.plot.loss) == 2 and len(trainer.plot.score) == 2
+    assert len(trainer.plot.loss) == 2 and len(trainer.plot.score) == 1
     # The new model is selectable in Segment at once.
     seg = SegmentWidget(viewer)
     names = [seg.model_combo.itemText(i) for i in range(seg.model_combo.count())]
@@ -202,7 +203,7 @@ def test_stop_midway_keeps_a_model(make_napari_viewer, qtbot, registered_tiny):
     viewer.add_labels(labels, name="truth")
     trainer = TrainWidget(viewer)
     trainer.add_pair(viewer.layers["img"], viewer.layers["truth"])
-    trainer.start_combo.setCurrentText("tiny")
+    trainer.start_combo.setCurrentText("scratch")  # a stop keeps the best so far
     trainer.epochs_spin.setValue(1000)
     trainer.batch_spin.setValue(2)
     trainer.patches_spin.setValue(4)
@@ -342,21 +343,83 @@ def test_forced_image_type_that_does_not_fit_warns(
     assert len(warnings) == 1 and "looks like brightfield" in warnings[0]
 
 
-def test_stop_before_the_first_step_says_no_model(
+def _trainer_with_a_pair(viewer, seed=4):
+    image, labels = synthetic_nuclei((96, 96), n_nuclei=6, seed=seed)
+    viewer.add_image(image, name="img")
+    viewer.add_labels(labels, name="truth")
+    _, trainer = viewer.window.add_plugin_dock_widget("napari-unet", "Train / fine-tune")
+    trainer.add_pair(viewer.layers["img"], viewer.layers["truth"])
+    trainer.start_combo.setCurrentText("tiny")
+    return trainer
+
+
+def test_stop_before_the_first_step_is_a_stop_not_an_error(
     make_napari_viewer, qtbot, registered_tiny, errors
 ):
     viewer = make_napari_viewer()
-    image, labels = synthetic_nuclei((96, 96), n_nuclei=6, seed=4)
-    viewer.add_image(image, name="img")
-    viewer.add_labels(labels, name="truth")
-    trainer = TrainWidget(viewer)
-    trainer.add_pair(viewer.layers["img"], viewer.layers["truth"])
-    trainer.start_combo.setCurrentText("tiny")
+    trainer = _trainer_with_a_pair(viewer)
     trainer.start()
     trainer.stop()  # at once: before any training step
     wait_idle(qtbot, trainer)
     assert trainer.trained is None
-    assert any("before its first step" in e for e in errors)
+    assert errors == []  # no red notification: stopping is the user's own choice
+    assert "stopped before training began; no model was made" in trainer.status.text()
+    assert trainer.task.bar.format() == "stopped"
+    assert trainer.start_button.isEnabled()
+
+
+def test_a_fine_tune_that_kept_the_start_model_registers_nothing_and_offers_longer(
+    make_napari_viewer, qtbot, registered_tiny, monkeypatch, errors
+):
+    from dataclasses import replace
+
+    from napari_unet._napari import train_widget as module
+
+    viewer = make_napari_viewer()
+    _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    seg.model_combo.setCurrentText("tiny")
+    trainer = _trainer_with_a_pair(viewer)
+    trainer.minutes_spin.setValue(1.5)
+    starts = []
+
+    def no_better(train_set, val_set, init, config, **_):
+        starts.append(config.minutes)
+        summary = {
+            "steps": 40,
+            "time_s": 90.0,
+            "stopped_by": "time",
+            "kept_start_model": True,
+            "validated_on": "held-out strips of the training images",
+            "validation_nuclei": 9,
+        }
+        return replace(init, training=summary)
+        yield  # a generator, as iter_train is
+
+    monkeypatch.setattr(module, "iter_train", no_better)
+    names_before = registry().names()
+    trainer.start()
+    wait_idle(qtbot, trainer)
+    assert registry().names() == names_before  # no "…, fine-tuned" copy of the start model
+    assert seg.model_combo.currentText() == "tiny"
+    assert trainer.trained is None and not trainer.save_button.isEnabled()
+    status = trainer.status.text()
+    assert "did not beat 'tiny'" in status and "stays selected" in status
+    assert status.count("start model") == 0  # said once, in its own words
+    assert not trainer.train_longer_button.isHidden()
+    trainer.train_longer_button.click()
+    wait_idle(qtbot, trainer)
+    assert starts == [1.5, 3.0]
+    assert errors == []
+
+
+def test_live_plot_right_axis_runs_from_0_to_1_and_the_legend_names_last_and_best():
+    from napari_unet._napari.plot import LivePlot
+
+    plot = LivePlot()
+    for step, ap in ((0, 0.5), (10, 0.9), (20, 0.88)):
+        plot.add_score(step, ap)
+    assert plot.score_axis() == ("1.0", "0")
+    assert plot.score_legend() == "AP@0.5 last 0.88, best 0.90"
 
 
 def test_merge_is_one_undoable_and_redoable_step(make_napari_viewer):
@@ -707,3 +770,244 @@ def test_slider_moves_through_the_plugin_menu_update_one_labels_layer(
     qtbot.wait(300)
     wait_idle(qtbot, seg)
     assert "cells labels (2)" in viewer.layers
+
+
+# Error paths, through the plugin path ------------------------------------------------
+
+
+def _plugin(viewer, name):
+    return viewer.window.add_plugin_dock_widget("napari-unet", name)[1]
+
+
+def test_removing_the_image_mid_segment_cancels_and_says_so(
+    make_napari_viewer, qtbot, registered_tiny, monkeypatch
+):
+    from napari_unet._napari import segment_widget as module
+    from napari_unet.progress import Progress, Stage
+
+    release = []
+
+    def slow_segment(*args, **kwargs):  # stands in for a long run, yielding as it goes
+        while not release:
+            yield Progress(Stage.PREDICT, 0, 1)
+            import time
+
+            time.sleep(0.01)
+        return np.zeros((64, 64), np.uint16), np.zeros((3, 64, 64), np.float32)
+
+    monkeypatch.setattr(module, "iter_segment", slow_segment)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((64, 64)), name="cells")
+    seg = _plugin(viewer, "Segment")
+    seg.model_combo.setCurrentText("tiny")
+    seg.run()
+    qtbot.waitUntil(lambda: seg.task.busy, timeout=5_000)
+    viewer.layers.remove("cells")
+    wait_idle(qtbot, seg, timeout=10_000)
+    release.append(True)
+    qtbot.wait(200)
+    assert "cancelled: the image 'cells' was removed" in seg.status.text()
+    assert [layer.name for layer in viewer.layers] == []  # no orphan labels layer
+    assert seg.run_button.isEnabled()
+
+
+def test_a_tiny_image_is_too_small_not_zero_objects(
+    make_napari_viewer, qtbot, registered_tiny, errors
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.ones((3, 3), np.float32), name="speck")
+    seg = _plugin(viewer, "Segment")
+    seg.model_combo.setCurrentText("tiny")
+    seg.run()
+    wait_idle(qtbot, seg)
+    assert errors and "3x3 pixels: too small to segment" in errors[-1]
+    assert "speck labels" not in viewer.layers
+    assert seg.run_button.isEnabled()
+
+
+def test_the_status_forgets_the_last_images_count_when_another_is_chosen(
+    make_napari_viewer, qtbot, registered_tiny
+):
+    viewer = make_napari_viewer()
+    image, _ = synthetic_nuclei((64, 64), n_nuclei=4, seed=1)
+    viewer.add_image(image, name="first")
+    seg = _plugin(viewer, "Segment")
+    seg.model_combo.setCurrentText("tiny")
+    seg.run()
+    wait_idle(qtbot, seg)
+    assert "objects" in seg.status.text()
+    viewer.add_image(image, name="second")  # opening an image selects it
+    assert seg.status.text() == "'second': not segmented yet"
+
+
+def test_add_pair_refuses_labels_of_another_shape_naming_the_labels_layer(
+    make_napari_viewer, errors
+):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((64, 64), np.float32), name="img")
+    wrong = viewer.add_labels(np.zeros((32, 64), np.uint16), name="other labels")
+    trainer = _plugin(viewer, "Train / fine-tune")
+    trainer.add_pair(image, wrong)
+    assert trainer.pairs.rowCount() == 0
+    assert errors and "'other labels' is (32, 64)" in errors[-1] and "(64, 64)" in errors[-1]
+
+
+def test_empty_labels_are_blamed_on_the_labels_not_on_a_region_never_drawn(
+    make_napari_viewer, qtbot, registered_tiny, errors
+):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).random((64, 64)), name="img")
+    empty = viewer.add_labels(np.zeros((64, 64), np.uint16), name="img annotation")
+    trainer = _plugin(viewer, "Train / fine-tune")
+    trainer.add_pair(image, empty)
+    trainer.start()
+    wait_idle(qtbot, trainer)
+    assert errors and "have no labelled object: paint some first" in errors[-1]
+    assert "region" not in errors[-1]
+    assert trainer.start_button.isEnabled()
+
+
+def test_merge_without_ids_merges_the_objects_under_the_merge_points(make_napari_viewer, errors):
+    viewer = make_napari_viewer()
+    labels = np.zeros((40, 40), np.uint16)
+    labels[2:10, 2:10] = 1
+    labels[20:30, 20:30] = 2
+    labels[30:38, 2:10] = 3
+    image = viewer.add_image(np.zeros((40, 40), np.float32), name="img")
+    layer = viewer.add_labels(labels.copy(), name="img annotation")
+    layer.selected_label = 9  # napari's selected label plays no part
+    ann = _plugin(viewer, "Annotate")
+    ann.image_combo.set_layer(image)
+    ann.labels_combo.set_layer(layer)
+    ann.merge()  # first click: the points layer appears, with what to do
+    assert "merge points" in viewer.layers and "place two or more points" in errors[-1]
+    viewer.layers["merge points"].add([[5, 5], [25, 25]])
+    ann.merge()
+    assert set(np.unique(layer.data)) == {0, 1, 3}
+    assert (layer.data[20:30, 20:30] == 1).all()
+    assert len(viewer.layers["merge points"].data) == 0  # used up
+    viewer.layers["merge points"].add([[5, 5], [15, 15]])  # the second on background
+    ann.merge()
+    assert "on the background" in errors[-1]
+
+
+def test_a_short_stack_is_said_to_be_maybe_channels(
+    make_napari_viewer, qtbot, registered_tiny, monkeypatch
+):
+    from napari_unet._napari import segment_widget as module
+
+    warnings = []
+    monkeypatch.setattr(module, "show_warning", warnings.append)
+    viewer = make_napari_viewer()
+    image, _ = synthetic_nuclei((64, 64), n_nuclei=4, seed=1)
+    viewer.add_image(np.stack([image, image]), name="two channels")
+    seg = _plugin(viewer, "Segment")
+    seg.model_combo.setCurrentText("tiny")
+    seg.run()
+    wait_idle(qtbot, seg)
+    assert len(warnings) == 1 and "Split Stack" in warnings[0] and "nuclei channel" in warnings[0]
+
+
+def test_a_mask_opened_as_an_image_is_offered_as_training_labels(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    image, labels = synthetic_nuclei((64, 64), n_nuclei=4, seed=1)
+    raw = viewer.add_image(image, name="cells")
+    trainer = _plugin(viewer, "Train / fine-tune")
+    path = tmp_path / "cells_masks.tif"
+    tifffile.imwrite(path, labels.astype(np.uint16))
+    [mask] = viewer.open(str(path))  # File > Open: napari reads it as an image layer
+    assert isinstance(mask, __import__("napari").layers.Image)
+    assert trainer.labels_combo.layer().name == mask.name  # named like a mask: chosen when opened
+    trainer.add_pair(raw, trainer.labels_combo.layer())
+    assert trainer.pairs.rowCount() == 1
+    pairs = trainer.layer_pairs()
+    assert (pairs[0]["labels"] == labels).all()
+    # A float image is never offered as labels.
+    viewer.add_image(image.astype(np.float32), name="float")
+    items = [trainer.labels_combo.itemText(i) for i in range(trainer.labels_combo.count())]
+    assert "float" not in items and "cells_masks" in items
+
+
+def test_measurements_table_as_csv_and_features(make_napari_viewer, qtbot, tmp_path, errors):
+    import csv
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((40, 40), np.float32), name="cells", scale=(0.5, 0.5))
+    seg = _plugin(viewer, "Segment")
+    seg.image_combo.set_layer(image)
+    assert seg.save_measurements(tmp_path / "m.csv") is None
+    assert "segment 'cells' first" in errors[-1]
+    labels = np.zeros((40, 40), np.uint16)
+    labels[2:6, 2:6] = 1
+    labels[20:30, 20:30] = 2
+    image.data = np.where(labels == 2, 3.0, 1.0).astype(np.float32)
+    layer = viewer.add_labels(labels, name="cells labels", scale=(0.5, 0.5))
+    path = seg.save_measurements(tmp_path / "m.csv")
+    rows = list(csv.DictReader(open(path)))
+    assert [float(r["area"]) for r in rows] == [4.0, 25.0]  # µm² at 0.5 µm pixels
+    assert float(rows[1]["intensity_mean"]) == 3.0
+    assert list(layer.features["area"]) == [4.0, 25.0]
+    assert "2 objects measured" in seg.status.text()
+
+
+def test_outlines_option_draws_contours(make_napari_viewer, qtbot, registered_tiny):
+    viewer = make_napari_viewer()
+    image, _ = synthetic_nuclei((64, 64), n_nuclei=4, seed=1)
+    viewer.add_image(image, name="cells")
+    seg = _plugin(viewer, "Segment")
+    seg.model_combo.setCurrentText("tiny")
+    seg.outline_check.setChecked(True)
+    seg.run()
+    wait_idle(qtbot, seg)
+    assert viewer.layers["cells labels"].contour == 2
+
+
+def test_segment_a_folder_from_the_viewer(make_napari_viewer, qtbot, registered_tiny, tmp_path):
+    viewer = make_napari_viewer()
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(3):
+        image, _ = synthetic_nuclei((48, 48), n_nuclei=3, seed=i)
+        tifffile.imwrite(source / f"img{i}.tif", image)
+    seg = _plugin(viewer, "Segment")
+    seg.model_combo.setCurrentText("tiny")
+    seg.folder_in.setText(str(source))
+    seg.folder_out.setText(str(tmp_path / "out"))
+    seg.segment_folder()
+    wait_idle(qtbot, seg)
+    written = sorted(p.name for p in (tmp_path / "out").glob("*_labels.tif"))
+    assert written == ["img0_labels.tif", "img1_labels.tif", "img2_labels.tif"]
+    assert "3 segmented" in seg.status.text()
+    assert seg.run_button.isEnabled() and seg.folder_button.isEnabled()
+    seg.segment_folder()  # again: everything was done, nothing is redone
+    wait_idle(qtbot, seg)
+    assert "0 segmented, 3 skipped" in seg.status.text()
+
+
+def test_segment_folder_refuses_a_missing_folder_before_any_work(
+    make_napari_viewer, tmp_path, errors
+):
+    viewer = make_napari_viewer()
+    seg = _plugin(viewer, "Segment")
+    seg.folder_in.setText(str(tmp_path / "nowhere"))
+    seg.folder_out.setText(str(tmp_path / "out"))
+    seg.segment_folder()
+    assert "choose a folder of images" in errors[-1]
+    assert not (tmp_path / "out").exists() and not seg.task.busy
+
+
+def test_sliders_follow_the_one_declaration_of_thresholds(make_napari_viewer):
+    from napari_unet.instances import THRESHOLD_OPTIONS
+
+    seg = _plugin(make_napari_viewer(), "Segment")
+    sliders = {
+        "foreground_threshold": seg.foreground_slider,
+        "seed_threshold": seg.seed_slider,
+        "seed_dynamic": seg.seed_dynamic_slider,
+        "min_size": seg.min_size_slider,
+    }
+    for option in THRESHOLD_OPTIONS:
+        if option.field in sliders:
+            slider = sliders[option.field]
+            assert (slider.minimum(), slider.maximum()) == (option.low, option.high)
+            assert slider.toolTip() == option.help

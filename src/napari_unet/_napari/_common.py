@@ -7,6 +7,7 @@ import gc
 from collections.abc import Callable, Generator
 
 import napari
+import numpy as np
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
@@ -14,9 +15,11 @@ from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QDockWidget,
+    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QMainWindow,
     QProgressBar,
     QPushButton,
@@ -59,7 +62,12 @@ def _disconnect(signal, slot: Callable) -> None:
 
 
 class LayerCombo(QComboBox):
-    """A combo box listing the viewer's layers of some types, kept up to date."""
+    """A combo box listing the viewer's layers of some types, kept up to date.
+
+    ``also`` lists other layers it accepts (a mask opened as an image layer):
+    listed after the others, chosen by the user, and followed when opened
+    only when ``follow_also`` says so.
+    """
 
     def __init__(
         self,
@@ -68,10 +76,14 @@ class LayerCombo(QComboBox):
         allow_none: bool = False,
         parent=None,
         follow_new: bool = True,
+        also: Callable[[object], bool] | None = None,
+        follow_also: Callable[[object], bool] | None = None,
     ) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.layer_types = layer_types
+        self.also = also
+        self.follow_also = follow_also
         self.allow_none = allow_none
         # An optional choice (a nuclear channel) must not jump to every image opened.
         self.follow_new = follow_new
@@ -100,12 +112,11 @@ class LayerCombo(QComboBox):
         self.refresh()
         layer = getattr(event, "value", None)
         derived = layer is not None and layer.metadata.get(DERIVED_KEY, False)
-        if (
-            self.follow_new
-            and layer is not None
-            and isinstance(layer, self.layer_types)
-            and not derived
-        ):
+        wanted = layer is not None and (
+            isinstance(layer, self.layer_types)
+            or (self.follow_also is not None and self.follow_also(layer))
+        )
+        if self.follow_new and wanted and not derived:
             self.set_layer(layer)
 
     def refresh(self, event=None) -> None:
@@ -114,11 +125,17 @@ class LayerCombo(QComboBox):
         self.clear()
         if self.allow_none:
             self.addItem("(none)")
-        for layer in self.viewer.layers:
-            if isinstance(layer, self.layer_types):
-                self.addItem(layer.name)
-                layer.events.name.disconnect(self.refresh)
-                layer.events.name.connect(self.refresh)
+        listed = [x for x in self.viewer.layers if isinstance(x, self.layer_types)]
+        if self.also is not None:
+            listed += [
+                x
+                for x in self.viewer.layers
+                if not isinstance(x, self.layer_types) and self.also(x)
+            ]
+        for layer in listed:
+            self.addItem(layer.name)
+            layer.events.name.disconnect(self.refresh)
+            layer.events.name.connect(self.refresh)
         index = self.findText(current)
         if index < 0 and not self.allow_none:
             # Prefer the selected layer when the previous choice is gone.
@@ -210,7 +227,7 @@ class TaskBar(QWidget):
         on_done: Callable[[object], None] | None = None,
         on_stop: Callable[[], None] | None = None,
         description: str = "working",
-        on_error: Callable[[BaseException], None] | None = None,
+        on_error: Callable[[BaseException], bool | None] | None = None,
         on_finished: Callable[[], None] | None = None,
     ) -> GeneratorWorker:
         """Start ``make_generator()`` in a thread; events and the result come back in the GUI thread.
@@ -220,7 +237,9 @@ class TaskBar(QWidget):
         ends in any way (done, stopped or failed): connected before the worker
         starts, so a task that fails at once still calls it (a handler
         connected after ``start()`` can miss a fast failure and leave a button
-        disabled for good).
+        disabled for good). ``on_error`` returning True means the exception
+        was a normal outcome it has reported itself (a stop before any work):
+        no error notification, and the bar says "stopped".
         """
         if self.worker is not None:
             raise UNetError("a task is already running; wait for it or stop it first")
@@ -271,10 +290,11 @@ class TaskBar(QWidget):
                 self._pbar = None
 
         def errored(exc: BaseException) -> None:
+            if on_error is not None and on_error(exc):
+                self.bar.setFormat("stopped")
+                return
             self.bar.setFormat("failed")
             report_error(exc)
-            if on_error is not None:
-                on_error(exc)
 
         worker.yielded.connect(yielded)
         worker.returned.connect(returned)
@@ -424,11 +444,42 @@ def join_plugin_docks(widget: QWidget) -> None:
     _JoinDocksOnShow(widget)
 
 
+# File names of masks opened as image layers (File > Open reads a mask TIFF as an image).
+MASK_NAME_ENDINGS = ("_labels", "_label", "_masks", "_mask", "_seg", "_gt")
+
+
+def is_integer_image(layer) -> bool:
+    """An image layer that can be read as labels: one channel, integer pixels, one scale."""
+    if not isinstance(layer, napari.layers.Image) or layer.rgb or layer.multiscale:
+        return False
+    return np.issubdtype(np.dtype(layer.dtype), np.integer)
+
+
+def is_mask_image(layer) -> bool:
+    """An integer image layer named like a mask file (``cells_masks``, ``img_labels``...)."""
+    return is_integer_image(layer) and layer.name.lower().endswith(MASK_NAME_ENDINGS)
+
+
 def compact(combo: QComboBox, characters: int = 10) -> QComboBox:
     """A combo box whose width does not grow with its longest item (the dock stays narrow)."""
     combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(characters)
     return combo
+
+
+def folder_row(parent: QWidget, edit: QLineEdit, title: str) -> QWidget:
+    """``edit`` (a folder path) with a "…" button that opens a folder chooser titled ``title``."""
+    browse = QPushButton("…")
+    browse.setMaximumWidth(30)
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(edit, 1)
+    layout.addWidget(browse)
+    browse.clicked.connect(
+        lambda: edit.setText(QFileDialog.getExistingDirectory(parent, title) or edit.text())
+    )
+    return row
 
 
 def labeled(text: str, widget: QWidget) -> QWidget:

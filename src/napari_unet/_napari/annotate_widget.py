@@ -33,6 +33,8 @@ from .layer_shapes import labels_shape
 ANNOTATION_SUFFIX = " annotation"
 REGION_SUFFIX = " annotated region"
 CELL_POINTS = "cell points"
+MERGE_POINTS = "merge points"
+SPLIT_POINTS = "split points"
 
 
 class AnnotateWidget(QWidget):
@@ -67,7 +69,7 @@ class AnnotateWidget(QWidget):
         layout.addWidget(labeled("labels", self.labels_combo))
         self.merge_edit = QLineEdit()
         self.merge_edit.setPlaceholderText(
-            "ids, e.g. 3, 7 (empty: selected label + the one under the cursor)"
+            "ids, e.g. 3, 7 (empty: the objects under the 'merge points')"
         )
         layout.addWidget(labeled("merge ids", self.merge_edit))
         layout.addStretch(1)
@@ -80,7 +82,8 @@ class AnnotateWidget(QWidget):
         self.merge_button = QPushButton("Merge")
         self.merge_button.setObjectName("merge_button")
         self.merge_button.setToolTip(
-            "Merge the ids typed above, or the selected label and the one under the cursor"
+            "Merge the ids typed above or, with none typed, the objects under the points of the "
+            "'merge points' layer (the first click adds it: put one point on each object)"
         )
         self.split_button = QPushButton("Split at points")
         self.split_button.setObjectName("split_button")
@@ -249,10 +252,7 @@ class AnnotateWidget(QWidget):
             if text:
                 ids = [int(t) for t in text.replace(" ", ",").split(",") if t.strip()]
             else:
-                ids = [
-                    int(layer.selected_label),
-                    int(layer.get_value(self.viewer.cursor.position) or 0),
-                ]
+                ids = self._ids_under_points(layer, MERGE_POINTS, "merge", "on each object")
             self._edit(layer, merge_labels(layer.data, ids))
             self.info.setText(f"merged {ids[1:]} into {ids[0]}")
         except ValueError:
@@ -260,20 +260,46 @@ class AnnotateWidget(QWidget):
         except UNetError as exc:
             report_error(exc)
 
+    def _points_layer(self, name: str, ndim: int, action: str, where: str):
+        """The points layer ``name`` when it holds two or more points, else a UNetError.
+
+        A missing layer is added, in "add" mode, so the next clicks place points.
+        """
+        if name in self.viewer.layers and len(self.viewer.layers[name].data) >= 2:
+            return self.viewer.layers[name]
+        if name not in self.viewer.layers:
+            points = self.viewer.add_points(name=name, size=8, face_color="red", ndim=ndim)
+            points.mode = "add"
+        raise UNetError(
+            f"place two or more points {where} in the {name!r} layer, then click {action} again"
+        )
+
+    def _ids_under_points(self, layer, name: str, action: str, where: str) -> list[int]:
+        """The label ids under the points of ``name`` (in click order; the points are used up).
+
+        Merging by what the user pointed at, never by napari's selected label
+        and the cursor: after "from prediction" the selected label may not
+        exist, and the cursor was on the button, not on a nucleus.
+        """
+        points = self._points_layer(name, layer.ndim, action, where)
+        ids: list[int] = []
+        for p in points.data:
+            coord = np.round(layer.world_to_data(points.data_to_world(p))).astype(int)
+            inside = all(0 <= c < n for c, n in zip(coord, layer.data.shape))
+            value = int(layer.data[tuple(coord)]) if inside else 0
+            if value == 0:
+                raise UNetError(f"a point of {name!r} is on the background: put each on an object")
+            if value not in ids:
+                ids.append(value)
+        if len(ids) < 2:
+            raise UNetError(f"the points of {name!r} are all on object {ids[0]}: one per object")
+        points.data = np.zeros((0, layer.ndim))
+        return ids
+
     def split(self) -> None:
         try:
             layer = self._labels()
-            name = "split points"
-            if name not in self.viewer.layers or len(self.viewer.layers[name].data) < 2:
-                if name not in self.viewer.layers:
-                    points = self.viewer.add_points(
-                        name=name, size=8, face_color="red", ndim=layer.ndim
-                    )
-                    points.mode = "add"
-                raise UNetError(
-                    "place two or more points on the object in the 'split points' layer, then click again"
-                )
-            points = self.viewer.layers[name]
+            points = self._points_layer(SPLIT_POINTS, layer.ndim, "Split", "on the object")
             coords = [layer.world_to_data(points.data_to_world(p)) for p in points.data]
             self._edit(layer, split_label(layer.data, coords))
             points.data = np.zeros((0, layer.ndim))

@@ -32,6 +32,16 @@ class LivePlot(QWidget):
             self.loss = self.loss[::2]
         self.update()
 
+    @staticmethod
+    def score_axis() -> tuple[str, str]:
+        """The right axis' top and bottom: AP runs from 0 to 1 whatever was measured."""
+        return "1.0", "0"
+
+    def score_legend(self) -> str:
+        """The last and best validation AP@0.5, written inside the plot."""
+        values = [v for _, v in self.score]
+        return f"AP@0.5 last {values[-1]:.2f}, best {max(values):.2f}" if values else ""
+
     def add_score(self, step: float, value: float) -> None:
         self.score.append((step, value))
         self.update()
@@ -75,9 +85,11 @@ class LivePlot(QWidget):
             p.drawText(2, h - m, "0")
         series(self.score, 0.0, 1.0, "#48dbfb")
         p.setPen(QColor("#48dbfb"))
-        p.drawText(w - m + 3, 18, "1.0")
+        top, bottom = self.score_axis()
+        p.drawText(w - m + 3, 18, top)
+        p.drawText(w - m + 3, h - m, bottom)
         if self.score:
-            p.drawText(w - m + 3, h - m, f"{self.score[-1][1]:.2f}")
+            p.drawText(w - m - 150, 24, self.score_legend())
         p.setPen(QColor(200, 200, 200))
         p.drawText(m, h - 8, f"step {int(s0)}")
         p.drawText(w - m - 70, h - 8, f"step {int(s1)}")

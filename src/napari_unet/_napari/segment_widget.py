@@ -7,7 +7,9 @@ network.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import napari
 import numpy as np
@@ -19,6 +21,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -26,12 +29,20 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible, QLabeledDoubleSlider, QLabeledSlider
 
+from ..batch import BatchOptions, expand_inputs, iter_segment_files
 from ..devices import available_devices
 from ..errors import UNetError
-from ..instances import InstanceParams
+from ..instances import THRESHOLD_OPTIONS, InstanceParams
+from ..measure import measure_objects, write_csv
 from ..normalize import IMAGE_TYPES
 from ..progress import Progress, Stage
-from ..segmentation import PlaneLayout, iter_segment, labels_from_probabilities, what_model_knows
+from ..segmentation import (
+    PlaneLayout,
+    iter_segment,
+    labels_from_probabilities,
+    note_collector,
+    what_model_knows,
+)
 from ..settings import load_settings, update_settings
 from ._common import (
     DERIVED_KEY,
@@ -40,6 +51,7 @@ from ._common import (
     compact,
     connect_while_alive,
     folded,
+    folder_row,
     join_plugin_docks,
     labeled,
     pinned_layout,
@@ -56,6 +68,22 @@ LINKS = {
     "tracks over time (T)": (None, True),
     "none": (False, False),
 }
+
+
+def _slider(field: str):
+    """A labelled slider for one of instances.THRESHOLD_OPTIONS: its range and help."""
+    slider = QLabeledSlider() if field == "min_size" else QLabeledDoubleSlider()
+    _fit_slider(slider, field)
+    return slider
+
+
+def _fit_slider(slider, field: str) -> None:
+    option = THRESHOLDS[field]
+    slider.setRange(option.low, option.high)
+    slider.setToolTip(option.help)
+
+
+THRESHOLDS = {option.field: option for option in THRESHOLD_OPTIONS}
 
 
 @dataclass
@@ -147,12 +175,16 @@ class SegmentWidget(QWidget):
         )
 
         self.probabilities_check = QCheckBox("also show probability maps")
+        self.outline_check = QCheckBox("show labels as outlines")
+        self.outline_check.setObjectName("outline_check")
+        self.outline_check.setToolTip("draw each object's outline only, so the image shows through")
         # Settings most runs leave alone, folded so the form stays short.
         layout.addWidget(
             folded(
                 "More options",
                 labeled("link planes", self.link_combo),
                 self.probabilities_check,
+                self.outline_check,
                 labeled("device", self.device_combo),
                 labeled("tile size", self.tile_spin),
             )
@@ -160,6 +192,8 @@ class SegmentWidget(QWidget):
 
         self.advanced = self._postprocessing_section()
         layout.addWidget(self.advanced)
+        layout.addWidget(self._measure_section())
+        layout.addWidget(self._folder_section())
 
         layout.addStretch(1)
 
@@ -183,27 +217,50 @@ class SegmentWidget(QWidget):
 
         self._connect()
 
+    def _measure_section(self) -> QWidget:
+        """Measurements of the image's labels: a table (CSV) and napari's per-object features."""
+        self.measure_button = QPushButton("Save measurements (CSV)…")
+        self.measure_button.setObjectName("measure_button")
+        self.measure_button.setToolTip(
+            "area, centroid, diameter, eccentricity and mean/max intensity of each object of "
+            "'<image> labels', in the image's units (its layer scale); also shown when the "
+            "pointer is over an object"
+        )
+        self.measure_button.clicked.connect(self.save_measurements_dialog)
+        return folded("Measure", self.measure_button)
+
+    def _folder_section(self) -> QWidget:
+        """Segment a folder of files with this widget's settings: the CLI's batch engine."""
+        self.folder_in = QLineEdit()
+        self.folder_in.setPlaceholderText("folder of images")
+        self.folder_out = QLineEdit()
+        self.folder_out.setPlaceholderText("folder for <stem>_labels.tif")
+        rows = [
+            labeled("images", folder_row(self, self.folder_in, "Folder of images")),
+            labeled("labels to", folder_row(self, self.folder_out, "Folder for the labels")),
+        ]
+        self.folder_button = QPushButton("Segment folder")
+        self.folder_button.setObjectName("segment_folder_button")
+        self.folder_button.setToolTip(
+            "every image of the folder, one after another, with the model and options above; "
+            "files done by an earlier run are skipped; Cancel stops after the current file"
+        )
+        self.folder_button.clicked.connect(self.segment_folder)
+        return folded("A folder of images", *rows, self.folder_button)
+
     def _postprocessing_section(self) -> QCollapsible:
         """The collapsible post-processing sliders (each model's stored thresholds)."""
         section = QCollapsible("Post-processing")
         self._distance_seeds = False  # set per model by reset_params
         adv = QWidget()
         adv_layout = QVBoxLayout(adv)
-        self.foreground_slider = QLabeledDoubleSlider()
+        # Ranges and tooltips from the one declaration the CLI's flags come from.
+        self.foreground_slider = _slider("foreground_threshold")
         self.foreground_slider.setObjectName("foreground_threshold")
-        self.foreground_slider.setRange(0.05, 0.95)
-        self.seed_slider = QLabeledDoubleSlider()
-        self.seed_slider.setRange(0.05, 0.95)
-        self.seed_dynamic_slider = QLabeledDoubleSlider()
-        self.seed_dynamic_slider.setRange(0.0, 0.6)
-        self.seed_dynamic_slider.setToolTip(
-            "Split a seed at every interior peak rising this much above where it meets "
-            "the next (0: no splitting). Higher merges more, lower splits more."
-        )
-        self.seed_h_slider = QLabeledDoubleSlider()
-        self.seed_h_slider.setRange(0.0, 10.0)
-        self.min_size_slider = QLabeledSlider()
-        self.min_size_slider.setRange(0, 500)
+        self.seed_slider = _slider("seed_threshold")
+        self.seed_dynamic_slider = _slider("seed_dynamic")
+        self.seed_h_slider = _slider("seed_h")
+        self.min_size_slider = _slider("min_size")
         self.upscale_slider = QLabeledSlider()
         self.upscale_slider.setRange(0, 1000)
         self.upscale_slider.setToolTip(
@@ -239,11 +296,17 @@ class SegmentWidget(QWidget):
         self.model_combo.currentTextChanged.connect(self._model_changed)
         self.open_model_button.clicked.connect(self.open_model_dialog)
         self.run_button.clicked.connect(self.run)
+        self.image_combo.currentTextChanged.connect(self._image_changed)
         self.reset_params_button.clicked.connect(self.reset_params)
         for slider in self._param_sliders:
             slider.valueChanged.connect(self._params_changed)
         self.device_combo.currentTextChanged.connect(lambda text: update_settings(device=text))
         self.tile_spin.valueChanged.connect(lambda v: update_settings(tile_size=int(v)))
+
+    def _image_changed(self, name: str) -> None:
+        """Another image chosen: the status stops showing the last image's object count."""
+        if not self.task.busy:
+            self.status.setText(f"{name!r}: not segmented yet" if name else "")
 
     # models ---------------------------------------------------------------
     def refresh_models(self) -> None:
@@ -310,6 +373,7 @@ class SegmentWidget(QWidget):
         # interior (models of whole cells).
         seeded = scheme != "2class"
         self._distance_seeds = seeded and params.seed_distance_h > 0
+        _fit_slider(self.seed_h_slider, "seed_distance_h" if self._distance_seeds else "seed_h")
         for slider, shown in (
             (self.seed_slider, seeded),
             (self.seed_dynamic_slider, seeded and not self._distance_seeds),
@@ -421,9 +485,25 @@ class SegmentWidget(QWidget):
         if track and axes.startswith("Z") and "T" not in axes:
             axes = "T" + axes[1:]  # a 3-D stack to track is a time-lapse
         notes: list[str] = []
+        if channels is None and len(axes) == 3 and axes[0] in "ZT" and 1 < np.shape(data)[0] <= 4:
+            # napari opens a CYX file as one layer: 2-4 "planes" are most likely channels.
+            notes.append(
+                f"warning: its {np.shape(data)[0]} planes were segmented as a stack; if they are "
+                "channels, split them (right-click the layer > Split Stack) and choose the "
+                "nuclear one as 'nuclei channel'"
+            )
         scales: list[float] = []  # each plane's resize factor: re-labelling labels it there too
         self.status.setText("segmenting…")
         self.run_button.setEnabled(False)
+        removed: list[str] = []  # the image's name once it left the viewer mid-run
+
+        def image_removed(event) -> None:
+            gone = getattr(event, "value", None)
+            if gone is not None and gone.unique_id == layer.unique_id and self.task.busy:
+                removed.append(layer.name)
+                self.task.request_stop()  # its labels would have nowhere to go
+
+        self.viewer.layers.events.removed.connect(image_removed)
 
         def make():
             return iter_segment(
@@ -442,6 +522,9 @@ class SegmentWidget(QWidget):
             )
 
         def done(result) -> None:
+            if removed or layer.unique_id not in {x.unique_id for x in self.viewer.layers}:
+                removed[:] = [layer.name]
+                return
             labels, probs = result
             self._cache = {
                 "layer": layer,
@@ -468,10 +551,12 @@ class SegmentWidget(QWidget):
                 if note.startswith("warning:"):
                     show_warning(f"{layer.name}: {note.removeprefix('warning: ')}")
 
+        collect_notes = note_collector(notes)
+
         def on_event(event: Progress) -> None:
+            collect_notes(event)
             if event.stage == Stage.SEGMENT:
                 scales.append(event.info["scale"])
-                notes.extend(n for n in event.info.get("notes", ()) if n not in notes)
                 if event.total and event.total > 1:
                     self.status.setText(f"plane {event.step}/{event.total}")
 
@@ -479,13 +564,128 @@ class SegmentWidget(QWidget):
             self.status.setText("segmentation failed: see the message")
 
         def finished() -> None:
-            if self.task.bar.format() == "stopped":
+            with contextlib.suppress(Exception):  # the viewer may be closing
+                self.viewer.layers.events.removed.disconnect(image_removed)
+            if removed:
+                self.status.setText(
+                    f"cancelled: the image {removed[0]!r} was removed from the viewer; "
+                    "no labels were made"
+                )
+            elif self.task.bar.format() == "stopped":
                 self.status.setText("cancelled")
             self.run_button.setEnabled(True)
 
         self.task.run(
             make, on_event, done, description="segment", on_error=failed, on_finished=finished
         )
+
+    # measurements -------------------------------------------------------------
+    def _labels_of_image(self):
+        """The chosen image and its '<image> labels' layer (a UNetError when there is none)."""
+        layer = self.image_combo.layer()
+        if layer is None:
+            raise UNetError("add or open an image layer first")
+        name = f"{layer.name} labels"
+        if name not in self.viewer.layers or not isinstance(
+            self.viewer.layers[name], napari.layers.Labels
+        ):
+            raise UNetError(f"segment {layer.name!r} first: there is no {name!r} layer")
+        return layer, self.viewer.layers[name]
+
+    def measurements(self) -> dict:
+        """The chosen image's objects measured, also set as its labels layer's features."""
+        image, labels_layer = self._labels_of_image()
+        labels = np.asarray(labels_layer.data)
+        data = image.data[0] if image.multiscale else image.data
+        intensity = np.asarray(data) if not image.rgb and np.shape(data) == labels.shape else None
+        spacing = tuple(labels_layer.scale[-labels.ndim :]) if labels.ndim in (2, 3) else None
+        table = measure_objects(labels, intensity, spacing)
+        # napari shows a layer's features for the object under the pointer.
+        labels_layer.features = {"index": table["label"], **table}
+        return table
+
+    def save_measurements(self, path: str | Path) -> Path | None:
+        """Measure and write the CSV; a clear message instead of a traceback."""
+        try:
+            table = self.measurements()
+            out = write_csv(table, path)
+        except UNetError as exc:
+            report_error(exc)
+            return None
+        except OSError as exc:
+            report_error(UNetError(f"cannot write {path}: {exc}"))
+            return None
+        self.status.setText(f"{len(table['label'])} objects measured: {out}")
+        return out
+
+    def save_measurements_dialog(self) -> None:
+        layer = self.image_combo.layer()
+        suggested = f"{layer.name if layer else 'labels'}_measurements.csv"
+        path, _ = QFileDialog.getSaveFileName(self, "Save measurements", suggested, "CSV (*.csv)")
+        if path:
+            self.save_measurements(path)
+
+    # a folder -----------------------------------------------------------------
+    def folder_options(self) -> BatchOptions:
+        """This widget's model and options as the batch engine's (one declaration, the CLI's)."""
+        model = self.current_model()
+        params = None if self.params() == model.postprocessing else self.params()
+        if params is not None:
+            model = replace(model, postprocessing=params)
+        image_type = self.image_type_combo.currentText()
+        stitch, track = LINKS[self.link_combo.currentText()]
+        return BatchOptions(
+            model=model,
+            tile_size=self.tile_spin.value() or None,
+            device=self.device_combo.currentText(),
+            image_type=None if image_type == "auto" else image_type,
+            diameter=float(self.diameter_spin.value()) or None,
+            stitch=stitch,
+            track=track,
+        )
+
+    def segment_folder(self) -> None:
+        """Segment every image of the input folder into the output folder, with progress."""
+        if self.task.busy:
+            report_error(UNetError("segmentation is already running"))
+            return
+        source, target = self.folder_in.text().strip(), self.folder_out.text().strip()
+        try:
+            if not source or not Path(source).is_dir():
+                raise UNetError(f"choose a folder of images (got {source or 'nothing'!r})")
+            if not target:
+                raise UNetError("choose a folder for the labels")
+            options = self.folder_options()
+            files = expand_inputs([source])
+            if not files:
+                raise UNetError(f"{source} holds no image this tool reads")
+        except UNetError as exc:
+            report_error(exc)
+            return
+        self.run_button.setEnabled(False)
+        self.folder_button.setEnabled(False)
+        self.status.setText(f"segmenting {len(files)} files…")
+
+        def make():
+            return iter_segment_files([source], target, options)
+
+        def on_event(event: Progress) -> None:
+            if event.stage == Stage.BATCH and event.total:
+                name = Path(event.info.get("file", "")).name
+                self.status.setText(
+                    f"{event.step}/{event.total} files" + (f": {name}" if name else "")
+                )
+
+        def done(report) -> None:
+            self.status.setText(report.summary().replace("\n", "; "))
+
+        def finished() -> None:
+            if self.task.bar.format() == "stopped":
+                self.status.setText("cancelled; files done so far are kept, a rerun skips them")
+            self.run_button.setEnabled(True)
+            self.folder_button.setEnabled(True)
+
+        self.task.run(make, on_event, done, description="segment folder", on_finished=finished)
 
     @property
     def idle(self) -> bool:
@@ -589,6 +789,9 @@ class SegmentWidget(QWidget):
             shifted[shifted > 0] += data.dtype.type(offset)
             region[...] = shifted
             out.refresh()
+        contour = 2 if self.outline_check.isChecked() else 0
+        if out.contour != contour:  # setting it redraws the layer, even to the same value
+            out.contour = contour
         if not out.visible:
             # napari redraws a layer on every visible = True, shown or not:
             # a second 2048² upload after the one the new data made.

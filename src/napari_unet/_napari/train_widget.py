@@ -45,13 +45,16 @@ from ._common import (
     TaskBar,
     connect_while_alive,
     folded,
+    folder_row,
+    is_integer_image,
+    is_mask_image,
     join_plugin_docks,
     labeled,
     pinned_layout,
     report_error,
     scrolling_layout,
 )
-from .layer_shapes import image_axes, region_mask
+from .layer_shapes import image_axes, labels_shape, region_mask
 from .model_registry import registry
 from .plot import LivePlot
 
@@ -69,7 +72,18 @@ class TrainWidget(QWidget):
 
         layout.addWidget(QLabel("<b>Training pairs from layers</b>"))
         self.image_combo = LayerCombo(napari_viewer, (napari.layers.Image,))
-        self.labels_combo = LayerCombo(napari_viewer, (napari.layers.Labels,))
+        # Masks opened with File > Open are image layers: integer images are offered
+        # too (after the labels layers), and one named like a mask is chosen when opened.
+        self.labels_combo = LayerCombo(
+            napari_viewer,
+            (napari.layers.Labels,),
+            also=is_integer_image,
+            follow_also=is_mask_image,
+        )
+        self.labels_combo.setToolTip(
+            "a labels layer, or an integer image layer holding labels (a mask file opened "
+            "with File > Open)"
+        )
         self.region_combo = LayerCombo(napari_viewer, (napari.layers.Shapes,), allow_none=True)
         self.role_combo = QComboBox()
         self.role_combo.addItems(ROLES)
@@ -155,6 +169,10 @@ class TrainWidget(QWidget):
         self.status.setObjectName("train_status")
         self.status.setWordWrap(True)
         actions.addWidget(self.status)
+        self.train_longer_button = QPushButton("Train again, longer")
+        self.train_longer_button.setObjectName("train_longer_button")
+        self.train_longer_button.setVisible(False)  # offered after a run that changed nothing
+        actions.addWidget(self.train_longer_button)
         self.save_button = QPushButton("Save model…")
         self.save_button.setEnabled(False)
         actions.addWidget(self.save_button)
@@ -169,22 +187,13 @@ class TrainWidget(QWidget):
         self.add_pair_button.clicked.connect(self.add_pair)
         self.remove_pair_button.clicked.connect(self.remove_selected_pairs)
         self.start_button.clicked.connect(self.start)
+        self.train_longer_button.clicked.connect(self.train_longer)
         self.save_button.clicked.connect(self.save_dialog)
 
     # form helpers -------------------------------------------------------------
     def _folder_row(self, layout, text: str) -> QLineEdit:
         edit = QLineEdit()
-        browse = QPushButton("…")
-        browse.setMaximumWidth(30)
-        row = QWidget()
-        rl = QHBoxLayout(row)
-        rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(edit, 1)
-        rl.addWidget(browse)
-        browse.clicked.connect(
-            lambda: edit.setText(QFileDialog.getExistingDirectory(self, text) or edit.text())
-        )
-        layout.addWidget(labeled(text, row))
+        layout.addWidget(labeled(text, folder_row(self, edit, text)))
         return edit
 
     def refresh_models(self) -> None:
@@ -201,6 +210,16 @@ class TrainWidget(QWidget):
         role = role or self.role_combo.currentText()
         if image is None or labels is None:
             report_error(UNetError("choose an image layer and a labels layer"))
+            return
+        expected = labels_shape(image)
+        if tuple(labels.data.shape) != expected:
+            # Said here, naming the labels layer, not at Start among the other pairs.
+            report_error(
+                UNetError(
+                    f"the labels layer {labels.name!r} is {tuple(labels.data.shape)} but the image "
+                    f"{image.name!r} needs {expected}: choose the labels made for this image"
+                )
+            )
             return
         row = self.pairs.rowCount()
         self.pairs.insertRow(row)
@@ -285,6 +304,7 @@ class TrainWidget(QWidget):
             report_error(exc)
             return
         config = self.config(init is not None)
+        self.train_longer_button.setVisible(False)
         update_settings(
             train_epochs=config.epochs,
             train_minutes=config.minutes or 0.0,
@@ -329,11 +349,18 @@ class TrainWidget(QWidget):
             )
 
         def done(model: SegmentationModel) -> None:
+            if model.training.get("kept_start_model"):
+                self._kept_start_model(model, start_from, config)
+                return
             # Named after what it learned from; the registry makes the name unique.
             self._trained(model, f"{model_label}, fine-tuned" if init else f"{model_label} model")
 
-        def failed(exc: BaseException) -> None:
+        def failed(exc: BaseException) -> bool:
+            if isinstance(exc, TrainingStopped):  # the user's own choice, not an error
+                self.status.setText("stopped before training began; no model was made")
+                return True
             self.status.setText(str(exc) if isinstance(exc, UNetError) else "training failed")
+            return False
 
         self.task.run(
             make,
@@ -366,6 +393,27 @@ class TrainWidget(QWidget):
             self.status.setText(f"preparing: {info.get('what', '')}…")
         elif event.stage == Stage.TUNE:
             self.status.setText("tuning post-processing thresholds on the validation images…")
+
+    def _kept_start_model(self, model: SegmentationModel, start_from: str, config) -> None:
+        """Training did not beat its start model: nothing new to register, say so once."""
+        summary = model.training
+        self.trained = None
+        self.save_button.setEnabled(False)
+        longer = max(2 * (config.minutes or 0.0), 2.0)
+        self.train_longer_button.setText(f"Train again for {longer:g} minutes")
+        self.train_longer_button.setProperty("minutes", longer)
+        self.train_longer_button.setVisible(True)
+        self.status.setText(
+            f"{summary['steps']} steps in {summary['time_s']:.0f}s did not beat {start_from!r} "
+            f"on the {summary['validated_on']} by more than chance "
+            f"({summary.get('validation_nuclei', '?')} objects): no new model, {start_from!r} "
+            "stays selected in Segment. Train longer, or annotate more images."
+        )
+
+    def train_longer(self) -> None:
+        """Start again with the longer time the last run offered."""
+        self.minutes_spin.setValue(float(self.train_longer_button.property("minutes")))
+        self.start()
 
     def _trained(self, model: SegmentationModel, name: str) -> None:
         """A finished model: registered (so Segment selects it), saveable, summarized."""
