@@ -37,7 +37,7 @@ def main() -> None:
         default=None,
         help="index of the image segmented after (default: the one most like the first in colour)",
     )
-    ap.add_argument("--size", type=int, nargs=2, default=(1600, 1000))
+    ap.add_argument("--size", type=int, nargs=2, default=(1366, 768), help="window, a laptop screen")
     args = ap.parse_args()
 
     import napari
@@ -116,7 +116,6 @@ def main() -> None:
 
     # 4. fine-tune on the corrected image
     viewer.window.remove_dock_widget(annotate)
-    seg_dock.hide()  # room for the Train dock's plot in the picture
     _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train / fine-tune")
     train.add_pair(image, annotation, role="train")
     train.minutes_spin.setValue(args.minutes)
@@ -126,7 +125,7 @@ def main() -> None:
     scroll = train.findChild(QScrollArea)
     scroll.verticalScrollBar().setValue(scroll.verticalScrollBar().maximum())  # plot and status
     shot("04_fine_tuned.png")
-    seg_dock.show()
+    seg_dock.raise_()  # the Segment tab again
 
     # 5. segment the next image with the fine-tuned model (Segment selected it)
     for layer in list(viewer.layers):
