@@ -320,6 +320,7 @@ def main(argv=None) -> int:
                             "objects": model.objects.to_dict() if model.objects else None,
                             "steps": model.training["steps"],
                             "kept_start_model": model.training.get("kept_start_model"),
+                            "new_network_for_cells": model.training.get("new_network_for_cells"),
                             "validated_on": model.training.get("validated_on"),
                             "validation_nuclei": model.training.get("validation_nuclei"),
                             "start_model_margin": model.training.get("start_model_margin"),

@@ -98,20 +98,19 @@ def segment_and_relabel(size: int) -> dict:
     """The Segment widget on a size² image: the click on Segment, then a slider move."""
     import napari
 
-    from napari_unet._napari.segment_widget import SegmentWidget
     from napari_unet.synthetic import synthetic_nuclei
 
     viewer = napari.Viewer(show=True)
     image, _ = synthetic_nuclei((size, size), n_nuclei=size * size // 4000, seed=0)
     layer = viewer.add_image(image, name="nuclei")
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    # As a user opens it (Plugins > U-Net > Segment): napari's plugin machinery, its proxy viewer.
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     widget.image_combo.set_layer(layer)
 
     def labels_shown() -> bool:
         return "nuclei labels" in viewer.layers and not widget.task.busy
 
-    segment = watch(widget.run, labels_shown)
+    segment = watch(widget.run_button.click, labels_shown)  # timed from the click
     labels = viewer.layers["nuclei labels"]
     before = widget.results_written
 
@@ -122,7 +121,7 @@ def segment_and_relabel(size: int) -> dict:
     relabel = watch(lambda: slider.setValue(slider.value() + 0.05), relabelled)
     objects = int(np.asarray(labels.data).max())
     before = widget.results_written
-    again = watch(widget.run, relabelled)  # the labels layer exists now
+    again = watch(widget.run_button.click, relabelled)  # the labels layer exists now
     viewer.close()
     return {
         "image": f"{size}x{size}",
@@ -143,12 +142,9 @@ def gui_run(seconds: float) -> dict:
     from qtpy.QtCore import QEventLoop, QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_unet._napari.train_widget import TrainWidget
-
     viewer = napari.Viewer(show=True)
     data = make_data()
-    widget = TrainWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Train / fine-tune")
     for k, (image, labels) in enumerate(data):
         img = viewer.add_image(image, name=f"img{k}")
         lab = viewer.add_labels(labels, name=f"lab{k}")
@@ -181,7 +177,7 @@ def gui_run(seconds: float) -> dict:
     )
     timer.start()
     clicked = time.perf_counter()
-    widget.start()
+    widget.start_button.click()  # as the user starts it
     start_call = time.perf_counter() - clicked
     watcher.start()
     loop.exec()

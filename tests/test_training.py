@@ -721,6 +721,9 @@ def test_whole_cells_are_trained_and_segmented_at_one_working_scale(tmp_path, ti
     )
     assert params.min_size == round(params.object_area * CELL_MIN_SIZE_SHARE)
     assert model.training["start_decay"] == 0.0
+    # From a nuclei model: a new network of its architecture, not its weights.
+    assert model.training["new_network_for_cells"] is (start != "scratch")
+    assert model.net.config == tiny_model.net.config or start == "scratch"
     # The working-scale area is what the network saw: a given diameter compares with it.
     working = model.objects.diameter * model.objects.scale
     assert median_diameter(model.postprocessing.object_area) == pytest.approx(working, rel=1e-3)
@@ -732,6 +735,33 @@ def test_whole_cells_are_trained_and_segmented_at_one_working_scale(tmp_path, ti
     # ...and a given diameter brings cells of that size to the same working size.
     scales = _segment_scales(new_image, loaded, diameter=2 * model.objects.diameter)
     assert scales == [pytest.approx(loaded.objects.scale / 2, abs=1e-3)]
+
+
+def test_cells_from_a_nuclei_model_start_from_a_new_network_unless_told(tiny_model, monkeypatch):
+    """A new network is built (cells_from_new_network) or the start weights trained (False)."""
+    from napari_unet import training
+    from napari_unet.synthetic import synthetic_cells
+
+    built = []
+
+    class Spy(training.UNet):
+        def __init__(self, *args, **kwargs):
+            built.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(training, "UNet", Spy)
+    image, labels = synthetic_cells((192, 192), diameter=70, seed=2)
+    items = [make_training_image(image, labels, model=tiny_model)]
+    config = small_config(epochs=1, holdout_fraction=0.0, validate_start=False)
+    runs = {}
+    for fresh in (True, False):
+        built.clear()
+        cfg = replace(config, cells_from_new_network=fresh, patches_per_epoch=2, batch_size=1)
+        runs[fresh] = run_to_end(iter_train(items, init=tiny_model, config=cfg))
+        assert len(built) == (1 if fresh else 0)
+        assert runs[fresh].training["new_network_for_cells"] is fresh
+        assert runs[fresh].net.config == tiny_model.net.config  # the same architecture
+    assert runs[True].training["config"]["cells_from_new_network"] is True
 
 
 def test_nuclei_keep_the_per_image_size_rule_and_record_their_size(data):

@@ -380,6 +380,11 @@ def _objects_line(model) -> str:
             "across there), and segment resizes images by the same factor (or give --diameter "
             "for cells of another size)"
         )
+    if model.training.get("new_network_for_cells"):
+        line += (
+            "; the start model knew only nuclei, so a new network learnt the cells (its "
+            "image preparation kept)"
+        )
     return line
 
 

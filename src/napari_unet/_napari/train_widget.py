@@ -448,6 +448,11 @@ class TrainWidget(QWidget):
                     if model.objects.scale > 0
                     else ""
                 )
+                + (
+                    " (a new network: the start model knew only nuclei)"
+                    if summary.get("new_network_for_cells")
+                    else ""
+                )
                 if model.objects is not None
                 else ""
             )
