@@ -187,3 +187,140 @@ def test_napari_reader_declines_crafted_models_and_says_why(tmp_path, tiny_model
     path = _crafted(tmp_path, tiny_model, "crafted.safetensors", lambda c: [c])
     assert get_reader(str(path)) is None
     assert len(shown) == 1 and "crafted.safetensors is not a napari-unet model" in shown[0]
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("depth", 100, "architecture.depth is 100"),
+        ("base_channels", 1 << 20, "architecture.base_channels"),
+        ("in_channels", 0, "architecture.in_channels"),
+        ("n_classes", 1000, "architecture.n_classes"),
+        ("depth", 3, "do not fit the stored architecture"),  # honest size, wrong tensors
+    ],
+)
+def test_a_declared_network_is_checked_before_anything_is_built(
+    tmp_path, tiny_model, monkeypatch, key, value, message
+):
+    from napari_unet import modelfile
+
+    built = []
+    real = modelfile.UNet
+
+    def spy(*args, **kwargs):  # counts networks given memory (not torch's "meta" ones)
+        net = real(*args, **kwargs)
+        if next(net.parameters()).device.type != "meta":
+            built.append(kwargs)
+        return net
+
+    monkeypatch.setattr(modelfile, "UNet", spy)
+    path = _crafted(tmp_path, tiny_model, "big.safetensors", _set("architecture", key, value))
+    with pytest.raises(UNetError, match=message):
+        load_model(path)
+    assert built == []  # refused from the header alone
+
+
+def test_integer_weights_are_refused(tmp_path, tiny_model):
+    import torch
+
+    def to_int(state):
+        state["head.weight"] = state["head.weight"].to(torch.int32)
+
+    path = _crafted(tmp_path, tiny_model, "int.safetensors", change_state=to_int)
+    with pytest.raises(UNetError, match="'head.weight' are I32, not floating point"):
+        load_model(path)
+
+
+# Broken and hostile bioimage.io packages -------------------------------------------------
+
+
+def _package(tmp_path, tiny_model, compression=None, name="pkg.zip"):
+    """A zip shaped like napari-unet's package: rdf.yaml and the attached model file."""
+    import zipfile
+
+    from napari_unet.modelfile import model_to_bytes
+    from napari_unet.package_files import NATIVE_ATTACHMENT
+
+    path = tmp_path / name
+    method = zipfile.ZIP_STORED if compression is None else compression
+    with zipfile.ZipFile(path, "w", compression=method) as archive:
+        archive.writestr("rdf.yaml", "type: model\n")
+        archive.writestr(NATIVE_ATTACHMENT, model_to_bytes(tiny_model))
+    return path
+
+
+def _patch_member(path, field_local, field_central, value: bytes):
+    """Overwrite a field of the model attachment's local and central zip headers."""
+    from napari_unet.package_files import NATIVE_ATTACHMENT
+
+    blob = bytearray(path.read_bytes())
+    name = NATIVE_ATTACHMENT.encode()
+    for signature, offset, name_at in (
+        (b"PK\x03\x04", field_local, 30),
+        (b"PK\x01\x02", field_central, 46),
+    ):
+        start = 0
+        while (at := blob.find(signature, start)) >= 0:
+            if blob[at + name_at : at + name_at + len(name)] == name and offset is not None:
+                blob[at + offset : at + offset + len(value)] = value
+            start = at + 4
+    path.write_bytes(bytes(blob))
+
+
+def _corrupt_deflate(tmp_path, tiny_model):
+    import zipfile
+
+    path = _package(tmp_path, tiny_model, zipfile.ZIP_DEFLATED, "deflate.zip")
+    blob = bytearray(path.read_bytes())
+    middle = blob.find(b"napari_unet.safetensors") + 200
+    blob[middle : middle + 64] = bytes(64)
+    path.write_bytes(bytes(blob))
+    return path
+
+
+BROKEN = {
+    "bad central directory": lambda t, m: _truncated(_package(t, m)),
+    "corrupt deflate": _corrupt_deflate,
+    "encrypted member": lambda t, m: _patched(_package(t, m), 6, 8, b"\x01\x00"),
+    "unknown compression": lambda t, m: _patched(_package(t, m), 8, 10, b"\x63\x00"),
+    "claims 50 MB from 36 kB": lambda t, m: _patched(
+        _package(t, m), 22, 24, (50_000_000).to_bytes(4, "little")
+    ),
+    "claims 1.9 GB": lambda t, m: _patched(
+        _package(t, m), 22, 24, (1_900_000_000).to_bytes(4, "little")
+    ),
+}
+
+
+def _truncated(path):
+    blob = path.read_bytes()
+    path.write_bytes(blob[: blob.find(b"PK\x05\x06") - 10])  # end of central directory gone
+    return path
+
+
+def _patched(path, local, central, value):
+    _patch_member(path, local, central, value)
+    return path
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_broken_packages_are_one_clear_error_in_the_cli(tmp_path, tiny_model, capsys, kind):
+    from napari_unet.cli import main
+
+    path = BROKEN[kind](tmp_path, tiny_model)
+    code = main(["info", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert path.name in err
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_the_napari_reader_declines_broken_packages(tmp_path, tiny_model, monkeypatch, kind):
+    pytest.importorskip("napari")
+    import napari.utils.notifications as notifications
+
+    from napari_unet._napari.reader import get_reader
+
+    monkeypatch.setattr(notifications, "show_warning", lambda msg: None)
+    path = BROKEN[kind](tmp_path, tiny_model)
+    assert get_reader(str(path)) is None

@@ -188,6 +188,66 @@ def read_model_bytes(source: str | Path) -> tuple[bytes, str, str]:
 
 def _header_metadata(blob: bytes, name: str) -> dict:
     """The ``__metadata__`` of a safetensors file held in memory (no parsing of tensors)."""
+    metadata = _header(blob, name).get("__metadata__")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+# Bounds on a declared architecture: far above any napari-unet model, far below
+# one that would take a lab machine's memory (each level doubles the channels).
+ARCHITECTURE_BOUNDS = {
+    "depth": (0, 8),
+    "base_channels": (1, 512),
+    "in_channels": (1, 64),
+    "n_classes": (2, 16),
+}
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+
+
+def check_declared_sizes(blob: bytes, arch: UNetConfig, name: str) -> None:
+    """Refuse a file whose declared network is huge or does not match its tensors' shapes.
+
+    Checked from the file's header and a network built on torch's "meta"
+    device (no memory), before anything is allocated: a crafted file asking
+    for depth 100 once took 19 GB. Weights must be floating point (the batch
+    norm step counters aside).
+    """
+    for key, (low, high) in ARCHITECTURE_BOUNDS.items():
+        value = getattr(arch, key)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise UNetError(
+                f"{name} is not a valid model: architecture.{key} is {value!r}, "
+                f"expected a whole number in [{low}, {high}]"
+            )
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in UNet(**arch.to_dict()).state_dict().items()}
+    header = {k: v for k, v in _header(blob, name).items() if k != "__metadata__"}
+    declared = {}
+    for key, info in header.items():
+        if not isinstance(info, dict) or not isinstance(info.get("shape"), list):
+            raise UNetError(f"{name} is not a readable model file: tensor {key!r} is malformed")
+        declared[key] = tuple(info["shape"])
+        integer_ok = key.endswith("num_batches_tracked")
+        if info.get("dtype") not in FLOAT_DTYPES and not integer_ok:
+            raise UNetError(
+                f"{name} is not a valid model: its weights {key!r} are {info.get('dtype')}, "
+                "not floating point"
+            )
+    if declared != expected:
+        missing = sorted(set(expected) - set(declared))
+        extra = sorted(set(declared) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(declared) if expected[k] != declared[k])
+        detail = (
+            f"missing {missing[0]!r}"
+            if missing
+            else f"unexpected {extra[0]!r}"
+            if extra
+            else f"{wrong[0]!r} is {declared[wrong[0]]}, expected {expected[wrong[0]]}"
+        )
+        raise UNetError(f"{name}: the weights do not fit the stored architecture ({detail})")
+
+
+def _header(blob: bytes, name: str) -> dict:
+    """The JSON header of a safetensors file held in memory (tensor names, shapes, dtypes)."""
     if len(blob) < 8:
         raise UNetError(f"{name} is not a readable model file (corrupted or not safetensors)")
     size = int.from_bytes(blob[:8], "little")
@@ -199,8 +259,7 @@ def _header_metadata(blob: bytes, name: str) -> dict:
         raise UNetError(
             f"{name} is not a readable model file (corrupted or not safetensors): {exc}"
         ) from exc
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return metadata if isinstance(metadata, dict) else {}
+    return header if isinstance(header, dict) else {}
 
 
 def _check_fraction(config: dict, section: str, key: str, name: str, low=0.0, high=1.0) -> None:
@@ -311,6 +370,7 @@ def model_from_bytes(blob: bytes, name: str = "model", source: str | None = None
     config = config_from_metadata(_header_metadata(blob, name), name)
     try:
         arch = UNetConfig.from_dict(config.get("architecture", {}))
+        check_declared_sizes(blob, arch, name)
         net = UNet(**arch.to_dict())
         state = load_tensors(blob)
     except UNetError:

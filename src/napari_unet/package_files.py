@@ -8,13 +8,26 @@ inside a function.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 from .errors import UNetError
 
 # The napari-unet model file inside a package.
 NATIVE_ATTACHMENT = "napari_unet.safetensors"
-MAX_NATIVE_BYTES = 2 << 30  # a napari-unet model attachment is far smaller
+MAX_NATIVE_BYTES = 256 << 20  # napari-unet models are a few MB; 256 MB is far above any
+# Deflate at most shrinks ~1000x; a member claiming more is a zip bomb, not a model.
+MAX_COMPRESSION_RATIO = 1000
+# What a damaged, encrypted or exotic zip raises while it is read.
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    RuntimeError,
+    NotImplementedError,
+    EOFError,
+    ValueError,
+    zlib.error,
+)
 
 __all__ = ["MAX_NATIVE_BYTES", "NATIVE_ATTACHMENT", "is_package", "native_model_bytes"]
 
@@ -22,10 +35,14 @@ __all__ = ["MAX_NATIVE_BYTES", "NATIVE_ATTACHMENT", "is_package", "native_model_
 def is_package(path: str | Path) -> bool:
     """True when ``path`` is a zip file holding a bioimage.io description (``rdf.yaml``)."""
     path = Path(path)
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(Path(n).name in ("rdf.yaml", "bioimageio.yaml") for n in archive.namelist())
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except ZIP_ERRORS:
+        return False  # unreadable: not a package anyone can open
+    return any(Path(n).name in ("rdf.yaml", "bioimageio.yaml") for n in names)
 
 
 def native_model_bytes(path: str | Path) -> bytes:
@@ -48,10 +65,21 @@ def native_model_bytes(path: str | Path) -> bytes:
                     "bioimageio.core)"
                 )
             info = archive.getinfo(names[NATIVE_ATTACHMENT])
+            # Sizes from the zip's directory, checked before anything is unpacked.
             if info.file_size > MAX_NATIVE_BYTES:
                 raise UNetError(
                     f"{path.name}: its model attachment is too large to be napari-unet's"
                 )
-            return archive.read(info)
-    except (zipfile.BadZipFile, OSError) as exc:
+            if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+                raise UNetError(
+                    f"{path.name}: its model attachment claims to unpack {info.file_size} bytes "
+                    f"from {info.compress_size}: not a model file"
+                )
+            blob = archive.read(info)
+    except UNetError:
+        raise
+    except ZIP_ERRORS as exc:
         raise UNetError(f"{path.name} is not a readable model package: {exc}") from exc
+    if len(blob) != info.file_size:
+        raise UNetError(f"{path.name}: its model attachment is not the size its zip says")
+    return blob
