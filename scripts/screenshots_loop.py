@@ -37,7 +37,9 @@ def main() -> None:
         default=None,
         help="index of the image segmented after (default: the one most like the first in colour)",
     )
-    ap.add_argument("--size", type=int, nargs=2, default=(1366, 768), help="window, a laptop screen")
+    ap.add_argument(
+        "--size", type=int, nargs=2, default=(1366, 768), help="window, a laptop screen"
+    )
     args = ap.parse_args()
 
     import napari

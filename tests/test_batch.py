@@ -334,3 +334,72 @@ def test_a_threshold_out_of_its_range_is_refused():
         BatchOptions(thresholds={"min_size": -1}).params_for(InstanceParams())
     with pytest.raises(UNetError, match="unknown post-processing setting"):
         BatchOptions(thresholds={"min_sise": 3}).params_for(InstanceParams())
+
+
+def test_side_outputs_asked_for_later_are_made_on_a_rerun(tmp_path, tiny_model):
+    image, _ = synthetic_nuclei((64, 64), n_nuclei=4, seed=1)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", image)
+    out = tmp_path / "out"
+    first = segment_files([tmp_path / "in"], out, BatchOptions(model=tiny_model))
+    assert first.done and not (out / "a_probabilities.tif").exists()
+    options = BatchOptions(model=tiny_model, save_probabilities=True, overlay=True)
+    again = segment_files([tmp_path / "in"], out, options)
+    assert again.done and "probabilities and overlay were missing" in again.summary()
+    assert (out / "a_probabilities.tif").exists() and (out / "a_overlay.png").exists()
+    assert segment_files([tmp_path / "in"], out, options).skipped  # all there now
+
+
+def test_a_side_output_killed_before_its_labels_leaves_the_input_to_redo(
+    tmp_path, tiny_model, monkeypatch
+):
+    """Labels are written last: a run that dies after the side outputs has not finished."""
+    import napari_unet.io as io
+
+    image, _ = synthetic_nuclei((64, 64), n_nuclei=4, seed=1)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", image)
+    out = tmp_path / "out"
+    options = BatchOptions(model=tiny_model, save_probabilities=True)
+    written = []
+    original = io.write_tiff
+
+    def dies_at_labels(path, *args, **kwargs):
+        if str(path).endswith("_labels.tif"):
+            raise OSError(28, "No space left on device")
+        written.append(path)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(io, "write_tiff", dies_at_labels)
+    report = segment_files([tmp_path / "in"], out, options)
+    assert report.failed and not (out / "a_labels.tif").exists()
+    assert [p.name for p in written] == ["a_probabilities.tif"]  # the side output went first
+    monkeypatch.undo()
+    again = segment_files([tmp_path / "in"], out, options)
+    assert again.done and (out / "a_labels.tif").exists()
+
+
+def test_someone_elses_side_output_is_never_overwritten(tmp_path, tiny_model):
+    image, _ = synthetic_nuclei((64, 64), n_nuclei=4, seed=1)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", image)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a_overlay.png").write_bytes(b"my own picture")
+    report = segment_files([tmp_path / "in"], out, BatchOptions(model=tiny_model, overlay=True))
+    assert (
+        report.failed
+        and "a_overlay.png exists and was not written by napari-unet" in report.summary()
+    )
+    assert (out / "a_overlay.png").read_bytes() == b"my own picture"
+    assert not (out / "a_labels.tif").exists()
+
+
+def test_an_input_whose_labels_name_is_long_but_legal(tmp_path, tiny_model):
+    stem = "x" * (255 - len("_labels.tif"))
+    image, _ = synthetic_nuclei((48, 48), n_nuclei=3, seed=1)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / f"{stem}.tif", image)
+    report = segment_files([tmp_path / "in"], tmp_path / "out", BatchOptions(model=tiny_model))
+    assert report.done and not report.failed
+    assert (tmp_path / "out" / f"{stem}_labels.tif").exists()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -780,3 +781,88 @@ def test_masks_folder_that_is_the_images_folder_is_refused(pairs, tmp_path, caps
     ]
     assert main(args) == 2
     assert "--masks is the images folder" in capsys.readouterr().err
+
+
+def test_a_bad_model_leaves_no_output_folder_behind(pairs, tmp_path, capsys):
+    images, _ = pairs
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model at all")
+    out = tmp_path / "out"
+    assert main(["segment", str(images), "--out", str(out), "--model", str(bad)]) == 2
+    assert "bad.safetensors" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_diameter_larger_than_the_image_is_refused(pairs, model_file, tmp_path, capsys):
+    images, _ = pairs
+    out = tmp_path / "out"
+    code = main(
+        ["segment", str(images), "--out", str(out), "--model", model_file, "--diameter", "5000"]
+    )
+    report = capsys.readouterr()
+    assert code != 0 and "do not fit in the image (96x96 pixels)" in report.out + report.err
+
+
+def test_a_cyx_image_among_training_images_is_named(pairs, tmp_path, capsys):
+    images, masks = pairs
+    image, labels = synthetic_nuclei((96, 96), n_nuclei=6, seed=9)
+    tifffile.imwrite(images / "two.tif", np.stack([image, image, image, image, image]))
+    tifffile.imwrite(masks / "two.tif", labels.astype(np.uint16))
+    code = main(
+        [
+            "train",
+            "--images",
+            str(images),
+            "--masks",
+            str(masks),
+            "--out",
+            str(tmp_path / "m.safetensors"),
+        ]
+    )
+    assert code == 2
+    assert "two.tif" in capsys.readouterr().err
+
+
+def _tiny_train_args(images, masks, out):
+    return [
+        "train", "--images", str(images), "--masks", str(masks), "--from", "scratch",
+        "--depth", "2", "--base-channels", "4", "--epochs", "2", "--patches-per-epoch", "4",
+        "--batch-size", "2", "--patch-size", "92", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+
+
+def test_training_onto_a_full_disk_is_refused_before_it_starts(
+    pairs, tmp_path, capsys, monkeypatch
+):
+    import collections
+    import shutil
+
+    images, masks = pairs
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1000))
+    out = tmp_path / "m.safetensors"
+    assert main(_tiny_train_args(images, masks, out)) == 2
+    err = capsys.readouterr().err
+    assert "not enough free space" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_final_write_that_fails_keeps_the_checkpoint_and_says_how_to_resume(
+    pairs, tmp_path, capsys, monkeypatch
+):
+    from napari_unet import modelfile
+
+    images, masks = pairs
+    out = tmp_path / "m.safetensors"
+    real = modelfile.save_model
+
+    def disk_full_at_the_end(model, path, *args, **kwargs):
+        if Path(path) == out:
+            raise OSError(28, "No space left on device")
+        return real(model, path, *args, **kwargs)
+
+    monkeypatch.setattr(modelfile, "save_model", disk_full_at_the_end)
+    assert main(_tiny_train_args(images, masks, out)) == 2
+    err = capsys.readouterr().err
+    assert "could not write the model" in err and "--resume" in err
+    assert (tmp_path / "m.checkpoint.safetensors").exists()

@@ -165,3 +165,31 @@ def test_annotated_images_are_resized_as_the_model_will_segment_them(
     # Annotated nuclei now measure what the network will see (about the rule's target).
     area = median_object_area(item.labels)
     assert area == pytest.approx(median_object_area(truth) * factor**2, rel=0.2)
+
+
+def test_training_sets_from_layers_and_folders_in_one_place(tmp_path, tiny_model):
+    import tifffile
+
+    from napari_unet.data import AnnotatedStack, training_sets
+    from napari_unet.synthetic import synthetic_nuclei
+
+    image, labels = synthetic_nuclei((64, 64), n_nuclei=4, seed=1)
+    stack = np.stack([image, image])
+    stack_labels = np.stack([labels, np.zeros_like(labels)])  # the second plane unannotated
+    for name in ("images", "masks"):
+        (tmp_path / name).mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", image)
+    tifffile.imwrite(tmp_path / "masks" / "a.tif", labels.astype(np.uint16))
+    stacks = [
+        AnnotatedStack(stack, stack_labels, "ZYX", "train", name="zs"),
+        AnnotatedStack(image, labels, "YX", "validation", name="v"),
+    ]
+    folders = {"train": (tmp_path / "images", tmp_path / "masks"), "validation": ("", "")}
+    train, val = training_sets(stacks, folders, init=tiny_model)
+    assert [t.name for t in train] == ["zs[0]", "a"] and [v.name for v in val] == ["v"]
+    train, _ = training_sets(stacks[:1], None, init=None, in_channels=1)
+    assert train[0].image.shape[0] == 1
+    with pytest.raises(UNetError, match="how many channels"):
+        training_sets(stacks, None, init=None)
+    with pytest.raises(UNetError, match="'train' or 'validation'"):
+        training_sets([AnnotatedStack(image, labels, "YX", "test")], None, init=tiny_model)

@@ -241,3 +241,19 @@ def test_tuning_searches_the_distance_height_of_a_distance_seeded_model():
     assert {p.seed_distance_h for p in tried} >= {2.0, 5.0, 10.0}
     assert {p.seed_dynamic for p in tried} == {0.0}
     assert best.seed_distance_h > 0
+
+
+def test_offset_ids_keeps_background_and_reports_the_largest_id():
+    from napari_unet.instances import offset_ids
+
+    a = np.array([[0, 1], [2, 0]], np.uint32)
+    assert offset_ids(a, 10) == 12 and a.tolist() == [[0, 11], [12, 0]]
+    empty = np.zeros((2, 2), np.uint32)
+    assert offset_ids(empty, 7) == 7 and not empty.any()
+
+
+def test_narrowed_picks_uint16_while_ids_fit():
+    from napari_unet.instances import narrowed
+
+    assert narrowed(np.array([0, 65535], np.uint32)).dtype == np.uint16
+    assert narrowed(np.array([0, 65536], np.uint32)).dtype == np.uint32

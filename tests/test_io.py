@@ -220,3 +220,14 @@ def test_bmp_images_are_found_by_batch_runs_and_training_folders(tmp_path):
     assert [(i.name, m.name) for i, m in pair_by_stem(tmp_path / "img", tmp_path / "masks")] == [
         ("a.bmp", "a_labels.png")
     ]
+
+
+def test_pngs_carry_the_mark_so_later_runs_know_their_own(tmp_path):
+    from napari_unet.io import output_owner, write_png
+
+    ours = write_png(tmp_path / "o.png", np.zeros((8, 8, 3), np.uint8))
+    assert output_owner(ours) == "napari-unet"
+    import imageio.v3 as iio
+
+    iio.imwrite(tmp_path / "theirs.png", np.zeros((8, 8, 3), np.uint8))
+    assert output_owner(tmp_path / "theirs.png") == "other"

@@ -111,3 +111,76 @@ def test_cli_into_input_refuses_an_input_that_is_not_ome_zarr(tmp_path, capsys):
     assert main(["segment", str(tif)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "give an output folder" in err[0]
+
+
+@pytest.mark.parametrize("replace_others", [False, True])
+def test_a_link_planted_at_labels_is_never_followed(
+    tmp_path, tiny_model, ome_zarr_image, capsys, replace_others
+):
+    image = ome_zarr_image(tmp_path / "img.ome.zarr")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "napari-unet").mkdir(parents=True)
+    (elsewhere / "napari-unet" / "mine.txt").write_text("the user's")
+    (image / "labels").symlink_to(elsewhere, target_is_directory=True)
+    argv = ["segment", str(image), "--into-input", "--model", "default"]
+    assert main(argv + (["--replace-others"] if replace_others else [])) == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert sorted(p.name for p in elsewhere.rglob("*")) == ["mine.txt", "napari-unet"]
+
+
+def test_a_link_planted_at_the_labels_metadata_is_never_followed(
+    tmp_path, tiny_model, ome_zarr_image
+):
+    image = ome_zarr_image(tmp_path / "img.ome.zarr")
+    (image / "labels").mkdir()
+    victim = tmp_path / "victim.json"
+    victim.write_text("{}")
+    (image / "labels" / ".zattrs").symlink_to(victim)
+    with pytest.raises(UNetError, match="is a symbolic link"):
+        segment_files([image], None, BatchOptions(model=tiny_model, into_input=True))
+    assert victim.read_text() == "{}"
+
+
+def test_labels_swapped_in_but_never_listed_are_redone_on_resume(
+    tmp_path, tiny_model, ome_zarr_image, monkeypatch
+):
+    """A run killed between swapping the labels in and listing them: the rerun finishes it."""
+    from napari_unet import ngff_labels
+
+    image = ome_zarr_image(tmp_path / "img.ome.zarr")
+    options = BatchOptions(model=tiny_model, into_input=True)
+    monkeypatch.setattr(ngff_labels, "_list_in_labels_group", lambda *a: None)  # "killed"
+    segment_files([image], None, options)
+    assert not ngff_labels.labels_listed(image)
+    monkeypatch.undo()
+    again = segment_files([image], None, options)
+    assert again.done and not again.skipped
+    assert "was not listed" in again.summary()
+    assert ngff_labels.labels_listed(image)
+    assert segment_files([image], None, options).skipped  # now really done
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_image_is_refused_before_segmenting(tmp_path, tiny_model, ome_zarr_image):
+    import os
+
+    image = ome_zarr_image(tmp_path / "img.ome.zarr")
+    os.chmod(image, 0o555)
+    try:
+        with pytest.raises(UNetError, match="read-only for you"):
+            segment_files([image], None, BatchOptions(model=tiny_model, into_input=True))
+    finally:
+        os.chmod(image, 0o755)
+
+
+def test_the_old_labels_are_swapped_out_whole(tmp_path, tiny_model, ome_zarr_image):
+    image = ome_zarr_image(tmp_path / "img.ome.zarr")
+    first = np.zeros((200, 240), np.uint16)
+    first[10:20, 10:20] = 1
+    write_labels_into_image(image, first)
+    second = np.zeros((200, 240), np.uint16)
+    second[50:60, 50:60] = 7
+    write_labels_into_image(image, second)
+    group = zarr.open_group(str(image / "labels" / "napari-unet"), mode="r")
+    np.testing.assert_array_equal(group["0"][...], second)
+    assert [p.name for p in (image / "labels").iterdir() if p.name.endswith(".part")] == []

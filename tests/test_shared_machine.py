@@ -324,3 +324,26 @@ def test_the_napari_reader_declines_broken_packages(tmp_path, tiny_model, monkey
     monkeypatch.setattr(notifications, "show_warning", lambda msg: None)
     path = BROKEN[kind](tmp_path, tiny_model)
     assert get_reader(str(path)) is None
+
+
+def test_scratch_folders_of_killed_runs_are_cleaned_and_nothing_else(tmp_path):
+    import os
+
+    from napari_unet.atomic import scratch_dir
+
+    dead = tmp_path / "napari-unet-blocks-999999999-abc"
+    dead.mkdir()
+    (dead / "0.npy").write_bytes(b"x" * 100)
+    alive = tmp_path / f"napari-unet-blocks-{os.getpid()}-def"
+    alive.mkdir()
+    foreign = tmp_path / "napari-unet-blocks-mine"  # not named by napari-unet
+    foreign.mkdir()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "napari-unet-blocks-999999998-link").symlink_to(victim)
+    other_kind = tmp_path / "napari-unet-export-999999999-x"
+    other_kind.mkdir()
+    with scratch_dir("blocks", tmp_path) as work:
+        assert work.is_dir() and work.name.startswith(f"napari-unet-blocks-{os.getpid()}-")
+    assert not work.exists() and not dead.exists()
+    assert alive.exists() and foreign.exists() and victim.exists() and other_kind.exists()

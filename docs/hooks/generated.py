@@ -104,10 +104,17 @@ def _model_card(name: str) -> str:
         )
     )
     norm = config["normalization"]
-    rows.append(("normalization", f"percentiles {norm['low']:g}-{norm['high']:g}, image type {norm.get('image_type', 'auto')}"))
+    rows.append(
+        (
+            "normalization",
+            f"percentiles {norm['low']:g}-{norm['high']:g}, image type {norm.get('image_type', 'auto')}",
+        )
+    )
     companions = config.get("companions", {})
     if companions:
-        rows.append(("hands over", ", ".join(f"{k} images to '{v}'" for k, v in companions.items())))
+        rows.append(
+            ("hands over", ", ".join(f"{k} images to '{v}'" for k, v in companions.items()))
+        )
     lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(lines) + f"\n\n(read from the model file by `napari-unet info {name}`)\n"
 

@@ -7,6 +7,7 @@ needed the other before).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -20,8 +21,19 @@ def _current_umask() -> int:
     return mask
 
 
+# File names may have 255 bytes; the temporary name adds a pid, a random part
+# and ".part" (about 30), so a long target name is shortened (and hashed, so two
+# long names sharing a beginning still differ).
+MAX_PART_NAME_BYTES = 180
+
+
 def _part_prefix(target: Path) -> str:
-    return f".{target.name}."
+    name = target.name
+    raw = name.encode()
+    if len(raw) > MAX_PART_NAME_BYTES:
+        digest = hashlib.sha1(raw).hexdigest()[:8]
+        name = raw[: MAX_PART_NAME_BYTES - 9].decode(errors="ignore") + "~" + digest
+    return f".{name}."
 
 
 # Folders already rid of dead writers' leftovers in this process: a batch
@@ -107,30 +119,75 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Like :func:`atomic_path` for a folder (e.g. a zarr store): build it aside, then swap it in.
 
-    An existing ``target`` folder is replaced; a link at ``target`` is removed,
-    never followed.
+    An existing ``target`` folder is replaced by two renames (old aside, new
+    in) and only then deleted: a run killed during the swap leaves at worst
+    no ``target`` for a moment, never half of one, and the old folder under
+    a name that marks it as this process's leftover (cleaned by a later
+    run). A link at ``target`` is removed, never followed.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_parts(target)
-    tmp_path = Path(
-        tempfile.mkdtemp(
-            prefix=f"{_part_prefix(target)}{os.getpid()}.", suffix=".part", dir=target.parent
-        )
-    )
+    prefix = f"{_part_prefix(target)}{os.getpid()}."
+    tmp_path = Path(tempfile.mkdtemp(prefix=prefix, suffix=".part", dir=target.parent))
+    old: Path | None = None
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o777 & ~_current_umask())
         if target.is_symlink() or target.is_file():
             target.unlink()
         elif target.exists():
-            shutil.rmtree(target)
+            old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".part", dir=target.parent))
+            os.replace(target, old)  # an empty folder is replaced by a rename
         os.replace(tmp_path, target)
     finally:
-        if tmp_path.exists():
-            shutil.rmtree(tmp_path)
+        for leftover in (tmp_path, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover)
 
 
 # Every output file carries this mark, so a later run can tell its own outputs
 # (to resume or replace) from files someone else put there (never touched).
 WRITTEN_BY = "napari-unet"
+
+
+@contextlib.contextmanager
+def scratch_dir(kind: str, parent: str | Path | None = None) -> Iterator[Path]:
+    """A private working folder ``napari-unet-<kind>-<pid>-<random>``, removed afterwards.
+
+    A run killed with kill -9 cannot remove its own: each new one first
+    removes the leftovers of its kind whose process is gone (this user's
+    folders only, never through a link), so killed runs do not pile up
+    beside the user's images or in the temp folder.
+    """
+    folder = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    prefix = f"napari-unet-{kind}-"
+    _remove_dead_scratch(folder, prefix)
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=folder))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_dead_scratch(folder: Path, prefix: str) -> None:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        try:
+            pid = int(entry.name[len(prefix) :].split("-")[0])
+            info = entry.stat(follow_symlinks=False)
+        except (OSError, ValueError):
+            continue  # not named by this code: someone else's
+        if (
+            entry.is_symlink()
+            or not entry.is_dir(follow_symlinks=False)
+            or info.st_uid != os.getuid()
+            or _process_alive(pid)
+        ):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)

@@ -143,7 +143,7 @@ def check_into_input(files: list[Path], options: BatchOptions) -> None:
         Naming the first input that is not an OME-Zarr image, or the side
         output that has nowhere to go.
     """
-    from .ngff_labels import read_ngff_image
+    from .ngff_labels import DEFAULT_LABELS_NAME, check_writable_into, read_ngff_image
 
     if options.save_probabilities or options.overlay:
         raise UNetError("--into-input writes only labels: leave out --probabilities and --overlay")
@@ -151,6 +151,39 @@ def check_into_input(files: list[Path], options: BatchOptions) -> None:
         if not is_zarr_path(f):
             raise UNetError(f"--into-input writes into OME-Zarr images; {f} is not one (use --out)")
         read_ngff_image(f)
+        check_writable_into(f, DEFAULT_LABELS_NAME)
+
+
+def side_output_paths(out_path: Path) -> tuple[Path, Path]:
+    """Where ``--probabilities`` and ``--overlay`` go, beside the labels ``out_path``."""
+    stem = out_path.name.split(LABEL_SUFFIX)[0]
+    return (
+        out_path.with_name(stem + "_probabilities.tif"),
+        out_path.with_name(stem + "_overlay.png"),
+    )
+
+
+def missing_side_outputs(target: Path, options: BatchOptions) -> list[str]:
+    """The side outputs asked for that a finished input lacks (asked for after its run)."""
+    probabilities, overlay = side_output_paths(target)
+    missing = []
+    if options.save_probabilities and output_owner(probabilities) != "napari-unet":
+        missing.append("probabilities")
+    if options.overlay and not overlay.exists() and _labels_ndim(target) == 2:
+        missing.append("overlay")
+    return missing
+
+
+def _labels_ndim(target: Path) -> int:
+    """Dimensions of finished labels (an overlay is drawn for 2-D labels only)."""
+    import tifffile
+
+    if target.name.endswith(".zarr"):
+        from .ngff_labels import read_ngff_image
+
+        return len(read_ngff_image(target).shapes[0])
+    with tifffile.TiffFile(target) as tif:
+        return tif.series[0].ndim
 
 
 def output_path(path: Path, out_dir: Path) -> Path:
@@ -300,6 +333,13 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
     )
     labels, probs = result if options.save_probabilities else (result, None)
     out_axes = PlaneLayout(axes).output_axes
+    # Side outputs first, the labels last: the labels are what marks an input done,
+    # so a run killed in between leaves it to be redone, side outputs and all.
+    probabilities, overlay = side_output_paths(out_path)
+    if probs is not None:
+        write_tiff(probabilities, probs, axes="C" + out_axes, **spacing)
+    if options.overlay and labels.ndim == 2:
+        write_png(overlay, overlay_png(_overlay_plane(data, axes, options.channels), labels))
     if options.into_input:
         from .ngff_labels import write_labels_into_image
 
@@ -308,18 +348,6 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
         write_ngff_labels(out_path, labels, out_axes, source, **spacing)
     else:
         write_tiff(out_path, labels, axes=out_axes, **spacing)
-    if probs is not None:
-        write_tiff(
-            out_path.with_name(out_path.name.split(LABEL_SUFFIX)[0] + "_probabilities.tif"),
-            probs,
-            axes="C" + out_axes,
-            **spacing,
-        )
-    if options.overlay and labels.ndim == 2:
-        write_png(
-            out_path.with_name(out_path.name.split(LABEL_SUFFIX)[0] + "_overlay.png"),
-            overlay_png(_overlay_plane(data, axes, options.channels), labels),
-        )
     return notes
 
 
@@ -349,12 +377,13 @@ def iter_segment_files(
     options = options or BatchOptions()
     ignored: list[Path] = []
     files = expand_inputs(inputs, ignored)
-    out_dir = _check_outputs(files, out_dir, options)
     blob = model_to_bytes(options.model)
     model_name = model_display_name(options.model)
     # Build the network once here: a file whose weights do not fit its config
-    # is one clear error before any work, not one failure per image.
+    # is one clear error before any work, not one failure per image, and
+    # before the output folder is made (a bad model leaves nothing behind).
     cached_model_from_bytes(blob, model_name)
+    out_dir = _check_outputs(files, out_dir, options)
     report = BatchReport()
     for path in ignored:
         report.notes[str(path)] = ["not a regular file (a pipe or device?): skipped"]
@@ -417,11 +446,24 @@ def _plan_outputs(files, out_dir, options: BatchOptions, report: BatchReport) ->
             report.failed[str(f)] = f"cannot write {target.name}: {exc.strerror or exc}"
             continue
         owner = output_owner(target) if exists else None
-        if owner == "other" and not options.replace_others:
+        theirs = _others_side_outputs(target, options)
+        if theirs and not options.replace_others:
+            report.failed[str(f)] = (
+                f"{theirs} exists and was not written by napari-unet (your own file?); "
+                "not touching it: choose another --out, move it, or pass --replace-others"
+            )
+        elif owner == "other" and not options.replace_others:
             report.failed[str(f)] = (
                 f"{target} exists and was not written by napari-unet (your own file?); "
                 "not touching it: choose another --out, move it, or pass --replace-others"
             )
+        elif (
+            owner == "napari-unet"
+            and not options.overwrite
+            and (reason := _not_finished(f, target, options))
+        ):
+            report.notes[str(f)] = [f"{reason}: segmented again"]
+            todo.append((f, target))
         elif owner == "napari-unet" and not options.overwrite:
             report.skipped.append(str(f))
         else:
@@ -429,6 +471,34 @@ def _plan_outputs(files, out_dir, options: BatchOptions, report: BatchReport) ->
                 report.notes[str(f)] = [f"{target.name} was incomplete: segmented again"]
             todo.append((f, target))
     return todo
+
+
+def _others_side_outputs(target: Path, options: BatchOptions) -> Path | None:
+    """A side output asked for whose file exists and is someone else's (never overwritten)."""
+    if options.into_input:
+        return None
+    probabilities, overlay = side_output_paths(target)
+    for asked, path in ((options.save_probabilities, probabilities), (options.overlay, overlay)):
+        if asked and (path.exists() or path.is_symlink()) and output_owner(path) == "other":
+            return path
+    return None
+
+
+def _not_finished(image: Path, target: Path, options: BatchOptions) -> str | None:
+    """Why labels napari-unet wrote do not make an input done (None when they do).
+
+    A run killed after the labels group was swapped in but before the image's
+    labels list was updated leaves labels no viewer finds; side outputs asked
+    for now may be missing from an earlier run.
+    """
+    if options.into_input:
+        from .ngff_labels import labels_listed
+
+        if not labels_listed(image, target.name):
+            return f"labels/{target.name} was not listed in the image's labels"
+        return None
+    missing = missing_side_outputs(target, options)
+    return f"its {' and '.join(missing)} were missing" if missing else None
 
 
 def _run_here(todo, options, blob, model_name, finish):

@@ -26,7 +26,6 @@ import copy
 import importlib.util
 import itertools
 import json
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -70,14 +69,14 @@ def export_package(model, out: str | Path, test_image: np.ndarray | None = None)
     check_exporter_versions()
     from bioimageio.spec import save_bioimageio_package
 
-    from .atomic import atomic_path
+    from .atomic import atomic_path, scratch_dir
 
     out = Path(out)
     if out.suffix != ".zip":
         raise UNetError(f"a bioimage.io package is a .zip file, got {out.name}")
     net = copy.deepcopy(model.net).float().eval().cpu()
     raw, probabilities = _test_tensors(model, net, test_image)
-    with tempfile.TemporaryDirectory(prefix="napari-unet-export-") as tmp:
+    with scratch_dir("export") as tmp:
         folder = Path(tmp)
         _write_files(folder, model, net, raw, probabilities)
         description = _describe(folder, model, net)

@@ -16,7 +16,6 @@ one label.
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -24,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import scratch_dir
 from .errors import UNetError
 from .heap import release_freed_memory, reuse_freed_memory, reusing_freed_memory
+from .instances import label_dtype
 from .io import tiff_metadata, tiff_resolution, write_ngff_labels
 from .modelfile import SegmentationModel, cached_model_from_bytes, get_model, model_to_bytes
 from .options import BatchOptions
@@ -266,8 +267,7 @@ def iter_segment_large(
     )
     # Blocks are kept beside the output (beside the image when writing into it).
     work_dir = into_image.parent if into_image is not None else output.parent
-    with tempfile.TemporaryDirectory(prefix="napari-unet-blocks-", dir=work_dir) as tmpdir:
-        store = Path(tmpdir)
+    with scratch_dir("blocks", work_dir) as store:
         # Phase 1: labels of every block region (core + margin), kept on disk.
         offsets = yield from _label_blocks(
             data, axes, blocks, seg_model, stats, scale, options, store, client, done
@@ -389,7 +389,7 @@ def _merge_across_blocks(blocks, store: Path, offsets, min_iou: float):
     unique_roots = np.unique(np.array([uf.find(int(x)) for x in all_ids], dtype=np.int64))
     final_of_root = {int(r): n + 1 for n, r in enumerate(unique_roots)}
     n_objects = len(unique_roots)
-    dtype = np.uint16 if n_objects <= np.iinfo(np.uint16).max else np.uint32
+    dtype = label_dtype(n_objects)
     luts = []
     for k in range(len(blocks)):
         lut = np.zeros(int(offsets[k + 1] - offsets[k]) + 1, dtype=dtype)

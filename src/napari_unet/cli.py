@@ -313,20 +313,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_into(args: argparse.Namespace, out: Path, checkpoint: Path) -> int:
     """The training run of ``napari-unet train``, once ``out`` is locked for it."""
-    from .data import load_training_folder
+    from .data import training_sets
     from .modelfile import load_model, save_model
     from .training import iter_train
 
     init = None if args.start_from == "scratch" else load_model(args.start_from)
-    # Fine-tuning prepares each image as the start model will segment it (a
-    # built-in model's brightfield companion included); scratch, as given.
-    scratch_channels = None if init is not None else args.channels
-    train_set = load_training_folder(args.images, args.masks, scratch_channels, model=init)
-    val_set = (
-        load_training_folder(args.val_images, args.val_masks, scratch_channels, model=init)
-        if args.val_images
-        else []
-    )
+    folders = {
+        "train": (args.images, args.masks),
+        "validation": (args.val_images, args.val_masks),
+    }
+    train_set, val_set = training_sets((), folders, init, args.channels)
     # A new network's (ignored when fine-tuning); unset options keep
     # new_model's own defaults (one source for them).
     architecture = dict(in_channels=args.channels, scheme=args.scheme, name=out.stem)
@@ -340,6 +336,7 @@ def _train_into(args: argparse.Namespace, out: Path, checkpoint: Path) -> int:
         "val_images": str(args.val_images) if val_set else None,
         "n_val": len(val_set),
     }
+    _check_free_space(out, init, architecture)
     stop = threading.Event()
     gen = iter_train(
         train_set,
@@ -361,10 +358,39 @@ def _train_into(args: argparse.Namespace, out: Path, checkpoint: Path) -> int:
         signal.signal(signal.SIGINT, previous_handler)
         bar.close()
     model.name = out.stem
-    save_model(model, out)
+    try:
+        save_model(model, out)
+    except OSError as exc:
+        kept = f"; the checkpoint {checkpoint} keeps the run" if checkpoint.exists() else ""
+        raise UNetError(
+            f"could not write the model to {out}: {exc.strerror or exc}{kept} (free some "
+            "space, then rerun with --resume)"
+        ) from None
     _report_training(model.training, out)
     print(_objects_line(model), file=sys.stderr)
     return 0
+
+
+def _check_free_space(out: Path, init, architecture: dict) -> None:
+    """Room for the model, its provisional copies and the checkpoint, checked before training.
+
+    The checkpoint holds the weights, the best weights and Adam's two moments:
+    about 4x the model file; the model and its atomic copy 2x more.
+    """
+    import shutil
+
+    from .modelfile import new_model
+
+    net = init.net if init is not None else new_model(**architecture).net
+    weights = 4 * sum(p.numel() for p in net.parameters())
+    needed = 6 * weights + (1 << 20)
+    folder = out.parent if out.parent.exists() else Path(".")
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UNetError(
+            f"not enough free space in {folder.resolve()}: training needs about "
+            f"{needed / 1e6:.0f} MB for the model and its checkpoint, {free / 1e6:.0f} MB are free"
+        )
 
 
 def _objects_line(model) -> str:
@@ -558,61 +584,17 @@ def _report_training(summary: dict, out: Path) -> None:
 # --------------------------------------------------------------------------
 
 
-def pair_predictions(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
-    """Pair ``<stem>_labels.tif`` or ``<stem>.tif`` predictions with ``<stem>.tif`` ground truth."""
-    from .data import files_by_stem, match_stems
-
-    for d, what in ((pred_dir, "--pred"), (gt_dir, "--gt")):
-        if not d.is_dir():
-            raise UNetError(f"{what} folder {d} does not exist")
-    gts = files_by_stem(gt_dir)
-    if not gts:
-        raise UNetError(f"no ground-truth images in {gt_dir}")
-    predictions = files_by_stem(pred_dir, ("_labels",))
-    # A folder written by `segment` also holds its side outputs: only the labels count.
-    side_outputs = ("_overlay", "_probabilities")
-    if any(p.stem.endswith("_labels") for p in predictions.values()):
-        predictions = {s: p for s, p in predictions.items() if p.stem.endswith("_labels")}
-    predictions = {
-        s: p for s, p in predictions.items() if not any(s.endswith(x) for x in side_outputs)
-    }
-    pairs = match_stems(gts, predictions, "ground-truth file", "prediction")
-    return [(pred, gt) for gt, pred in pairs]
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``napari-unet evaluate``: score predicted labels against ground truth; returns the exit status."""
-    import numpy as np
-
-    from .io import read_image, write_json
-    from .metrics import DSB_THRESHOLDS, dataset_seg, matching_dataset
+    from .evaluation import evaluate_folders, format_scores
+    from .io import write_json
+    from .metrics import DSB_THRESHOLDS
 
     if args.json:
         check_writable_file(args.json, "--json")
-    pairs = pair_predictions(Path(args.pred), Path(args.gt))
-    preds, gts = [], []
-    for p, g in pairs:
-        pred, gt = np.asarray(read_image(p).data), np.asarray(read_image(g).data)
-        if pred.shape != gt.shape:
-            raise UNetError(f"{p.name} has shape {pred.shape} but {g.name} has {gt.shape}")
-        preds.append(pred)
-        gts.append(gt)
     thresholds = [float(t) for t in args.thresholds] if args.thresholds else list(DSB_THRESHOLDS)
-    result = matching_dataset(gts, preds, thresholds, per_image=args.per_image)
-    result["seg"] = dataset_seg(gts, preds)
-    if args.per_image:
-        result["files"] = [p.name for p, _ in pairs]
-    print(f"{len(pairs)} image pairs; counts summed over images")
-    print(
-        f"{'IoU':>5} {'TP':>6} {'FP':>6} {'FN':>6} {'prec':>6} {'recall':>6} {'F1':>6} {'AP':>6} {'PQ':>6} {'mIoU':>6}"
-    )
-    for t, c in result["thresholds"].items():
-        print(
-            f"{float(t):5.2f} {c['tp']:6d} {c['fp']:6d} {c['fn']:6d} {c['precision']:6.3f} {c['recall']:6.3f} "
-            f"{c['f1']:6.3f} {c['ap']:6.3f} {c['panoptic_quality']:6.3f} {c['mean_matched_iou']:6.3f}"
-        )
-    print(f"mean AP over {len(thresholds)} thresholds: {result['mean_ap']:.4f}")
-    print(f"SEG (Cell Tracking Challenge, mean over true objects): {result['seg']:.4f}")
+    result = evaluate_folders(args.pred, args.gt, thresholds, per_image=args.per_image)
+    print(format_scores(result))
     if args.json:
         write_json(args.json, result)
     return 0
@@ -681,20 +663,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _png_has_text(path: Path) -> bool:
+    """True when a PNG carries any text chunk (someone's own, since ours says napari-unet)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as picture:
+            return bool(picture.text)
+    except Exception:
+        return True  # unreadable: not ours to replace
+
+
 def _refuse_others_files(*paths: Path) -> None:
     """Refuse, before any work, to replace files that an earlier demo did not write.
 
-    The TIFFs carry napari-unet's mark; the PNG has none, so it counts as
-    ours only beside labels that are ours.
+    Every file napari-unet writes (TIFF, PNG, zarr) carries its mark. A PNG
+    from before PNGs were marked counts as ours beside labels that are ours.
     """
     from .io import output_owner
 
-    ours = {p for p in paths if p.suffix == ".tif" and output_owner(p) == "napari-unet"}
+    ours = {p for p in paths if output_owner(p) == "napari-unet"}
     labels_ours = any(p.name.endswith("_labels.tif") for p in ours)
     for path in paths:
         if not (path.exists() or path.is_symlink()) or path in ours:
             continue
-        if path.suffix == ".png" and labels_ours and not path.is_symlink():
+        unmarked_png = path.suffix == ".png" and output_owner(path) == "other"
+        if unmarked_png and labels_ours and not path.is_symlink() and not _png_has_text(path):
             continue
         raise UNetError(
             f"{path} exists and napari-unet did not write it; choose another --out folder "

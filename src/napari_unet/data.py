@@ -19,7 +19,7 @@ import torch
 
 from .augment import AugmentConfig, augment_pair, crop_padded
 from .errors import UNetError
-from .io import FILE_IMAGE_SUFFIXES
+from .io import FILE_IMAGE_SUFFIXES, read_image
 from .modelfile import SegmentationModel, convert_for_segmenting
 from .normalize import (
     Normalization,
@@ -330,8 +330,6 @@ def load_training_folder(
     model: SegmentationModel | None = None,
 ) -> list[TrainingImage]:
     """Read, check and prepare every image/mask pair of two folders (see :func:`make_training_image`)."""
-    from .io import read_image
-
     pairs = pair_by_stem(images_dir, masks_dir)
     if limit is not None:
         pairs = pairs[:limit]
@@ -343,12 +341,75 @@ def load_training_folder(
             raise UNetError(
                 f"the mask {mask_path.name} is empty (no labelled cell); annotate it or remove the pair"
             )
-        out.append(
-            make_training_image(
+        try:
+            item = make_training_image(
                 image, mask, in_channels, normalization, name=img_path.stem, model=model
             )
-        )
+        except UNetError as exc:
+            message = str(exc)
+            # Every refusal names the file it is about (a CYX image among YX ones...).
+            raise UNetError(
+                message if img_path.name in message else f"{img_path.name}: {message}"
+            ) from exc
+        out.append(item)
     return out
+
+
+@dataclass
+class AnnotatedStack:
+    """An image and its labels held in memory (a viewer's layers), for :func:`training_sets`."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    axes: str
+    role: str = "train"  # or "validation"
+    valid: np.ndarray | None = None  # the annotated Y/X region; None: all of it
+    name: str = ""
+
+
+def training_sets(
+    stacks: Sequence[AnnotatedStack] = (),
+    folders: dict[str, tuple[str | Path, str | Path]] | None = None,
+    init: SegmentationModel | None = None,
+    in_channels: int | None = None,
+) -> tuple[list[TrainingImage], list[TrainingImage]]:
+    """The training and validation images of a run, from layers and/or folders.
+
+    The one preparation of training data, for the CLI (folders) and the Train
+    widget (layers and folders). Fine-tuning prepares each image as ``init``
+    will segment it (a built-in model's brightfield companion included); from
+    scratch (``init`` None), with ``in_channels`` channels.
+
+    Parameters
+    ----------
+    stacks
+        Images with their labels in memory (planes of stacks are taken when annotated).
+    folders
+        ``{"train": (images, masks), "validation": (images, masks)}``; empty
+        paths are skipped.
+    """
+    if init is not None:
+        in_channels = None
+    elif in_channels is None:
+        raise UNetError("from scratch, say how many channels the network takes")
+    sets: dict[str, list[TrainingImage]] = {"train": [], "validation": []}
+    for stack in stacks:
+        if stack.role not in sets:
+            raise UNetError(f"a pair is for 'train' or 'validation', not {stack.role!r}")
+        sets[stack.role] += training_images_from_stack(
+            stack.image,
+            stack.labels,
+            stack.axes,
+            in_channels,
+            Normalization(),  # a new network's; a model's own comes with it
+            stack.valid,
+            stack.name,
+            model=init,
+        )
+    for role, (images, masks) in (folders or {}).items():
+        if images and masks:
+            sets[role] += load_training_folder(images, masks, in_channels, model=init)
+    return sets["train"], sets["validation"]
 
 
 class PatchDataset(torch.utils.data.Dataset):

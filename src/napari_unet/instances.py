@@ -205,6 +205,28 @@ def class_scheme_of(n_classes: int) -> str:
     raise UNetError(f"no instance post-processing for a model with {n_classes} classes")
 
 
+def label_dtype(max_id: int) -> type:
+    """uint16 while the ids fit (napari draws it faster, files are half the size), else uint32."""
+    return np.uint16 if max_id <= np.iinfo(np.uint16).max else np.uint32
+
+
+def narrowed(labels: np.ndarray) -> np.ndarray:
+    """``labels`` in :func:`label_dtype` of its largest id (unchanged when already so)."""
+    dtype = label_dtype(int(labels.max(initial=0)))
+    return labels if labels.dtype == dtype else labels.astype(dtype)
+
+
+def offset_ids(labels: np.ndarray, offset: int) -> int:
+    """Add ``offset`` to the non-zero ids of ``labels``, in place; returns the largest id now.
+
+    How the planes of a stack (or blocks, or time points) keep apart ids:
+    each continues after the largest id so far.
+    """
+    if offset:
+        labels[labels > 0] += labels.dtype.type(offset)
+    return max(offset, int(labels.max(initial=0)))
+
+
 def sequential_labels(labels: np.ndarray, min_size: int = 0) -> np.ndarray:
     """Relabel to 1..n, dropping objects under ``min_size`` pixels.
 
@@ -221,7 +243,7 @@ def sequential_labels(labels: np.ndarray, min_size: int = 0) -> np.ndarray:
     keep = sizes >= max(min_size, 1)
     keep[0] = False
     n = int(keep.sum())
-    dtype = np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32
+    dtype = label_dtype(n)
     lut = np.zeros(top + 1, dtype=dtype)
     lut[keep] = np.arange(1, n + 1, dtype=dtype)
     return lut[flat].reshape(labels.shape)

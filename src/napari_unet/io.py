@@ -331,6 +331,8 @@ def output_owner(path: str | Path) -> str:
     path = Path(path)
     if path.is_symlink() or not path.exists():
         return "other"
+    if path.suffix.lower() == ".png":
+        return _png_owner(path)
     if path.is_dir():
         try:
             import zarr
@@ -353,6 +355,19 @@ def output_owner(path: str | Path) -> str:
     return "napari-unet" if ours else "other"
 
 
+def _png_owner(path: Path) -> str:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as picture:
+            ours = picture.info.get("Software") == WRITTEN_BY
+            if ours:
+                picture.load()
+    except Exception:
+        return "damaged" if _has_mark(path) else "other"
+    return "napari-unet" if ours else "other"
+
+
 def _has_mark(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
@@ -362,12 +377,15 @@ def _has_mark(path: Path) -> bool:
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write an RGB image as PNG, atomically; returns the path."""
-    import imageio.v3 as iio
+    """Write an RGB image as PNG, atomically, with napari-unet's mark; returns the path."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
     path = Path(path)
+    info = PngInfo()
+    info.add_text("Software", WRITTEN_BY)  # so a later run knows the file is its own
     with atomic_path(path) as tmp:
-        iio.imwrite(tmp, np.asarray(rgb, dtype=np.uint8), extension=".png")
+        Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(tmp, format="PNG", pnginfo=info)
     return path
 
 

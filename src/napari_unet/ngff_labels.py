@@ -13,6 +13,7 @@ be a zarr array on disk: the image is never held in memory whole.
 from __future__ import annotations
 
 import colorsys
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def write_labels_into_image(
             f"labels of shape {tuple(labels.shape)} do not fit {image.path.name}, "
             f"whose full-resolution level without channels is {level_shapes[0]}"
         )
+    check_writable_into(image.path, name)
     target = image.path / "labels" / name
     with atomic_dir(target) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=image.zarr_format)
@@ -174,6 +176,47 @@ def _label_metadata(image: NgffImage, keep: list[int], name: str, n_labels: int)
         multiscale["version"] = "0.4"
         label["version"] = "0.4"
     return {"multiscales": [multiscale], "image-label": label}
+
+
+# The metadata files a zarr group may hold (v2 and v3).
+GROUP_FILES = (".zattrs", ".zgroup", "zarr.json")
+
+
+def check_writable_into(image_path: str | Path, name: str = DEFAULT_LABELS_NAME) -> None:
+    """Before any work: labels can go into this OME-Zarr image without following a link.
+
+    Refuses a ``labels`` folder (or its metadata files) that is a symbolic
+    link, which would send writes, and with --replace-others deletions, into
+    a folder the link points at; and a store or ``labels`` folder this user
+    cannot write (found before segmenting, not after).
+    """
+    image = Path(image_path)
+    labels = image / "labels"
+    for path in (labels, *(labels / f for f in GROUP_FILES)):
+        if path.is_symlink():
+            raise UNetError(
+                f"{path} is a symbolic link: napari-unet does not write through links inside "
+                "an image; replace it with a folder or write elsewhere with --out"
+            )
+    for folder in (image, labels) if labels.is_dir() else (image,):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UNetError(f"cannot write into {folder}: it is read-only for you (use --out)")
+    for path in (labels / f for f in GROUP_FILES):
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UNetError(f"cannot write {path}: it is read-only for you (use --out)")
+
+
+def labels_listed(image_path: str | Path, name: str = DEFAULT_LABELS_NAME) -> bool:
+    """True when the image's ``labels`` group lists ``name`` (what viewers read to find it)."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(Path(image_path) / "labels"), mode="r")
+        attrs = dict(group.attrs)
+    except Exception:
+        return False
+    names = attrs.get("ome", {}).get("labels", []) if "ome" in attrs else attrs.get("labels", [])
+    return name in names
 
 
 def _list_in_labels_group(image: NgffImage, name: str) -> None:

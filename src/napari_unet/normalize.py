@@ -326,6 +326,7 @@ def to_channels_first(plane: np.ndarray, channel_axis: int | None, in_channels: 
     if c == 1 and in_channels == 3:
         return np.repeat(chw, 3, axis=0)
     raise UNetError(
-        f"the image has {c} channels but the model takes {in_channels}; "
-        "choose the channel axis (or a model trained for this many channels)"
+        f"the image has {c} channels but the model takes {in_channels}; choose which to "
+        "segment: --channels CELLS[,NUCLEI] (segment(..., channels=...); the Segment widget's "
+        "layers), or use a model trained for this many channels"
     )

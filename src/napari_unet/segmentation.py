@@ -20,7 +20,13 @@ import numpy as np
 from .devices import resolve_device, resolve_precision
 from .errors import UNetError
 from .heap import reusing_freed_memory
-from .instances import InstanceParams, instances_from_probabilities, sequential_labels
+from .instances import (
+    InstanceParams,
+    instances_from_probabilities,
+    narrowed,
+    offset_ids,
+    sequential_labels,
+)
 from .io import check_axes, infer_axes
 from .modelfile import (
     SegmentationModel,
@@ -535,6 +541,12 @@ def iter_segment(
     layout = PlaneLayout(resolve_axes(arr.shape, axes, rgb))
     channels = check_channels(channels, arr.shape, layout)
     check_plane_size(layout.output_shape(arr.shape)[-2:])
+    if diameter is not None and diameter > max(layout.output_shape(arr.shape)[-2:]):
+        ny, nx = layout.output_shape(arr.shape)[-2:]
+        raise UNetError(
+            f"objects {diameter:g} px across do not fit in the image ({ny}x{nx} pixels): "
+            "give the objects' diameter in pixels of this image"
+        )
     scale = segmenting_scale(seg_model.objects, params or seg_model.postprocessing, diameter)
     dev = resolve_device(device)
     nets = PreparedNets(dev, resolve_precision(precision, dev))
@@ -572,8 +584,7 @@ def iter_segment(
             )
         labels = result.labels
         # Ids stay unique across the whole stack so no two planes share an id by accident.
-        labels[labels > 0] += offset
-        offset = max(offset, int(labels.max()))
+        offset = offset_ids(labels, offset)
         labels_out[index] = labels
         if probs_out is not None:
             probs_out[(slice(None), *index)] = result.probabilities
@@ -588,9 +599,9 @@ def iter_segment(
                 "notes": result.notes,
             },
         )
-    labels_out = link_planes(labels_out, layout.output_axes, stitch, track, stitch_threshold)
-    if int(labels_out.max(initial=0)) <= np.iinfo(np.uint16).max:
-        labels_out = labels_out.astype(np.uint16)
+    labels_out = narrowed(
+        link_planes(labels_out, layout.output_axes, stitch, track, stitch_threshold)
+    )
     return (labels_out, probs_out) if return_probabilities else labels_out
 
 
@@ -725,9 +736,8 @@ def labels_from_probabilities(
     for index, factor in zip(np.ndindex(*probs.shape[1:-2]), scales):
         plane = probs[(slice(None), *index)]
         lab = instances_at_scale(plane, factor, params, model.scheme).astype(np.uint32)
-        lab[lab > 0] += offset
-        offset = max(offset, int(lab.max()))
+        offset = offset_ids(lab, offset)
         out[index] = lab
     if axes is not None:
         out = link_planes(out, axes, stitch, track, stitch_threshold)
-    return out.astype(np.uint16) if int(out.max(initial=0)) <= np.iinfo(np.uint16).max else out
+    return narrowed(out)

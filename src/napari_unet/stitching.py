@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import UNetError
+from .instances import offset_ids
 
 DEFAULT_STITCH_THRESHOLD = 0.25
 
@@ -143,8 +144,7 @@ def stitch_stack(
             # Ids of different time points stay apart (tracking, if asked, links them next).
             offset = 0
             for frame in linked:
-                frame[frame > 0] += np.uint32(offset)
-                offset = max(offset, int(frame.max()))
+                offset = offset_ids(frame, offset)
             out = np.moveaxis(np.stack(linked), 0, t)
         else:
             out = link_along(out, z, threshold)

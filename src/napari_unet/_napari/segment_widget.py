@@ -8,6 +8,7 @@ network.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from superqt import QCollapsible, QLabeledDoubleSlider, QLabeledSlider
 from ..batch import BatchOptions, expand_inputs, iter_segment_files
 from ..devices import available_devices
 from ..errors import UNetError
-from ..instances import THRESHOLD_OPTIONS, InstanceParams
+from ..instances import THRESHOLD_OPTIONS, InstanceParams, offset_ids
 from ..measure import measure_objects, write_csv
 from ..normalize import IMAGE_TYPES
 from ..progress import Progress, Stage
@@ -70,6 +71,12 @@ LINKS = {
 }
 
 
+def fingerprint(data: np.ndarray) -> tuple:
+    """Shape, type and a 128-bit digest of an array: equal only for equal contents."""
+    digest = hashlib.blake2b(np.ascontiguousarray(data).view(np.uint8).reshape(-1), digest_size=16)
+    return data.shape, data.dtype.str, digest.hexdigest()
+
+
 def _slider(field: str):
     """A labelled slider for one of instances.THRESHOLD_OPTIONS: its range and help."""
     slider = QLabeledSlider() if field == "min_size" else QLabeledDoubleSlider()
@@ -100,9 +107,10 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.settings = load_settings()
         self._cache: dict | None = None
-        # What this widget last wrote into each labels layer, to tell hand edits
-        # apart. Keyed by napari's unique_id: napari hands plugins a proxy of the
-        # viewer whose every lookup returns a new proxy object, so id() never matched.
+        # A fingerprint of what this widget last wrote into each labels layer, to
+        # tell hand edits apart (a fingerprint, not a copy: a copy doubled the
+        # memory of every stack). Keyed by napari's unique_id: napari hands plugins
+        # a proxy of the viewer whose every lookup returns a new proxy object.
         self._written: dict = {}
         self._kept_edits: str | None = None
         # Counts the results written into labels layers (segment or re-label).
@@ -178,6 +186,8 @@ class SegmentWidget(QWidget):
         self.outline_check = QCheckBox("show labels as outlines")
         self.outline_check.setObjectName("outline_check")
         self.outline_check.setToolTip("draw each object's outline only, so the image shows through")
+        # Made first: its enlarging slider goes with the options that act when segmenting.
+        self.advanced = self._postprocessing_section()
         # Settings most runs leave alone, folded so the form stays short.
         layout.addWidget(
             folded(
@@ -187,10 +197,10 @@ class SegmentWidget(QWidget):
                 self.outline_check,
                 labeled("device", self.device_combo),
                 labeled("tile size", self.tile_spin),
+                # Acts when segmenting, not when re-labelling: not a post-processing slider.
+                labeled("upscale below", self.upscale_slider),
             )
         )
-
-        self.advanced = self._postprocessing_section()
         layout.addWidget(self.advanced)
         layout.addWidget(self._measure_section())
         layout.addWidget(self._folder_section())
@@ -282,7 +292,6 @@ class SegmentWidget(QWidget):
         adv_layout.addWidget(labeled("split", self.seed_dynamic_slider))
         adv_layout.addWidget(labeled("seed h", self.seed_h_slider))
         adv_layout.addWidget(labeled("min size", self.min_size_slider))
-        adv_layout.addWidget(labeled("upscale below", self.upscale_slider))
         self.reset_params_button = QPushButton("Model defaults")
         adv_layout.addWidget(self.reset_params_button)
         section.addWidget(adv)
@@ -729,7 +738,7 @@ class SegmentWidget(QWidget):
     def _edited_by_hand(self, layer) -> bool:
         """True when ``layer`` holds something other than what this widget last wrote into it."""
         written = self._written.get(layer.unique_id)
-        return written is None or not np.array_equal(np.asarray(layer.data), written)
+        return written is None or fingerprint(np.asarray(layer.data)) != written
 
     def labels_layer(self, image_layer, initial: np.ndarray | None = None):
         """The layer this widget writes ``image_layer``'s labels into.
@@ -786,7 +795,7 @@ class SegmentWidget(QWidget):
                     else data[target.window]
                 )
             shifted = labels.astype(data.dtype)
-            shifted[shifted > 0] += data.dtype.type(offset)
+            offset_ids(shifted, offset)
             region[...] = shifted
             out.refresh()
         contour = 2 if self.outline_check.isChecked() else 0
@@ -796,7 +805,7 @@ class SegmentWidget(QWidget):
             # napari redraws a layer on every visible = True, shown or not:
             # a second 2048² upload after the one the new data made.
             out.visible = True
-        self._written[out.unique_id] = np.array(out.data, copy=True)
+        self._written[out.unique_id] = fingerprint(np.asarray(out.data))
         self.results_written += 1
 
     def _show_probabilities(self, image_layer, model, probs: np.ndarray, target: Target) -> None:

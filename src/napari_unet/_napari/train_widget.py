@@ -33,10 +33,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..augment import NO_AUGMENTATION, AugmentConfig
-from ..data import load_training_folder, training_images_from_stack
+from ..data import AnnotatedStack, training_sets
 from ..errors import UNetError
 from ..modelfile import SegmentationModel, save_model
-from ..normalize import Normalization
 from ..progress import Progress, Stage
 from ..settings import load_settings, update_settings
 from ..training import FINE_TUNE, TrainConfig, TrainingStopped, iter_train
@@ -492,25 +491,14 @@ class TrainWidget(QWidget):
 def prepare_training_data(sources: dict, init, architecture: dict | None):
     """Training and validation images from :meth:`TrainWidget.data_sources` (run in the worker).
 
-    Fine-tuning prepares each image as ``init`` will segment it (a built-in
-    model's companion included); from scratch, with the new network's channels.
+    The core's one preparation of training data (:func:`napari_unet.data.training_sets`),
+    which the CLI uses too.
     """
-    in_channels = None if init is not None else architecture["in_channels"]
-    norm = Normalization()  # a new network's; a model's own comes with it
-    model = init
-    sets = {"train": [], "validation": []}
-    for pair in sources["pairs"]:
-        sets[pair["role"]] += training_images_from_stack(
-            pair["image"],
-            pair["labels"],
-            pair["axes"],
-            in_channels,
-            norm,
-            pair["valid"],
-            pair["name"],
-            model=model,
+    stacks = [
+        AnnotatedStack(
+            pair["image"], pair["labels"], pair["axes"], pair["role"], pair["valid"], pair["name"]
         )
-    for role, (images, masks) in sources["folders"].items():
-        if images:
-            sets[role] += load_training_folder(images, masks, in_channels, norm, model=model)
-    return sets["train"], sets["validation"]
+        for pair in sources["pairs"]
+    ]
+    in_channels = None if init is not None else architecture["in_channels"]
+    return training_sets(stacks, sources["folders"], init, in_channels)
