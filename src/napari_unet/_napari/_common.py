@@ -410,7 +410,15 @@ class _JoinDocksOnShow(QObject):
                 window.tabifyDockWidget(other, dock)
                 dock.show()
                 dock.raise_()
+                # The tabs share one width: wide enough for this form too.
+                QTimer.singleShot(0, lambda: _fit_width(window, dock))
                 return
+
+
+def _fit_width(window: QMainWindow, dock: QDockWidget) -> None:
+    needed = _form_width(dock)
+    if dock.width() < needed:
+        window.resizeDocks([dock], [needed], Qt.Orientation.Horizontal)
 
 
 def _form_width(dock: QDockWidget) -> int:

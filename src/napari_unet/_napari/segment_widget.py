@@ -130,7 +130,8 @@ class SegmentWidget(QWidget):
         layout.addWidget(labeled("nuclei channel", self.nuclei_combo))
 
         self.model_combo = compact(QComboBox())
-        self.open_model_button = QPushButton("Open…")
+        self.open_model_button = QPushButton("…")
+        self.open_model_button.setMaximumWidth(30)  # the dock stays narrow
         self.open_model_button.setToolTip(
             "Open a .safetensors model file or a bioimage.io .zip exported by napari-unet"
         )
