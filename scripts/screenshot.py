@@ -25,7 +25,9 @@ def main() -> None:
     ap.add_argument("--image", default=None)
     ap.add_argument("--model", default=None, help="a model file to segment with")
     ap.add_argument("--name", default="nuclei", help="the image layer's name")
-    ap.add_argument("--size", type=int, nargs=2, default=(1366, 768), help="window, a laptop screen")
+    ap.add_argument(
+        "--size", type=int, nargs=2, default=(1366, 768), help="window, a laptop screen"
+    )
     args = ap.parse_args()
 
     import napari
