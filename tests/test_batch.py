@@ -403,3 +403,50 @@ def test_an_input_whose_labels_name_is_long_but_legal(tmp_path, tiny_model):
     report = segment_files([tmp_path / "in"], tmp_path / "out", BatchOptions(model=tiny_model))
     assert report.done and not report.failed
     assert (tmp_path / "out" / f"{stem}_labels.tif").exists()
+
+
+def test_a_killed_block_wise_run_is_taken_up_where_it_stopped(tmp_path, tiny_model, monkeypatch):
+    from napari_unet import blockwise
+
+    image, _ = synthetic_nuclei((300, 260), n_nuclei=40, seed=5)
+    options = BatchOptions(block_size=128)
+    clean = tmp_path / "clean_labels.tif"
+    segment_large(image, clean, tiny_model, options=options)
+    real = blockwise._segment_block
+    calls = []
+
+    def dies_after_three(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as good as kill -9 for the blocks folder
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(blockwise, "_segment_block", dies_after_three)
+    out = tmp_path / "out_labels.tif"
+    with pytest.raises(KeyboardInterrupt):
+        segment_large(image, out, tiny_model, options=options)
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".out_labels.tif.blocks-")]
+    assert len(left) == 1 and len(list(left[0].glob("[0-9]*.npy"))) >= 2  # the finished blocks
+    calls.clear()
+    monkeypatch.setattr(
+        blockwise, "_segment_block", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    segment_large(image, out, tiny_model, options=options)
+    n_blocks = len(
+        blockwise.plan_blocks(image.shape, 128, options.object_margin, tiny_model.net.stride)
+    )
+    assert len(calls) < n_blocks  # the finished ones were not redone
+    np.testing.assert_array_equal(tifffile.imread(out), tifffile.imread(clean))
+    assert not any(p.name.startswith(".out_labels.tif.blocks-") for p in tmp_path.iterdir())
+
+
+def test_blocks_of_another_job_for_the_same_output_are_not_taken_up(tmp_path, tiny_model):
+    from napari_unet.atomic import resumable_blocks
+
+    with pytest.raises(RuntimeError), resumable_blocks(tmp_path, "a_labels.tif", "plan1") as store:
+        (store / "0.npy").write_bytes(b"old")
+        raise RuntimeError("killed")
+    assert (tmp_path / ".a_labels.tif.blocks-plan1").exists()
+    with resumable_blocks(tmp_path, "a_labels.tif", "plan2") as store:
+        assert not (tmp_path / ".a_labels.tif.blocks-plan1").exists()  # another plan: removed
+        assert list(store.iterdir()) == []

@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import UNetError
+
 
 def _current_umask() -> int:
     mask = os.umask(0o022)
@@ -191,3 +193,33 @@ def _remove_dead_scratch(folder: Path, prefix: str) -> None:
         ):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def resumable_blocks(folder: str | Path, output_name: str, plan: str) -> Iterator[Path]:
+    """The blocks folder of one block-wise job, ``.<output>.blocks-<plan>``, kept if killed.
+
+    Removed when the job finishes; when it does not (kill -9, an error, a
+    cancel) it stays, and the same job (same ``plan`` digest) run again takes
+    up its finished blocks. Folders of the same output for another plan (a changed
+    model or option) and scratch folders of killed runs of the old naming are
+    removed first: this user's, named by napari-unet, never through a link.
+    """
+    folder = Path(folder)
+    _remove_dead_scratch(folder, "napari-unet-blocks-")
+    stem = _part_prefix(Path(output_name)).rstrip(".")
+    name = f"{stem}.blocks-{plan}"
+    for entry in folder.glob(f"{stem}.blocks-*"):
+        if entry.name != name and entry.is_dir() and not entry.is_symlink():
+            if entry.stat().st_uid == os.getuid():
+                shutil.rmtree(entry, ignore_errors=True)
+    path = folder / name
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise UNetError(f"{path} is not napari-unet's blocks folder (a link or a file): move it")
+    if path.is_dir() and path.stat().st_uid != os.getuid():
+        raise UNetError(
+            f"{path} belongs to another user: napari-unet does not take up their blocks"
+        )
+    path.mkdir(mode=0o700, exist_ok=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -15,15 +15,18 @@ one label.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import scratch_dir
+from .atomic import resumable_blocks
 from .errors import UNetError
 from .heap import release_freed_memory, reuse_freed_memory, reusing_freed_memory
 from .instances import label_dtype
@@ -265,9 +268,12 @@ def iter_segment_large(
         2 * len(blocks),
         {"phase": "plan", "image_type": stats.image_type, "scale": scale, "notes": notes},
     )
-    # Blocks are kept beside the output (beside the image when writing into it).
+    # Blocks are kept beside the output (beside the image when writing into it),
+    # in a folder named by everything that decides them: a run killed part-way
+    # leaves its finished blocks there, and a rerun of the same job takes them up.
     work_dir = into_image.parent if into_image is not None else output.parent
-    with scratch_dir("blocks", work_dir) as store:
+    plan = _plan_key(data, axes, blocks, seg_model, stats, scale, options)
+    with resumable_blocks(work_dir, output.name, plan) as store:
         # Phase 1: labels of every block region (core + margin), kept on disk.
         offsets = yield from _label_blocks(
             data, axes, blocks, seg_model, stats, scale, options, store, client, done
@@ -298,13 +304,67 @@ def iter_segment_large(
     }
 
 
+def _plan_key(data, axes, blocks, model, stats, scale, options) -> str:
+    """A digest of everything that decides the blocks' labels (a resumed run must match it)."""
+    parts = {
+        "shape": list(data.shape),
+        "dtype": str(getattr(data, "dtype", "")),
+        "axes": axes,
+        "blocks": [[b.index, [[s.start, s.stop] for s in b.region]] for b in blocks],
+        "model": hashlib.sha256(model_to_bytes(model)).hexdigest(),
+        "stats": repr(stats),
+        "scale": scale,
+        # The model is hashed above; an object's repr would hold its memory address.
+        "options": repr(
+            {f.name: getattr(options, f.name) for f in fields(options) if f.name != "model"}
+        ),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _finished_block(store: Path, k: int, block: Block) -> int | None:
+    """The largest id of block ``k`` when an earlier run stored it whole, else None."""
+    path = store / f"{k}.npy"
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        labels = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    expected = tuple(s.stop - s.start for s in block.region)
+    if labels.shape != expected or not np.issubdtype(labels.dtype, np.integer):
+        return None
+    return int(labels.max(initial=0))
+
+
+def _store_block(store: Path, k: int, labels: np.ndarray) -> None:
+    """Save block ``k`` atomically: a file named ``<k>.npy`` is always whole."""
+    tmp = store / f".{k}.{os.getpid()}.tmp.npy"
+    np.save(tmp, labels)
+    os.replace(tmp, store / f"{k}.npy")
+
+
 def _label_blocks(data, axes, blocks, model, stats, scale, options, store: Path, client, done=None):
     """Label every block's region into ``store/<k>.npy``; returns the cumulative id offsets.
 
-    ``done`` holds labels already made for some blocks (index -> labels).
+    ``done`` holds labels already made for some blocks (index -> labels);
+    blocks an earlier, killed run stored whole are taken up, not redone.
     """
     done = done or {}
     offsets = np.zeros(len(blocks) + 1, dtype=np.int64)
+    finished = {
+        k: n for k, b in enumerate(blocks) if (n := _finished_block(store, k, b)) is not None
+    }
+    for k, n in finished.items():
+        offsets[k + 1] = n
+        done.pop(k, None)
+    if finished:
+        yield Progress(
+            Stage.BLOCKS,
+            len(finished),
+            2 * len(blocks),
+            {"phase": "label", "resumed": len(finished)},
+        )
     if client is not None:
         from dask.distributed import as_completed
 
@@ -325,17 +385,20 @@ def _label_blocks(data, axes, blocks, model, stats, scale, options, store: Path,
                 pure=False,
             )
             for k, b in enumerate(blocks)
+            if k not in finished
         ]
-        for n, fut in enumerate(as_completed(futures), start=1):
+        for n, fut in enumerate(as_completed(futures), start=len(finished) + 1):
             k, count = fut.result()
             offsets[k + 1] = count
             yield Progress(Stage.BLOCKS, n, 2 * len(blocks), {"phase": "label"})
     else:
         for k, b in enumerate(blocks):
+            if k in finished:
+                continue
             labels = done.pop(k, None)
             if labels is None:
                 labels = _segment_block(data, axes, b, model, stats, scale, options).labels
-            np.save(store / f"{k}.npy", labels)
+            _store_block(store, k, labels)
             offsets[k + 1] = int(labels.max())
             del labels
             release_freed_memory()  # memory bounded by one block's, not by all blocks' leftovers
@@ -483,7 +546,7 @@ def _block_task(
     model = cached_model_from_bytes(blob)
     with reuse_freed_memory():  # a worker process of its own: the caller's setting is not here
         labels = _segment_block(data, axes, block, model, stats, scale, options).labels
-        np.save(Path(tmpdir) / f"{k}.npy", labels)
+        _store_block(Path(tmpdir), k, labels)
         count = int(labels.max())
         del labels
         release_freed_memory()
