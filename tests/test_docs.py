@@ -59,3 +59,27 @@ def test_readme_cell_scores_are_the_benchmarks_json(row, path, images):
 
 def test_the_results_page_has_no_placeholder_left():
     assert not re.search(r"@[A-Z0-9_]+@", (ROOT / "docs" / "results.md").read_text())
+
+
+def test_every_public_name_of_the_core_has_a_docstring():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import napari_unet
+
+    missing = []
+    for info in pkgutil.iter_modules(napari_unet.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"napari_unet.{info.name}")
+        if not (module.__doc__ or "").strip():
+            missing.append(info.name)
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            if (inspect.isclass(obj) or inspect.isfunction(obj)) and not (
+                obj.__doc__ or ""
+            ).strip():
+                missing.append(f"{info.name}.{name}")
+    assert missing == []

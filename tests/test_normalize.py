@@ -199,3 +199,10 @@ def test_images_without_bright_or_dark_polarity_are_told_apart(kind, unpolarised
     elif kind == "flat":
         image = np.zeros((64, 64), np.float32)
     assert looks_unpolarised(image[None]) is unpolarised
+
+
+def test_a_channel_count_the_model_does_not_take_names_the_channels_option():
+    from napari_unet.normalize import Normalization, convert_plane
+
+    with pytest.raises(UNetError, match=r"--channels CELLS\[,NUCLEI\]"):
+        convert_plane(np.zeros((2, 16, 16), np.float32), 0, 1, Normalization())
