@@ -866,3 +866,45 @@ def test_a_final_write_that_fails_keeps_the_checkpoint_and_says_how_to_resume(
     err = capsys.readouterr().err
     assert "could not write the model" in err and "--resume" in err
     assert (tmp_path / "m.checkpoint.safetensors").exists()
+
+
+# Every option of SegmentOptions / BatchOptions and the `segment` flag that sets it.
+SEGMENT_FLAGS = {
+    "model": "--model",
+    "tile_size": "--tile",
+    "device": "--device",
+    "precision": "--precision",
+    "axes": "--axes",
+    "image_type": "--image-type",
+    "diameter": "--diameter",
+    "channels": "--channels",
+    "stitch": "--no-stitch",
+    "track": "--track",
+    "stitch_threshold": "--stitch-threshold",
+    "thresholds": None,  # one flag per THRESHOLD_OPTIONS entry, checked below
+    "overwrite": "--overwrite",
+    "allow_input_folder": "--allow-input-folder",
+    "block_size": "--block-size",
+    "object_margin": None,  # a constant of the block plan, not a user's choice
+    "save_probabilities": "--probabilities",
+    "overlay": "--overlay",
+    "replace_others": "--replace-others",
+    "into_input": "--into-input",
+}
+
+
+def test_every_segment_option_has_its_flag():
+    """One declaration: a new field of SegmentOptions or BatchOptions must get its CLI flag."""
+    import argparse
+    from dataclasses import fields
+
+    from napari_unet.cli import build_parser
+    from napari_unet.instances import THRESHOLD_OPTIONS
+    from napari_unet.options import BatchOptions
+
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    flags = {s for a in commands.choices["segment"]._actions for s in a.option_strings}
+    assert {f.name for f in fields(BatchOptions)} == set(SEGMENT_FLAGS)
+    assert {f for f in SEGMENT_FLAGS.values() if f} <= flags
+    assert {o.flag for o in THRESHOLD_OPTIONS} <= flags

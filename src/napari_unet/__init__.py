@@ -35,6 +35,7 @@ _EXPORTS = {
     "measure_objects": "measure",
     "evaluate_folders": "evaluation",
     "BatchOptions": "options",
+    "SegmentOptions": "options",
     "THRESHOLD_OPTIONS": "instances",
     "border_weight_map": "weights",
     "class_targets": "weights",

@@ -312,23 +312,9 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
         axes = axes_with_channels(data.shape, axes)
     notes: list[str] = []
     collect = note_collector(notes)
+    kwargs = {**options.segment_kwargs(model.postprocessing), "axes": axes}
     result = run_to_end(
-        iter_segment(
-            data,
-            model,
-            axes=axes,
-            tile_size=options.tile_size,
-            device=options.device,
-            precision=options.precision,
-            stitch=options.stitch,
-            track=options.track,
-            stitch_threshold=options.stitch_threshold,
-            return_probabilities=options.save_probabilities,
-            image_type=options.image_type,
-            diameter=options.diameter,
-            channels=options.channels,
-            params=options.params_for(model.postprocessing),
-        ),
+        iter_segment(data, model, return_probabilities=options.save_probabilities, **kwargs),
         collect,
     )
     labels, probs = result if options.save_probabilities else (result, None)

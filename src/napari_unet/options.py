@@ -1,4 +1,4 @@
-"""How a batch run segments: the options the CLI, the widget's folder run and dask share.
+"""How images are segmented: one declaration of the options every face shares.
 
 Its own module so that ``batch`` and ``blockwise`` both import it (each
 needed the other before).
@@ -11,33 +11,32 @@ from dataclasses import dataclass
 from .instances import InstanceParams, with_thresholds
 from .stitching import DEFAULT_STITCH_THRESHOLD
 
-__all__ = ["BatchOptions"]
+__all__ = ["BatchOptions", "SegmentOptions"]
 
 
 @dataclass
-class BatchOptions:
-    """How a batch run segments its files: model, tiling, device, outputs and resume rules."""
+class SegmentOptions:
+    """How an image is segmented: the one declaration every face takes its options from.
 
-    model: str = "default"
-    tile_size: int | None = None
+    :func:`napari_unet.segmentation.iter_segment` takes these as keyword
+    arguments (:meth:`segment_kwargs`), batch and block-wise runs take them
+    through :class:`BatchOptions`, the CLI's ``segment`` flags set them (a
+    test holds the flags to these fields) and the Segment widget builds one
+    from its controls.
+    """
+
+    model: object = "default"  # built-in name, file, or SegmentationModel
+    tile_size: int | None = None  # output pixels per tile and axis; None: from a memory budget
     device: str = "auto"
-    axes: str | None = None
-    overwrite: bool = False
-    allow_input_folder: bool = False
-    block_size: int = 4096  # images with a side above this go block by block
-    object_margin: int = 64  # pixels around a block in which objects are completed
-    precision: str = "auto"
-    save_probabilities: bool = False
-    overlay: bool = False
+    precision: str = "auto"  # "auto", "float32" or "bfloat16"
+    axes: str | None = None  # e.g. "ZYX", "CYX"; None: inferred
     image_type: str | None = None  # None: the model's own setting ("auto" for built-in models)
     diameter: float | None = None  # object diameter in pixels; None: the model decides
-    replace_others: bool = False  # also replace outputs that napari-unet did not write
-    into_input: bool = False  # OME-Zarr inputs: labels go into <image>/labels/napari-unet
+    # (cell channel, nuclear channel or None) of multi-channel images; None: as the model takes them
+    channels: tuple[int, ...] | None = None
     stitch: bool | None = None  # link Z planes into 3-D objects; None: yes for Z stacks
     track: bool = False  # keep ids over time points by overlap
     stitch_threshold: float = DEFAULT_STITCH_THRESHOLD  # smallest IoU to link
-    # (cell channel, nuclear channel or None) of multi-channel images; None: as the model takes them
-    channels: tuple[int, ...] | None = None
     # Post-processing settings to change (instances.THRESHOLD_OPTIONS' fields); the rest
     # stay the model's own. None or {}: the model's own thresholds.
     thresholds: dict[str, float] | None = None
@@ -51,3 +50,33 @@ class BatchOptions:
         if not self.thresholds:
             return None
         return with_thresholds(model_params, **self.thresholds)
+
+    def segment_kwargs(self, model_params: InstanceParams) -> dict:
+        """Keyword arguments of ``iter_segment`` (all but the image and the model)."""
+        return {
+            "axes": self.axes,
+            "tile_size": self.tile_size,
+            "device": self.device,
+            "precision": self.precision,
+            "image_type": self.image_type,
+            "diameter": self.diameter,
+            "channels": self.channels,
+            "stitch": self.stitch,
+            "track": self.track,
+            "stitch_threshold": self.stitch_threshold,
+            "params": self.params_for(model_params),
+        }
+
+
+@dataclass
+class BatchOptions(SegmentOptions):
+    """:class:`SegmentOptions` for many files: outputs, resume rules and blocks."""
+
+    overwrite: bool = False
+    allow_input_folder: bool = False
+    block_size: int = 4096  # images with a side above this go block by block
+    object_margin: int = 64  # pixels around a block in which objects are completed
+    save_probabilities: bool = False
+    overlay: bool = False
+    replace_others: bool = False  # also replace outputs that napari-unet did not write
+    into_input: bool = False  # OME-Zarr inputs: labels go into <image>/labels/napari-unet
