@@ -259,7 +259,7 @@ def test_a_resumed_run_is_pulled_toward_the_start_model_not_the_checkpoint(
     resumed = _TrainingRun(train_set, [], tiny_model, None, config, ckpt, True)
     start = [p for p in tiny_model.net.parameters() if p.requires_grad]
     assert any(not torch.equal(p, s) for p, s in zip(resumed.net.parameters(), start))
-    for anchor, s in zip(resumed.optimizer.start, start):
+    for anchor, s in zip(resumed.optimizer.pull.start, start):
         assert torch.equal(anchor, s)
 
 
@@ -300,7 +300,7 @@ def test_training_from_scratch_has_no_start_to_be_pulled_toward(data):
     from napari_unet.training import _TrainingRun
 
     run = _TrainingRun(train_set, [], None, ARCH, small_config(start_decay=1.0), None, False)
-    assert run.optimizer.start is None
+    assert run.optimizer.pull is None
 
 
 def test_stop_before_the_first_step_makes_no_model(data):
@@ -770,3 +770,18 @@ def test_nuclei_keep_the_per_image_size_rule_and_record_their_size(data):
     )
     assert model.objects.kind == "nuclei" and model.objects.scale == 0
     assert 5 < model.objects.diameter < 40
+
+
+def test_the_start_model_pull_is_the_gradient_of_its_penalty():
+    """The optimizer's pull equals adding decay/2 * ||w - w_start||^2 to the loss."""
+    from napari_unet.training import StartModelPull
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5, 3))
+    pull = StartModelPull([w], decay=0.7)
+    with torch.no_grad():
+        w.add_(torch.randn(5, 3))
+    penalty = 0.5 * 0.7 * ((w - pull.start[0]) ** 2).sum()
+    penalty.backward()
+    torch.testing.assert_close(pull.gradient(0, w.detach()), w.grad)
+    assert pull.penalty([w]) == pytest.approx(float(penalty))

@@ -146,11 +146,37 @@ class TrainingStopped(UNetError):
     """Training was stopped before its first step: there is no model."""
 
 
+class StartModelPull:
+    """The regulariser that keeps a fine-tune near its start model (L2-SP, Li et al. 2018).
+
+    Adds ``decay / 2 * ||w - w_start||^2`` to the loss, where ``w_start`` are
+    the parameters' values when it was made (the start model's). The
+    optimizers apply its gradient, ``decay * (w - w_start)``, with the loss's,
+    exactly as if it were summed into the loss (:meth:`penalty` gives that sum).
+    """
+
+    def __init__(self, params, decay: float) -> None:
+        self.decay = decay
+        self.start = [p.detach().clone() for p in params]
+
+    def gradient(self, index: int, param: torch.Tensor) -> torch.Tensor:
+        """The regulariser's gradient for parameter number ``index``."""
+        return (param - self.start[index]) * self.decay
+
+    @torch.no_grad()
+    def penalty(self, params) -> float:
+        """The regulariser's value for ``params`` (the same parameters, in the same order)."""
+        return (
+            0.5 * self.decay * sum(float(((p - s) ** 2).sum()) for p, s in zip(params, self.start))
+        )
+
+
 class LeanAdam:
     """Adam (torch.optim.Adam's update, L2 weight decay added to the gradient) in plain tensor ops.
 
-    ``start_decay`` adds a second L2 term that pulls each parameter toward its
-    value when the optimizer was made (the start model's, when fine-tuning).
+    ``start_decay`` adds the :class:`StartModelPull` regulariser toward the
+    parameters' values when the optimizer was made (the start model's, when
+    fine-tuning); it is the optimizer's ``pull``.
 
     torch.optim's optimizers import ``torch._dynamo`` on first use, which took
     up to 18 s in the GUI before the first training step; this one imports
@@ -173,7 +199,7 @@ class LeanAdam:
         ]
         self.state: dict[int, dict[str, torch.Tensor]] = {}
         self.start_decay = start_decay
-        self.start = [p.detach().clone() for p in self.params] if start_decay else None
+        self.pull = StartModelPull(self.params, start_decay) if start_decay else None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradients."""
@@ -186,8 +212,8 @@ class LeanAdam:
         for i, p in enumerate(self.params):
             if p.grad is not None:
                 grad = p.grad.add(p, alpha=decay) if decay else p.grad
-                if self.start is not None:
-                    grad = grad.add(p - self.start[i], alpha=self.start_decay)
+                if self.pull is not None:
+                    grad = grad + self.pull.gradient(i, p)
                 yield i, p, grad
 
     @torch.no_grad()
