@@ -1,6 +1,9 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage as ndi
+from skimage.segmentation import watershed
 
 from napari_unet.errors import UNetError
 from napari_unet.instances import (
@@ -8,6 +11,7 @@ from napari_unet.instances import (
     InstanceParams,
     fill_holes,
     instances_from_probabilities,
+    masked_watershed,
     sequential_labels,
     split_seeds,
     tune_instance_params,
@@ -257,3 +261,34 @@ def test_narrowed_picks_uint16_while_ids_fit():
 
     assert narrowed(np.array([0, 65535], np.uint32)).dtype == np.uint16
     assert narrowed(np.array([0, 65536], np.uint32)).dtype == np.uint32
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(8, 120), st.integers(8, 120)),
+    workers=st.integers(2, 5),
+    cover=st.floats(0.2, 0.8),
+)
+def test_parallel_watershed_gives_exactly_the_single_calls_labels(seed, shape, workers, cover):
+    # Its parts dealt to threads in row bands: ties, plateaus and parts
+    # without a marker must come out as one call floods them.
+    rng = np.random.default_rng(seed)
+    elevation = np.round(ndi.gaussian_filter(rng.random(shape), 1.5), 2)  # plateaus: ties
+    mask = ndi.gaussian_filter(rng.random(shape), 2.0) > np.quantile(rng.random(shape), 1 - cover)
+    markers, _ = ndi.label(elevation < np.quantile(elevation, 0.05))
+    single = watershed(elevation, markers=markers, mask=mask)
+    parallel = masked_watershed(elevation, markers, mask, workers=workers, min_pixels=0)
+    np.testing.assert_array_equal(parallel, single)
+
+
+def test_parallel_watershed_runs_one_call_for_small_or_one_part_masks():
+    mask = np.zeros((30, 30), bool)
+    mask[5:25, 5:25] = True  # one part: nothing to share out
+    markers = np.zeros((30, 30), np.int32)
+    markers[10, 10], markers[20, 20] = 1, 2
+    elevation = np.zeros((30, 30))
+    expected = watershed(elevation, markers=markers, mask=mask)
+    for workers, min_pixels in ((4, 0), (1, 0), (4, 10**6)):
+        out = masked_watershed(elevation, markers, mask, workers=workers, min_pixels=min_pixels)
+        np.testing.assert_array_equal(out, expected)

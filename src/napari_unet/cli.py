@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import UNetError
-from .progress import Progress, Stage, run_to_end
+from .progress import Progress, Stage, minutes_seconds, run_to_end
 from .stitching import DEFAULT_STITCH_THRESHOLD
 
 
@@ -64,11 +64,6 @@ def _positive_int(text: str) -> int:
 
 
 DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cuda, cuda:N, mps or cpu (default: auto)"
-
-
-def _minutes_seconds(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}:{secs:02d}"
 
 
 def _device(text: str) -> str:
@@ -268,7 +263,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             # One image bigger than memory: the bar counts its blocks meanwhile.
             bar.set_description(f"blocks ({ev.info.get('phase', '')})", refresh=False)
             eta = ev.info.get("eta_s")
-            left = f", {_minutes_seconds(eta)} left" if eta is not None else ""
+            left = f", {minutes_seconds(eta)} left" if eta is not None else ""
             bar.set_postfix_str(f"{name}{left}", refresh=False)
         else:
             bar.set_description("segment", refresh=False)

@@ -24,7 +24,9 @@ made sequential (uint16, or uint32 beyond 65535 objects).
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -372,6 +374,65 @@ def seed_score(probs: np.ndarray, scheme: str) -> np.ndarray:
     return probs[1]
 
 
+# Below this many foreground pixels one watershed call is faster than splitting the work.
+PARALLEL_WATERSHED_PIXELS = 1 << 20
+
+
+def usable_cpus() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def masked_watershed(
+    elevation: np.ndarray,
+    markers: np.ndarray,
+    mask: np.ndarray,
+    workers: int | None = None,
+    min_pixels: int = PARALLEL_WATERSHED_PIXELS,
+) -> np.ndarray:
+    """skimage's ``watershed(elevation, markers, mask=mask)``, its parts flooded in parallel.
+
+    A flood never leaves the connected part of ``mask`` it started in
+    (4-connected, the watershed's own neighbourhood), and skimage floods
+    without holding the GIL: the parts are dealt to ``workers`` threads
+    (default: the usable cores) as row bands of about equal area, and the
+    result is exactly that of the single call (a test holds them equal). On
+    a 2048² plane of small nuclei labelled at twice its size, the flood is
+    most of a slider move's re-labelling.
+    """
+    workers = usable_cpus() if workers is None else workers
+    if workers < 2 or mask.ndim != 2 or int(np.count_nonzero(mask)) < min_pixels:
+        return watershed(elevation, markers=markers, mask=mask)
+    parts, n = ndi.label(mask)
+    if n < 2:
+        return watershed(elevation, markers=markers, mask=mask)
+    rows = np.array([(box[0].start, box[0].stop) for box in ndi.find_objects(parts)])
+    areas = np.bincount(parts.reshape(-1), minlength=n + 1)[1:]
+    order = np.argsort(rows[:, 0], kind="stable")
+    share = np.cumsum(areas[order]) * workers // (int(areas.sum()) + 1)
+    bands = []
+    for group in range(workers):
+        ids = order[share == group] + 1
+        if len(ids):
+            in_group = np.zeros(n + 1, dtype=bool)
+            in_group[ids] = True
+            band = slice(int(rows[ids - 1, 0].min()), int(rows[ids - 1, 1].max()))
+            bands.append((band, in_group[parts[band]]))
+
+    def flood(job):
+        band, band_mask = job
+        return watershed(elevation[band], markers=markers[band], mask=band_mask)
+
+    out = np.zeros(mask.shape, dtype=np.asarray(markers).dtype)
+    with ThreadPoolExecutor(len(bands)) as pool:
+        for (band, band_mask), labels in zip(bands, pool.map(flood, bands)):
+            out[band][band_mask] = labels[band_mask]
+    return out
+
+
 def interior_distance_labels(
     depth: np.ndarray, foreground: np.ndarray, params: InstanceParams
 ) -> np.ndarray:
@@ -384,7 +445,7 @@ def interior_distance_labels(
     distance = ndi.distance_transform_edt(inner).astype(np.float32)
     distance = ndi.gaussian_filter(distance, 1.0)
     seeds, _ = ndi.label(h_maxima(distance, params.seed_distance_h) & inner)
-    return watershed(-distance, markers=seeds, mask=foreground)
+    return masked_watershed(-distance, seeds, foreground)
 
 
 def instances_from_probabilities(
@@ -403,12 +464,12 @@ def instances_from_probabilities(
         seeds, n = ndi.label((depth > params.seed_threshold) & foreground)
         if params.seed_dynamic > 0 and n > 0:
             seeds = _split_touching(seeds, n, depth, params)
-        labels = watershed(-depth, markers=seeds, mask=foreground)
+        labels = masked_watershed(-depth, seeds, foreground)
     elif scheme == "2class":
         distance = ndi.distance_transform_edt(foreground)
         peaks = h_maxima(distance, params.seed_h) if params.seed_h > 0 else foreground
         seeds, _ = ndi.label(peaks & foreground)
-        labels = watershed(-distance, markers=seeds, mask=foreground)
+        labels = masked_watershed(-distance, seeds, foreground)
     else:
         raise UNetError(f"unknown class scheme {scheme!r}")
     return sequential_labels(fill_holes(labels), params.min_size)

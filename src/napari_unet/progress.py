@@ -8,6 +8,7 @@ and tests simply drain it with :func:`run_to_end`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -124,3 +125,52 @@ def run_to_end(
             return stop.value
         if callback is not None:
             callback(event)
+
+
+def minutes_seconds(seconds: float) -> str:
+    """A duration as ``m:ss`` (``h:mm:ss`` from an hour), as progress bars show it."""
+    minutes, secs = divmod(int(round(max(seconds, 0.0))), 60)
+    if minutes >= 60:
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{minutes}:{secs:02d}"
+
+
+class TimeLeft:
+    """Seconds left of a long task, estimated from its events.
+
+    An event's own ``eta_s`` (training, block-wise runs) is used as it is.
+    Otherwise the pace of the current phase, from the first event with its
+    stage and total (the tiles of one plane, the files of a batch) to this
+    one; a new stage or total starts a new phase. None until a phase has
+    made progress, or when the total is unknown.
+
+    Parameters
+    ----------
+    clock
+        Seconds as a float (``time.perf_counter``; tests pass their own).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._phase: tuple | None = None
+        self._began = 0.0
+        self._first_step = 0
+
+    def update(self, event: Progress) -> float | None:
+        """The estimate after ``event``."""
+        now = self._clock()
+        eta = event.info.get("eta_s")
+        if eta is not None:
+            return max(float(eta), 0.0)
+        if not event.total:
+            self._phase = None
+            return None
+        phase = (event.stage, event.total)
+        if phase != self._phase:
+            self._phase, self._began, self._first_step = phase, now, event.step
+            return None
+        done = event.step - self._first_step
+        if done <= 0:
+            return None
+        return (now - self._began) / done * max(event.total - event.step, 0)

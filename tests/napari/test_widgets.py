@@ -1,3 +1,6 @@
+import re
+import time
+
 import numpy as np
 import tifffile
 
@@ -1011,3 +1014,41 @@ def test_sliders_follow_the_one_declaration_of_thresholds(make_napari_viewer):
             slider = sliders[option.field]
             assert (slider.minimum(), slider.maximum()) == (option.low, option.high)
             assert slider.toolTip() == option.help
+
+
+# Progress bars -------------------------------------------------------------------
+
+
+def test_a_long_task_shows_the_time_left_and_a_stop_keeps_its_text(qtbot, monkeypatch):
+    from napari_unet._napari import _common
+    from napari_unet.progress import Progress, Stage
+
+    monkeypatch.setattr(_common, "ETA_FROM_S", 0.0)  # the 5 s rule, for a short test
+    bar = _common.TaskBar(napari_activity=False)
+    qtbot.addWidget(bar)
+    seen: list[str] = []
+
+    def tiles():
+        for step in range(6):
+            time.sleep(0.05)
+            yield Progress(Stage.PREDICT, step, 6)
+        return "labels"
+
+    bar.run(tiles, on_event=lambda event: seen.append(bar.bar.format()), description="segment")
+    qtbot.waitUntil(lambda: not bar.busy, timeout=30_000)
+    assert seen[0] == "segment: 0/6"  # the pace is not known yet
+    assert re.fullmatch(r"segment: 5/6, 0:0\d left", seen[-1]), seen
+    assert bar.bar.format() == "done"
+
+    def slow():
+        for step in range(1000):
+            time.sleep(0.01)
+            yield Progress(Stage.TRAIN, step, 1000, {"eta_s": 90.0})
+
+    seen.clear()
+    bar.run(slow, on_event=lambda event: seen.append(bar.bar.format()), description="train")
+    qtbot.waitUntil(lambda: len(seen) > 2, timeout=30_000)
+    assert seen[-1].endswith(", 1:30 left")
+    bar.request_stop()
+    qtbot.waitUntil(lambda: not bar.busy, timeout=30_000)
+    assert bar.bar.format() == "stopped"

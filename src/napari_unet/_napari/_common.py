@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import time
 from collections.abc import Callable, Generator
 
 import napari
@@ -30,7 +31,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ..errors import UNetError
-from ..progress import Progress
+from ..progress import Progress, TimeLeft, minutes_seconds
 
 # Set in the metadata of layers the widgets compute (probability maps, weight
 # maps): the layer choices do not jump to them when they appear.
@@ -188,6 +189,10 @@ class _FrozenHeap:
             gc.unfreeze()
 
 
+# Tasks expected to take longer than this show the time left on their bar.
+ETA_FROM_S = 5.0
+
+
 class TaskBar(QWidget):
     """A progress bar with a Cancel/Stop button, driving a core generator in a thread worker."""
 
@@ -214,6 +219,7 @@ class TaskBar(QWidget):
         self.worker: GeneratorWorker | None = None
         self._pbar: napari_progress | None = None
         self._on_stop: Callable[[], None] | None = None
+        self._stop_requested = False
         self.stop_button.clicked.connect(self.request_stop)
 
     @property
@@ -252,17 +258,27 @@ class TaskBar(QWidget):
         worker = create_worker(drive, _start_thread=False, _ignore_errors=True)
         self.worker = worker
         self._on_stop = on_stop
+        self._stop_requested = False
         if self.napari_activity:
             self._pbar = napari_progress(total=0, desc=f"U-Net: {description}")
         self.bar.setRange(0, 0)
         self.bar.setFormat(description)
         self.stop_button.setEnabled(True)
+        time_left = TimeLeft()
+        began = time.perf_counter()
 
         def yielded(event: Progress) -> None:
+            text = description
             if event.total:
                 self.bar.setRange(0, int(event.total))
                 self.bar.setValue(int(event.step))
-                self.bar.setFormat(f"{description}: {event.step}/{event.total}")
+                text = f"{description}: {event.step}/{event.total}"
+            left = time_left.update(event)
+            if left is not None and time.perf_counter() - began + left > ETA_FROM_S:
+                text += f", {minutes_seconds(left)} left"
+            if not self._stop_requested:  # "stopping…" / "stopped" stay until the end
+                self.bar.setFormat(text)
+            if event.total:
                 if self._pbar is not None:
                     self._pbar.total = int(event.total)
                     self._pbar.n = int(event.step)
@@ -307,6 +323,7 @@ class TaskBar(QWidget):
     def request_stop(self) -> None:
         if self.worker is None:
             return
+        self._stop_requested = True
         if self._on_stop is not None:
             self._on_stop()
             self.bar.setFormat("stopping after this step...")
