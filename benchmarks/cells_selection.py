@@ -47,8 +47,9 @@ def main() -> None:
     from napari_unet.devices import cpu_name
     from napari_unet.metrics import dataset_ap, dataset_seg
     from napari_unet.modelfile import load_model
+    from napari_unet.recipes import FINE_TUNE
     from napari_unet.segmentation import instances_at_scale, segment
-    from napari_unet.training import FINE_TUNE, train
+    from napari_unet.training import train
 
     folder = SHARED / "ctc-dic-hela" / "train"
     pool = pair_by_stem(folder / "images", folder / "masks")

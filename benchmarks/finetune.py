@@ -39,9 +39,10 @@ from napari_unet.devices import cpu_name
 from napari_unet.io import read_image
 from napari_unet.metrics import dataset_ap, dataset_seg
 from napari_unet.modelfile import load_model, model_for_image_types
+from napari_unet.recipes import FINE_TUNE, TrainConfig
 from napari_unet.segmentation import segment
 from napari_unet.sizes import WORKING_CELL_DIAMETER
-from napari_unet.training import FINE_TUNE, TrainConfig, TrainingStopped, train
+from napari_unet.training import TrainingStopped, train
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"

@@ -28,8 +28,9 @@ from napari_unet.data import make_training_image, pair_by_stem
 from napari_unet.io import read_image
 from napari_unet.metrics import dataset_ap, matching
 from napari_unet.modelfile import load_model
+from napari_unet.recipes import FINE_TUNE
 from napari_unet.segmentation import segment
-from napari_unet.training import FINE_TUNE, train
+from napari_unet.training import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

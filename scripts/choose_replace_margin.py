@@ -47,11 +47,11 @@ from napari_unet.data import hold_out_strips, make_training_image, pair_by_stem 
 from napari_unet.devices import resolve_device  # noqa: E402
 from napari_unet.modelfile import load_model, model_for_image_types  # noqa: E402
 from napari_unet.progress import Stage, run_to_end  # noqa: E402
-from napari_unet.training import (  # noqa: E402
-    FINE_TUNE,
+from napari_unet.recipes import FINE_TUNE  # noqa: E402
+from napari_unet.training import iter_train  # noqa: E402
+from napari_unet.validation import (  # noqa: E402
     MARGIN_CHOSEN_AT,
     evaluate_model,
-    iter_train,
     start_model_margin_for,
 )
 

@@ -215,7 +215,7 @@ def test_brightfield_twin_gets_the_same_labels_and_a_note(tiny_model):
 
 
 def test_forcing_the_wrong_image_type_warns(tiny_model):
-    from napari_unet.segmentation import InputWarning
+    from napari_unet.notes import InputWarning
 
     fluo, _ = synthetic_nuclei((96, 96), n_nuclei=8, seed=4)
     bright = (int(fluo.max()) - fluo.astype(np.int64)).astype(np.uint16)
@@ -253,7 +253,7 @@ def test_brightfield_planes_go_to_the_models_companion(tiny_model, tmp_path, mon
 def test_no_size_warning_once_the_plane_was_resized_to_the_training_size(default_model_available):
     import warnings
 
-    from napari_unet.segmentation import InputWarning
+    from napari_unet.notes import InputWarning
 
     image, _ = synthetic_nuclei((900, 900), n_nuclei=6, radius=(80, 90), seed=1)
     with warnings.catch_warnings(record=True) as caught:
@@ -431,8 +431,8 @@ def test_planes_too_small_to_hold_an_object_are_a_clear_error(tiny_model, shape)
 
 
 def test_note_collector_keeps_segment_notes_in_order_once():
+    from napari_unet.notes import note_collector
     from napari_unet.progress import Progress, Stage
-    from napari_unet.segmentation import note_collector
 
     notes: list[str] = []
     collect = note_collector(notes)

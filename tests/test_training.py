@@ -8,18 +8,14 @@ import torch
 from napari_unet.augment import NO_AUGMENTATION
 from napari_unet.data import make_training_image
 from napari_unet.errors import UNetError
+from napari_unet.loss import weighted_cross_entropy
 from napari_unet.modelfile import load_model, save_model
+from napari_unet.optimizers import learning_rate
 from napari_unet.progress import run_to_end
+from napari_unet.recipes import TrainConfig
 from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.training import (
-    MARGIN_CHOSEN_AT,
-    TrainConfig,
-    expected_maximum,
-    iter_train,
-    learning_rate,
-    start_model_margin_for,
-    weighted_cross_entropy,
-)
+from napari_unet.training import iter_train
+from napari_unet.validation import MARGIN_CHOSEN_AT, expected_maximum, start_model_margin_for
 
 ARCH = dict(depth=2, base_channels=8, scheme="3class", batch_norm=True, dropout=0.0)
 
@@ -774,7 +770,7 @@ def test_nuclei_keep_the_per_image_size_rule_and_record_their_size(data):
 
 def test_the_start_model_pull_is_the_gradient_of_its_penalty():
     """The optimizer's pull equals adding decay/2 * ||w - w_start||^2 to the loss."""
-    from napari_unet.training import StartModelPull
+    from napari_unet.loss import StartModelPull
 
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(5, 3))

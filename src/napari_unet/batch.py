@@ -306,7 +306,9 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
     data, axes, source = image.data, image.axes, image.path
     spacing = {"pixel_size": image.pixel_size, "unit": image.unit}
     from .io import overlay_png, write_ngff_labels, write_png, write_tiff
-    from .segmentation import PlaneLayout, axes_with_channels, iter_segment, note_collector
+    from .notes import note_collector
+    from .planes import PlaneLayout, axes_with_channels
+    from .segmentation import iter_segment
 
     if options.channels is not None and options.axes is None:
         axes = axes_with_channels(data.shape, axes)

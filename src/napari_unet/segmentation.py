@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,20 +27,28 @@ from .instances import (
     offset_ids,
     sequential_labels,
 )
-from .io import check_axes, infer_axes
 from .modelfile import (
     SegmentationModel,
     convert_for_segmenting,
     get_model,
-    model_display_name,
 )
 from .normalize import (
     check_finite_array,
     check_image_type,
-    detect_image_type,
-    looks_unpolarised,
     normalize,
     to_channels_first,
+)
+from .notes import (
+    InputWarning,
+    input_notes,
+    note_collector,
+    object_notes,
+    type_notes,
+)
+from .planes import (
+    PlaneLayout,
+    axes_with_channels,
+    resolve_axes,
 )
 from .progress import Progress, Stage, run_to_end
 from .size_model import predicted_factor, reads_first_pass
@@ -196,7 +204,7 @@ def instances_at_scale(
     again, labelled there, and the labels brought back by nearest neighbour.
     On a 0.5x plane's own grid nuclei are 2-5 px wide and the boundaries
     between touching ones vanish (held-out train AP@0.5 at 0.5x 0.63 -> 0.81,
-    docs/results.md, "Other magnifications"). Segmenting and re-labelling cached
+    docs/history.md, "Other magnifications"). Segmenting and re-labelling cached
     probabilities (:func:`labels_from_probabilities`) both come here, so a
     slider moved and moved back gives the labels ``segment`` gave.
     """
@@ -295,17 +303,6 @@ def iter_segment_plane(
     return PlaneResult(labels.astype(np.uint32), probs, kind, factor, notes)
 
 
-def axes_with_channels(shape: tuple[int, ...], inferred: str) -> str:
-    """Inferred axes of an image whose channels the user named: a short first axis is them.
-
-    A (2, Y, X) array with no axes recorded is inferred as a Z stack; once
-    the user names a cell and a nuclear channel, it is channels.
-    """
-    if inferred == "ZYX" and shape[0] <= 8:
-        return "CYX"
-    return inferred
-
-
 def check_channels(
     channels: Sequence[int] | None, shape: tuple[int, ...], layout: PlaneLayout
 ) -> tuple[int, int | None] | None:
@@ -356,120 +353,6 @@ def _segment_channels(run_plane, plane, channel_axis, channels, model: Segmentat
     cells = cells_from_nuclei(nuclei.labels, chw[cell], diameter=diameter)
     notes = nuclei.notes + ["whole cells grown from the nuclei on the cell channel"]
     return replace(nuclei, labels=cells.astype(np.uint32), notes=notes)
-
-
-def type_notes(model: SegmentationModel, used: str) -> list[str]:
-    """A warning when the model was trained on other image types than the plane's (when recorded)."""
-    trained_on = model.trained_image_types
-    if used == "prepared" or not trained_on or used in trained_on:
-        return []
-    return [
-        f"warning: the model {model_display_name(model)!r} was trained on "
-        f"{' and '.join(trained_on)} images only, and this one reads as {used}; segment it "
-        "with 'default' (it hands each image type to its own built-in model)"
-    ]
-
-
-def what_model_knows(model: SegmentationModel) -> str:
-    """'nuclei ~21 px across' or 'whole cells ~110 px across': what a model was trained to find."""
-    if model.objects is not None:
-        return model.objects.describe()
-    area = model.postprocessing.object_area
-    return f"nuclei ~{median_diameter(area):.0f} px across" if area > 0 else "nuclei"
-
-
-def object_notes(model: SegmentationModel, chw: np.ndarray) -> list[str]:
-    """A warning when the plane looks unlike any image the model can segment.
-
-    A nuclei model given a DIC or phase-contrast image (no bright or dark
-    polarity; whole cells, most likely) finds nothing useful: say so, and
-    what to do instead.
-    """
-    cells_model = model.objects is not None and model.objects.kind == "cells"
-    if cells_model or not looks_unpolarised(chw):
-        return []
-    knows = what_model_knows(model)
-    return [
-        "warning: this image looks like DIC or phase contrast (objects neither brighter nor "
-        f"darker than the background, whole cells most likely), and the model knows {knows} "
-        "in fluorescence or stained images; annotate a few cells and train a model on them "
-        "(napari-unet train, or the Train widget), or give the objects' diameter"
-    ]
-
-
-def input_notes(chw: np.ndarray, used: str, requested: str) -> list[str]:
-    """One-line notes on how a plane was read, and warnings when it looks unlike that."""
-    if used == "prepared":
-        return []
-    if requested == "auto":
-        if used == "brightfield" and looks_unpolarised(chw):
-            return [
-                "no bright or dark background (DIC or phase contrast?): read as brightfield (inverted)"
-            ]
-        if used == "brightfield":
-            return ["bright background: read as brightfield/stained (inverted)"]
-        return []
-    detected = detect_image_type(chw if used == "fluorescence" else -chw)
-    if detected != used:
-        other = "brightfield/stained" if detected == "brightfield" else "fluorescence"
-        return [
-            f"warning: this image looks like {other} (background "
-            f"{'bright' if detected == 'brightfield' else 'dark'}) but was segmented as "
-            f"{used}; use image type 'auto' or '{detected}'"
-        ]
-    return []
-
-
-@dataclass
-class PlaneLayout:
-    """Where the planes, the channels and Y/X are in an array with given axes."""
-
-    axes: str
-
-    @property
-    def channel_axis(self) -> int | None:
-        """Index of the channel axis, or None."""
-        return self.axes.index("C") if "C" in self.axes else None
-
-    @property
-    def plane_axes(self) -> list[int]:
-        """Indices of the axes that are looped over plane by plane (not C, Y, X)."""
-        return [i for i, a in enumerate(self.axes) if a not in "CYX"]
-
-    def plane_indices(self, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
-        """Index tuples of every 2-D plane of an array of ``shape``."""
-        sizes = [shape[i] for i in self.plane_axes]
-        return [tuple(ix) for ix in np.ndindex(*sizes)] if sizes else [()]
-
-    def take_plane(self, array, index: tuple[int, ...]) -> tuple[np.ndarray, int | None]:
-        """The plane at ``index`` as (array with Y, X and maybe C, its channel axis)."""
-        sl = [slice(None)] * len(self.axes)
-        for axis, i in zip(self.plane_axes, index):
-            sl[axis] = i
-        plane = np.asarray(array[tuple(sl)])
-        rest = [a for a in self.axes if a in "CYX"]
-        # Y and X must be in that order; move them last with C first for the model.
-        channel = rest.index("C") if "C" in rest else None
-        if rest.index("Y") > rest.index("X"):
-            plane = np.swapaxes(plane, rest.index("Y"), rest.index("X"))
-        return plane, channel
-
-    @property
-    def output_axes(self) -> str:
-        """Axes of the labels: the stack axes in input order, then Y, X."""
-        return "".join(a for a in self.axes if a not in "CYX") + "YX"
-
-    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Shape of the labels for an input of ``shape``: the input's without C."""
-        return tuple(shape[i] for i, a in enumerate(self.axes) if a != "C" and a not in "YX") + (
-            shape[self.axes.index("Y")],
-            shape[self.axes.index("X")],
-        )
-
-
-def resolve_axes(shape: tuple[int, ...], axes: str | None, rgb: bool | None = None) -> str:
-    """Axes of an array of ``shape``: checked when given, inferred otherwise."""
-    return check_axes(axes, len(shape)) if axes else infer_axes(tuple(shape), rgb)
 
 
 def _predict_with_progress(net, chw: np.ndarray, info: dict, tiling: dict):
@@ -683,24 +566,6 @@ def segment(image, model: str | Path | SegmentationModel = "default", **kwargs):
         if note.startswith("warning:"):
             warnings.warn(note.removeprefix("warning: "), InputWarning, stacklevel=2)
     return result
-
-
-def note_collector(notes: list[str]) -> Callable[[Progress], None]:
-    """An event handler adding each plane's notes to ``notes``: in order, each once.
-
-    The one place that reads notes from :func:`iter_segment`'s events (for
-    :func:`segment`, batch runs and the Segment widget).
-    """
-
-    def collect(event: Progress) -> None:
-        if event.stage == Stage.SEGMENT:
-            notes.extend(n for n in event.info.get("notes", ()) if n not in notes)
-
-    return collect
-
-
-class InputWarning(UserWarning):
-    """An image looks unlike what the model was asked to segment it as."""
 
 
 def labels_from_probabilities(

@@ -19,22 +19,22 @@ post-processing users get.
 from __future__ import annotations
 
 import copy
-import itertools
-import json
 import math
 import threading
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import __version__
-from .atomic import atomic_path
-from .augment import AugmentConfig
+from .checkpoints import (
+    _restore_optimizer,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .data import (
     PatchDataset,
     TrainingImage,
@@ -42,491 +42,48 @@ from .data import (
     dataset_class_weights,
     hold_out_strips,
 )
-from .devices import native_bfloat16, resolve_device
+from .devices import resolve_device
 from .errors import UNetError
 from .heap import reusing_freed_memory
-from .instances import InstanceParams, instances_from_probabilities, tune_instance_params
-from .metrics import MatchCounts, match_counts
+from .loss import (
+    weighted_cross_entropy,
+)
 from .model import UNet, halo, valid_input_size
 from .modelfile import (
-    CHECKPOINT_KEY,
     SegmentationModel,
     load_model,
     model_for_image_types,
     new_model,
     save_model,
 )
+from .optimizers import (
+    learning_rate,
+    make_optimizer,
+)
 from .progress import Progress, Stage, run_to_end
+from .recipes import (
+    CELL_MIN_SIZE_SHARE,
+    CELL_SEED_DEPTH_SHARE,
+    CELL_THRESHOLDS,
+    TrainConfig,
+    TrainState,
+)
 from .sizes import objects_record
-from .tiling import predict_tiled, prepare_model
-
-SELECTION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
-# Post-processing of a model that learns whole cells from a nuclei model (whose
-# thresholds were tuned for nuclei). A cell's interior score is as uneven as
-# its texture, so seeds come from the distance to the interior region's edge
-# (h-maxima at least an eighth of the working diameter high, 5 px at 40 px).
-# Chosen on 6 held-out ctc-dic-hela/train frames for a fine-tuned and a scratch
-# model (exp in docs/cells.md): AP@0.5 / SEG 0.709 / 0.693 and 0.850 / 0.756,
-# against 0.629 / 0.692 and 0.566 / 0.743 with seeds split at score peaks.
-# Fragments under a twelfth of the median cell are dropped: at 40 px across,
-# about 100 px.
-CELL_THRESHOLDS = dict(foreground_threshold=0.5, seed_threshold=0.5, seed_dynamic=0.0)
-CELL_SEED_DEPTH_SHARE = 1 / 8
-CELL_MIN_SIZE_SHARE = 1 / 12
-
-
-@dataclass
-class TrainConfig:
-    """Everything that shapes a training run (recorded in the model file)."""
-
-    epochs: int = 100
-    minutes: float | None = None
-    patches_per_epoch: int = 256
-    batch_size: int = 8
-    patch_size: int = 256  # network input; rounded up to a valid size
-    optimizer: str = "adam"  # or "sgd" (momentum 0.99, as in the paper)
-    lr: float | None = None  # default: 1e-3 for Adam, 1e-2 for SGD
-    weight_decay: float = 1e-5
-    # Fine-tuning only: an L2 pull of every weight toward the start model's
-    # (L2-SP, Li et al. 2018), so a few images adapt the network without
-    # making it forget what it knew (0: off).
-    start_decay: float = 0.0
-    # The pull used instead when the training images are whole cells and the
-    # start model knows only nuclei: its weights are a start, not a prior to
-    # stay near (3 DIC HeLa frames x 5 min, held-out train frames: AP@0.5 0.39
-    # with the recipe's pull of 1, 0.65 without; docs/results.md, whole cells).
-    cells_start_decay: float = 0.0
-    # Whole cells learnt from a model that knows only nuclei start from a new
-    # network of the same architecture (its input preparation kept): the
-    # nuclei weights were a worse start (3 frames x 5 min, held-out train
-    # frames of two draws: AP@0.5 0.85 and 0.95 from a new network, 0.71 and
-    # 0.90 from the nuclei model; docs/results.md, whole cells).
-    cells_from_new_network: bool = True
-    schedule: str = "cosine"  # or "constant"
-    warmup_steps: int = 20
-    w0: float = 10.0
-    sigma: float = 5.0
-    class_balance: float = 0.5  # exponent of the class-frequency weights (1 = the paper's)
-    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
-    seed: int = 0
-    workers: int = 0  # DataLoader worker processes
-    device: str = "auto"
-    precision: str = "auto"  # bfloat16 autocast where the hardware does it natively
-    validate_every: int = 1  # epochs
-    tune_postprocessing: bool = True
-    # Keep batch-norm statistics as the starting model learned them (fine-tuning
-    # on a few images would otherwise replace them with those few images' own).
-    freeze_batch_norm: bool = False
-    # Without validation images, validate on this share of each training image
-    # (a strip along its longer side, not trained on); 0: no validation.
-    holdout_fraction: float = 0.0
-    # Score the start model before the first step: fine-tuning keeps it unless
-    # training beats it on the validation images.
-    validate_start: bool = False
-    # ... by more than this / sqrt(nuclei validated on) plus
-    # start_model_image_margin / sqrt(images validated on), grown when more
-    # than MARGIN_CHOSEN_AT checkpoints compete (start_model_margin_for).
-    # The best of many checkpoints, each scored on a few dozen nuclei, beats
-    # the start model by chance alone; and a strip of an image trained on
-    # favours a network fitted to that image, which a few images' strips
-    # cannot tell from one that generalizes. Both chosen on held-out train
-    # images (scripts/choose_replace_margin.py, 13 runs; docs/results.md): 0.02 per
-    # image kept one image x 5 minutes from replacing a better start model.
-    start_model_margin: float = 0.25
-    start_model_image_margin: float = 0.02
-
-    def to_dict(self) -> dict:
-        """The settings as a JSON-ready dict."""
-        d = asdict(self)
-        d["augment"] = None if self.augment is None else self.augment.to_dict()
-        return d
+from .validation import (
+    _use_bf16,
+    evaluate_model,
+    start_model_margin_for,
+    tune_postprocessing,
+)
 
 
 class TrainingStopped(UNetError):
     """Training was stopped before its first step: there is no model."""
 
 
-class StartModelPull:
-    """The regulariser that keeps a fine-tune near its start model (L2-SP, Li et al. 2018).
-
-    Adds ``decay / 2 * ||w - w_start||^2`` to the loss, where ``w_start`` are
-    the parameters' values when it was made (the start model's). The
-    optimizers apply its gradient, ``decay * (w - w_start)``, with the loss's,
-    exactly as if it were summed into the loss (:meth:`penalty` gives that sum).
-    """
-
-    def __init__(self, params, decay: float) -> None:
-        self.decay = decay
-        self.start = [p.detach().clone() for p in params]
-
-    def gradient(self, index: int, param: torch.Tensor) -> torch.Tensor:
-        """The regulariser's gradient for parameter number ``index``."""
-        return (param - self.start[index]) * self.decay
-
-    @torch.no_grad()
-    def penalty(self, params) -> float:
-        """The regulariser's value for ``params`` (the same parameters, in the same order)."""
-        return (
-            0.5 * self.decay * sum(float(((p - s) ** 2).sum()) for p, s in zip(params, self.start))
-        )
-
-
-class LeanAdam:
-    """Adam (torch.optim.Adam's update, L2 weight decay added to the gradient) in plain tensor ops.
-
-    ``start_decay`` adds the :class:`StartModelPull` regulariser toward the
-    parameters' values when the optimizer was made (the start model's, when
-    fine-tuning); it is the optimizer's ``pull``.
-
-    torch.optim's optimizers import ``torch._dynamo`` on first use, which took
-    up to 18 s in the GUI before the first training step; this one imports
-    nothing. ``state_dict``/``load_state_dict`` keep torch's layout, so
-    checkpoints store them the same way.
-    """
-
-    def __init__(
-        self,
-        params,
-        lr: float,
-        weight_decay: float = 0.0,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        start_decay: float = 0.0,
-    ):
-        self.params = [p for p in params if p.requires_grad]
-        self.param_groups = [
-            {"lr": lr, "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps}
-        ]
-        self.state: dict[int, dict[str, torch.Tensor]] = {}
-        self.start_decay = start_decay
-        self.pull = StartModelPull(self.params, start_decay) if start_decay else None
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Drop the gradients."""
-        for p in self.params:
-            p.grad = None
-
-    def _gradients(self):
-        """(index, parameter, gradient with L2 weight decay) of every parameter that has one."""
-        decay = self.param_groups[0]["weight_decay"]
-        for i, p in enumerate(self.params):
-            if p.grad is not None:
-                grad = p.grad.add(p, alpha=decay) if decay else p.grad
-                if self.pull is not None:
-                    grad = grad + self.pull.gradient(i, p)
-                yield i, p, grad
-
-    @torch.no_grad()
-    def step(self) -> None:
-        """One update of every parameter from its gradient."""
-        group = self.param_groups[0]
-        beta1, beta2 = group["betas"]
-        for i, p, grad in self._gradients():
-            st = self.state.get(i)
-            if st is None:
-                st = self.state[i] = {
-                    "step": torch.zeros((), dtype=torch.float32),
-                    "exp_avg": torch.zeros_like(p),
-                    "exp_avg_sq": torch.zeros_like(p),
-                }
-            st["step"] += 1
-            t = float(st["step"])
-            st["exp_avg"].lerp_(grad, 1 - beta1)
-            st["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (st["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
-            p.addcdiv_(st["exp_avg"], denom, value=-group["lr"] / (1 - beta1**t))
-
-    def state_dict(self) -> dict:
-        """Optimizer state in torch's layout, for checkpoints."""
-        group = self.param_groups[0]
-        groups = [{**group, "betas": list(group["betas"]), "params": list(range(len(self.params)))}]
-        return {"state": self.state, "param_groups": groups}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Restore the state saved by :meth:`state_dict`."""
-        group = state_dict["param_groups"][0]
-        self.param_groups[0].update(
-            {k: (tuple(v) if k == "betas" else v) for k, v in group.items() if k != "params"}
-        )
-        self.state = {
-            int(i): {k: v.clone() for k, v in entries.items()}
-            for i, entries in state_dict["state"].items()
-        }
-
-
-class LeanSGD(LeanAdam):
-    """SGD with momentum (torch.optim.SGD's update) without importing torch._dynamo."""
-
-    def __init__(
-        self,
-        params,
-        lr: float,
-        momentum: float = 0.99,
-        weight_decay: float = 0.0,
-        start_decay: float = 0.0,
-    ):
-        super().__init__(params, lr, weight_decay, start_decay=start_decay)
-        self.param_groups[0] = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
-
-    @torch.no_grad()
-    def step(self) -> None:
-        """One update of every parameter from its gradient."""
-        group = self.param_groups[0]
-        for i, p, grad in self._gradients():
-            st = self.state.get(i)
-            if st is None:
-                st = self.state[i] = {"momentum_buffer": grad.clone()}
-            else:
-                st["momentum_buffer"].mul_(group["momentum"]).add_(grad)
-            p.add_(st["momentum_buffer"], alpha=-group["lr"])
-
-    def state_dict(self) -> dict:
-        """Optimizer state in torch's layout, for checkpoints."""
-        groups = [{**self.param_groups[0], "params": list(range(len(self.params)))}]
-        return {"state": self.state, "param_groups": groups}
-
-
-def make_optimizer(name: str, params, lr: float, weight_decay: float, start_decay: float = 0.0):
-    """The optimizer called ``name`` ("adam" or "sgd") over ``params``.
-
-    ``start_decay`` pulls the parameters toward their present values.
-    """
-    if name == "adam":
-        return LeanAdam(params, lr=lr, weight_decay=weight_decay, start_decay=start_decay)
-    if name == "sgd":
-        return LeanSGD(
-            params, lr=lr, momentum=0.99, weight_decay=weight_decay, start_decay=start_decay
-        )
-    raise UNetError(f"unknown optimizer {name!r}; use adam or sgd")
-
-
-# The recipe for adapting a trained model to a few annotated images in minutes:
-# the default of the CLI, the API (train(..., config=FINE_TUNE)) and the Train
-# widget when they start from a model. Training from scratch uses TrainConfig().
-FINE_TUNE = TrainConfig(
-    epochs=10_000,
-    minutes=5.0,
-    patches_per_epoch=64,
-    batch_size=8,
-    lr=5e-4,
-    warmup_steps=10,
-    holdout_fraction=0.25,
-    validate_start=True,
-    # Chosen among 0, 0.01, 0.1 and 1 on held-out train images (docs/results.md,
-    # "Fine-tuning"): 1 lost least where fine-tuning forgets (10 images at
-    # 0.5x, 3 at 2x) and gained most where it helps (blur, uneven light).
-    start_decay=1.0,
-)
-
-
-def weighted_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
-    """Sum of w(x) * CE(x) over pixels, divided by the number of pixels with w > 0."""
-    ce = F.cross_entropy(logits.float(), target, reduction="none")
-    return (ce * weights).sum() / (weights > 0).sum().clamp_min(1)
-
-
-# The 2-minute runs that chose start_model_margin compared about 21 checkpoints
-# (an epoch of FINE_TUNE is 8 steps; 165-190 steps each on a bfloat16 CPU).
-# Longer runs, or faster machines, compare more and must win by more.
-MARGIN_CHOSEN_AT = 21
-
-
-def expected_maximum(k: int) -> float:
-    """Expected largest of ``k`` independent standard normal draws (Blom's approximation)."""
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf((k - 0.375) / (k + 0.25)) if k > 1 else 0.0
-
-
-def start_model_margin_for(
-    coefficient: float,
-    nuclei: int,
-    checkpoints: int,
-    images: int = 1,
-    image_coefficient: float = 0.0,
-) -> float:
-    """How much the best of ``checkpoints`` must beat the start model by on ``nuclei`` in ``images``.
-
-    ``coefficient / sqrt(nuclei)``: a strip score's noise. ``image_coefficient
-    / sqrt(images)``: how far a few images' strips can mislead as a whole
-    (nuclei of one image are alike, and a network fitted to an image scores
-    well on its strip). The best of the start model and many checkpoints is
-    high by about the expected maximum of that many noisy draws (the
-    winner's curse): beyond :data:`MARGIN_CHOSEN_AT` checkpoints, where the
-    coefficients were chosen, the margin grows with it (a 5-minute run's 54
-    checkpoints: 1.2x), and it never shrinks below the chosen one.
-    """
-    growth = expected_maximum(checkpoints + 1) / expected_maximum(MARGIN_CHOSEN_AT + 1)
-    base = coefficient / math.sqrt(max(nuclei, 1)) + image_coefficient / math.sqrt(max(images, 1))
-    return base * max(1.0, growth)
-
-
-def learning_rate(base: float, progress: float, step: int, config: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay over the run's progress (steps or time) to 2%."""
-    warm = min(1.0, (step + 1) / max(config.warmup_steps, 1))
-    if config.schedule == "constant":
-        return base * warm
-    return base * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
-def predict_dataset(
-    net: UNet, images: Sequence[TrainingImage], device: torch.device, precision: str = "auto"
-):
-    """Class probabilities for every image of a prepared dataset."""
-    prepared = prepare_model(net, device, torch.bfloat16 if _use_bf16(precision, device) else None)
-    return [predict_tiled(prepared, item.image, device=device, prepared=True) for item in images]
-
-
-def tune_postprocessing(
-    net: UNet,
-    images: Sequence[TrainingImage],
-    device: torch.device,
-    start: InstanceParams,
-    precision: str = "auto",
-) -> tuple[InstanceParams, dict]:
-    """Post-processing thresholds tuned on annotated images (only their annotated regions count)."""
-    probs = predict_dataset(net, images, device, precision)
-    gts = [np.where(item.valid, item.labels, 0) for item in images]
-    return tune_instance_params(probs, gts, start=start)
-
-
-def score_probabilities(
-    probs: Sequence[np.ndarray],
-    images: Sequence[TrainingImage],
-    params: InstanceParams,
-    thresholds: Sequence[float] = SELECTION_THRESHOLDS,
-) -> dict:
-    """Dataset AP at each threshold (counts summed over images), only inside annotated regions."""
-    totals = [MatchCounts(t) for t in thresholds]
-    for p, item in zip(probs, images):
-        pred = np.where(item.valid, instances_from_probabilities(p, params), 0)
-        gt = np.where(item.valid, item.labels, 0)
-        totals = [a + b for a, b in zip(totals, match_counts(gt, pred, thresholds))]
-    scores = {f"ap{round(t * 100):d}": c.ap for t, c in zip(thresholds, totals)}
-    scores["score"] = float(np.mean([c.ap for c in totals]))
-    return scores
-
-
-def evaluate_model(
-    net: UNet,
-    images: Sequence[TrainingImage],
-    params: InstanceParams,
-    device: torch.device,
-    precision: str = "auto",
-    quick_tune: bool = True,
-) -> dict:
-    """Validation scores of a network.
-
-    With ``quick_tune`` the two main thresholds are also tried on a coarse
-    3x3 grid and the best is reported: early in training the probabilities
-    are not yet calibrated, and a fixed threshold would pick checkpoints for
-    the wrong reason. The full search runs once, at the end of training.
-    """
-    probs = predict_dataset(net, images, device, precision)
-    best = score_probabilities(probs, images, params)
-    best["foreground_threshold"], best["seed_threshold"] = (
-        params.foreground_threshold,
-        params.seed_threshold,
-    )
-    if quick_tune:
-        for fg, seed in itertools.product((0.5, 0.7, 0.9), (0.5, 0.7, 0.9)):
-            candidate = replace(params, foreground_threshold=fg, seed_threshold=seed)
-            if candidate == params:
-                continue
-            scores = score_probabilities(probs, images, candidate)
-            if scores["score"] > best["score"]:
-                best = {**scores, "foreground_threshold": fg, "seed_threshold": seed}
-    return best
-
-
-def _use_bf16(precision: str, device: torch.device) -> bool:
-    if precision == "bfloat16":
-        return True
-    return precision == "auto" and native_bfloat16(device)
-
-
-# --------------------------------------------------------------------------
-# Checkpoints (safetensors: tensors + JSON; never pickle)
-# --------------------------------------------------------------------------
-
-
-def save_checkpoint(
-    path: Path,
-    model: SegmentationModel,
-    optimizer,
-    best_state: dict,
-    state: TrainState,
-    config: TrainConfig,
-) -> None:
-    """Weights, best weights, optimizer state and the run's state, atomically (no pickle)."""
-    from safetensors.torch import save_file
-
-    tensors = {
-        f"model.{k}": v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()
-    }
-    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
-    opt = optimizer.state_dict()
-    for idx, entries in opt["state"].items():
-        for key, value in entries.items():
-            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    run = {**asdict(state), "config": config.to_dict()}
-    meta = {
-        CHECKPOINT_KEY: json.dumps(
-            {"state": run, "param_groups": opt["param_groups"], "model": model.config_dict()}
-        )
-    }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-
-
-def load_checkpoint(path: Path) -> tuple[dict, dict]:
-    """(tensors, metadata) of a checkpoint written by :func:`save_checkpoint`."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    if not Path(path).is_file():
-        raise UNetError(f"checkpoint {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})[CHECKPOINT_KEY])
-        return load_file(str(path)), meta
-    except Exception as exc:
-        raise UNetError(
-            f"{Path(path).name} is not a napari-unet training checkpoint ({exc})"
-        ) from exc
-
-
-def _restore_optimizer(optimizer, tensors: dict, meta: dict) -> None:
-    state: dict = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
 # --------------------------------------------------------------------------
 # The training generator
 # --------------------------------------------------------------------------
-
-
-@dataclass
-class TrainState:
-    """Where a run stands; stored in its checkpoint so a resumed run continues from it."""
-
-    epoch: int = 0  # the next epoch to run
-    step: int = 0
-    elapsed_s: float = 0.0
-    best_score: float = -1.0
-    best_epoch: int = -1
-    history: list[dict] = field(default_factory=list)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainState:
-        """A training state from a checkpoint's dict; unknown keys are ignored."""
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def _train_mode(net: torch.nn.Module, config: TrainConfig) -> None:

@@ -8,9 +8,7 @@ network.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import napari
 import numpy as np
@@ -22,7 +20,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -30,37 +27,32 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible, QLabeledDoubleSlider, QLabeledSlider
 
-from ..batch import BatchOptions, expand_inputs, iter_segment_files
+from ..batch import BatchOptions
 from ..devices import available_devices
 from ..errors import UNetError
-from ..instances import THRESHOLD_OPTIONS, InstanceParams, offset_ids
-from ..measure import measure_objects, write_csv
+from ..instances import THRESHOLD_OPTIONS, InstanceParams
 from ..normalize import IMAGE_TYPES
+from ..notes import note_collector, what_model_knows
+from ..planes import PlaneLayout
 from ..progress import Progress, Stage
-from ..segmentation import (
-    PlaneLayout,
-    iter_segment,
-    labels_from_probabilities,
-    note_collector,
-    what_model_knows,
-)
+from ..segmentation import iter_segment, labels_from_probabilities
 from ..settings import load_settings, update_settings
 from ._common import (
-    DERIVED_KEY,
     LayerCombo,
     TaskBar,
     compact,
     connect_while_alive,
     folded,
-    folder_row,
     join_plugin_docks,
     labeled,
     pinned_layout,
     report_error,
     scrolling_layout,
 )
-from .layer_shapes import image_axes, labels_shape, visible_window
+from .labels_output import LabelsOutput, Target, fingerprint
+from .layer_shapes import image_axes, visible_window
 from .model_registry import registry
+from .segment_extras import SegmentExtras
 
 SCOPES = ("whole image", "current plane", "field of view")
 # How the planes of a stack are linked: (stitch, track) for segment().
@@ -69,17 +61,6 @@ LINKS = {
     "tracks over time (T)": (None, True),
     "none": (False, False),
 }
-
-
-def fingerprint(data: np.ndarray) -> tuple:
-    """Shape, type and a SHA-256 digest of an array: equal only for equal contents.
-
-    SHA-256 (hardware-accelerated on current CPUs) hashes a 2048² uint16
-    plane in ~5 ms, half of BLAKE2b's time here: the check runs in the GUI
-    thread before each write.
-    """
-    digest = hashlib.sha256(np.ascontiguousarray(data).view(np.uint8).reshape(-1))
-    return data.shape, data.dtype.str, digest.hexdigest()
 
 
 def _slider(field: str):
@@ -98,15 +79,7 @@ def _fit_slider(slider, field: str) -> None:
 THRESHOLDS = {option.field: option for option in THRESHOLD_OPTIONS}
 
 
-@dataclass
-class Target:
-    """Where a run's result goes in the output layer: a plane index and a Y/X window."""
-
-    plane: tuple[int, ...]  # index into the leading (stack) axes; () for the whole stack
-    window: tuple[slice, slice]
-
-
-class SegmentWidget(QWidget):
+class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
     def __init__(self, napari_viewer: napari.Viewer, parent=None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
@@ -232,37 +205,6 @@ class SegmentWidget(QWidget):
         self._pending_relabel = False
 
         self._connect()
-
-    def _measure_section(self) -> QWidget:
-        """Measurements of the image's labels: a table (CSV) and napari's per-object features."""
-        self.measure_button = QPushButton("Save measurements (CSV)…")
-        self.measure_button.setObjectName("measure_button")
-        self.measure_button.setToolTip(
-            "area, centroid, diameter, eccentricity and mean/max intensity of each object of "
-            "'<image> labels', in the image's units (its layer scale); also shown when the "
-            "pointer is over an object"
-        )
-        self.measure_button.clicked.connect(self.save_measurements_dialog)
-        return folded("Measure", self.measure_button)
-
-    def _folder_section(self) -> QWidget:
-        """Segment a folder of files with this widget's settings: the CLI's batch engine."""
-        self.folder_in = QLineEdit()
-        self.folder_in.setPlaceholderText("folder of images")
-        self.folder_out = QLineEdit()
-        self.folder_out.setPlaceholderText("folder for <stem>_labels.tif")
-        rows = [
-            labeled("images", folder_row(self, self.folder_in, "Folder of images")),
-            labeled("labels to", folder_row(self, self.folder_out, "Folder for the labels")),
-        ]
-        self.folder_button = QPushButton("Segment folder")
-        self.folder_button.setObjectName("segment_folder_button")
-        self.folder_button.setToolTip(
-            "every image of the folder, one after another, with the model and options above; "
-            "files done by an earlier run are skipped; Cancel stops after the current file"
-        )
-        self.folder_button.clicked.connect(self.segment_folder)
-        return folded("A folder of images", *rows, self.folder_button)
 
     def _postprocessing_section(self) -> QCollapsible:
         """The collapsible post-processing sliders (each model's stored thresholds)."""
@@ -596,52 +538,6 @@ class SegmentWidget(QWidget):
             make, on_event, done, description="segment", on_error=failed, on_finished=finished
         )
 
-    # measurements -------------------------------------------------------------
-    def _labels_of_image(self):
-        """The chosen image and its '<image> labels' layer (a UNetError when there is none)."""
-        layer = self.image_combo.layer()
-        if layer is None:
-            raise UNetError("add or open an image layer first")
-        name = f"{layer.name} labels"
-        if name not in self.viewer.layers or not isinstance(
-            self.viewer.layers[name], napari.layers.Labels
-        ):
-            raise UNetError(f"segment {layer.name!r} first: there is no {name!r} layer")
-        return layer, self.viewer.layers[name]
-
-    def measurements(self) -> dict:
-        """The chosen image's objects measured, also set as its labels layer's features."""
-        image, labels_layer = self._labels_of_image()
-        labels = np.asarray(labels_layer.data)
-        data = image.data[0] if image.multiscale else image.data
-        intensity = np.asarray(data) if not image.rgb and np.shape(data) == labels.shape else None
-        spacing = tuple(labels_layer.scale[-labels.ndim :]) if labels.ndim in (2, 3) else None
-        table = measure_objects(labels, intensity, spacing)
-        # napari shows a layer's features for the object under the pointer.
-        labels_layer.features = {"index": table["label"], **table}
-        return table
-
-    def save_measurements(self, path: str | Path) -> Path | None:
-        """Measure and write the CSV; a clear message instead of a traceback."""
-        try:
-            table = self.measurements()
-            out = write_csv(table, path)
-        except UNetError as exc:
-            report_error(exc)
-            return None
-        except OSError as exc:
-            report_error(UNetError(f"cannot write {path}: {exc}"))
-            return None
-        self.status.setText(f"{len(table['label'])} objects measured: {out}")
-        return out
-
-    def save_measurements_dialog(self) -> None:
-        layer = self.image_combo.layer()
-        suggested = f"{layer.name if layer else 'labels'}_measurements.csv"
-        path, _ = QFileDialog.getSaveFileName(self, "Save measurements", suggested, "CSV (*.csv)")
-        if path:
-            self.save_measurements(path)
-
     # a folder -----------------------------------------------------------------
     def folder_options(self) -> BatchOptions:
         """This widget's model and options as the batch engine's (one declaration, the CLI's)."""
@@ -660,49 +556,6 @@ class SegmentWidget(QWidget):
             stitch=stitch,
             track=track,
         )
-
-    def segment_folder(self) -> None:
-        """Segment every image of the input folder into the output folder, with progress."""
-        if self.task.busy:
-            report_error(UNetError("segmentation is already running"))
-            return
-        source, target = self.folder_in.text().strip(), self.folder_out.text().strip()
-        try:
-            if not source or not Path(source).is_dir():
-                raise UNetError(f"choose a folder of images (got {source or 'nothing'!r})")
-            if not target:
-                raise UNetError("choose a folder for the labels")
-            options = self.folder_options()
-            files = expand_inputs([source])
-            if not files:
-                raise UNetError(f"{source} holds no image this tool reads")
-        except UNetError as exc:
-            report_error(exc)
-            return
-        self.run_button.setEnabled(False)
-        self.folder_button.setEnabled(False)
-        self.status.setText(f"segmenting {len(files)} files…")
-
-        def make():
-            return iter_segment_files([source], target, options)
-
-        def on_event(event: Progress) -> None:
-            if event.stage == Stage.BATCH and event.total:
-                name = Path(event.info.get("file", "")).name
-                self.status.setText(
-                    f"{event.step}/{event.total} files" + (f": {name}" if name else "")
-                )
-
-        def done(report) -> None:
-            self.status.setText(report.summary().replace("\n", "; "))
-
-        def finished() -> None:
-            if self.task.bar.format() == "stopped":
-                self.status.setText("cancelled; files done so far are kept, a rerun skips them")
-            self.run_button.setEnabled(True)
-            self.folder_button.setEnabled(True)
-
-        self.task.run(make, on_event, done, description="segment folder", on_finished=finished)
 
     @property
     def idle(self) -> bool:
@@ -738,118 +591,3 @@ class SegmentWidget(QWidget):
             self.status.setText(f"{int(labels.max())} objects" + self._kept_note())
 
         self.task.run(make, None, done, description="relabel")
-
-    def _kept_note(self) -> str:
-        if self._kept_edits is None:
-            return ""
-        return f"; {self._kept_edits!r} was edited by hand and is kept: result in a new layer"
-
-    # output layers -----------------------------------------------------------
-    def _edited_by_hand(self, layer) -> bool:
-        """True when ``layer`` holds something other than what this widget last wrote into it."""
-        written = self._written.get(layer.unique_id)
-        return written is None or fingerprint(np.asarray(layer.data)) != written
-
-    def labels_layer(self, image_layer, initial: np.ndarray | None = None):
-        """The layer this widget writes ``image_layer``'s labels into.
-
-        Its own layer when it holds what this widget last wrote; otherwise
-        (none yet, or edited by hand) a new layer holding ``initial`` (zeros
-        when None): hand edits are never overwritten.
-        """
-        name = f"{image_layer.name} labels"
-        shape = labels_shape(image_layer)
-        if name in self.viewer.layers:
-            existing = self.viewer.layers[name]
-            if isinstance(existing, napari.layers.Labels) and existing.data.shape == shape:
-                if not self._edited_by_hand(existing):
-                    return existing
-                n = 2
-                while f"{name} ({n})" in self.viewer.layers:
-                    n += 1
-                name = f"{name} ({n})"
-                self._kept_edits = existing.name
-        # Made with its data at once: a layer filled after it is added is drawn twice.
-        return self.viewer.add_labels(
-            np.zeros(shape, dtype=np.uint32) if initial is None else initial,
-            name=name,
-            scale=image_layer.scale[: len(shape)] if not image_layer.rgb else image_layer.scale,
-            translate=image_layer.translate[: len(shape)]
-            if not image_layer.rgb
-            else image_layer.translate,
-        )
-
-    def _write_labels(
-        self, image_layer, labels: np.ndarray, target: Target, digest: tuple | None = None
-    ) -> None:
-        """Write ``labels`` for ``target`` of ``image_layer``'s labels layer (never over hand edits).
-
-        ``digest`` is ``fingerprint(labels)`` when the caller made it already.
-        """
-        if not target.plane and target.window == (slice(None), slice(None)):
-            # The core's dtype is kept (uint16 while the ids fit): napari draws
-            # it faster than uint32.
-            out = self.labels_layer(image_layer, initial=labels)
-            if out.data is not labels:
-                out.data = labels
-        else:
-            out = self.labels_layer(image_layer)
-            data = out.data
-            region = (
-                data[target.plane + (Ellipsis,)][target.window]
-                if target.plane
-                else data[target.window]
-            )
-            region[...] = 0
-            # New ids continue after those already in the layer, so nothing merges by accident.
-            offset = int(data.max())
-            if offset + int(labels.max()) > np.iinfo(data.dtype).max:
-                out.data = data = data.astype(np.uint32)
-                region = (
-                    data[target.plane + (Ellipsis,)][target.window]
-                    if target.plane
-                    else data[target.window]
-                )
-            shifted = labels.astype(data.dtype)
-            offset_ids(shifted, offset)
-            region[...] = shifted
-            out.refresh()
-        contour = 2 if self.outline_check.isChecked() else 0
-        if out.contour != contour:  # setting it redraws the layer, even to the same value
-            out.contour = contour
-        if not out.visible:
-            # napari redraws a layer on every visible = True, shown or not:
-            # a second 2048² upload after the one the new data made.
-            out.visible = True
-        whole = out.data is labels and digest is not None
-        self._written[out.unique_id] = digest if whole else fingerprint(np.asarray(out.data))
-        self.results_written += 1
-
-    def _show_probabilities(self, image_layer, model, probs: np.ndarray, target: Target) -> None:
-        for k, cls in enumerate(model.classes):
-            if cls == "background":
-                continue
-            name = f"{image_layer.name} {cls} probability"
-            shape = labels_shape(image_layer)
-            if name in self.viewer.layers and self.viewer.layers[name].data.shape == shape:
-                layer = self.viewer.layers[name]
-            else:
-                layer = self.viewer.add_image(
-                    np.zeros(shape, dtype=np.float32),
-                    name=name,
-                    colormap="magma",
-                    blending="additive",
-                    contrast_limits=(0, 1),
-                    visible=True,
-                    metadata={DERIVED_KEY: True},
-                    opacity=0.6,
-                )
-                # Under the labels, just above their image: the labels stay visible.
-                layers = self.viewer.layers
-                layers.move(layers.index(layer), layers.index(image_layer) + 1)
-            data = layer.data
-            if target.plane:
-                data[target.plane + (Ellipsis,)][target.window] = probs[k]
-            else:
-                data[(Ellipsis,) + target.window] = probs[k]
-            layer.refresh()

@@ -37,8 +37,9 @@ from ..data import AnnotatedStack, training_sets
 from ..errors import UNetError
 from ..modelfile import SegmentationModel, save_model
 from ..progress import Progress, Stage
+from ..recipes import FINE_TUNE, TrainConfig
 from ..settings import load_settings, update_settings
-from ..training import FINE_TUNE, TrainConfig, TrainingStopped, iter_train
+from ..training import TrainingStopped, iter_train
 from ._common import (
     LayerCombo,
     TaskBar,
