@@ -94,6 +94,8 @@ def run_segmentation(src: str, out: str, block: int) -> None:
 
 
 def main() -> None:
+    from napari_unet.devices import cpu_name
+
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -130,6 +132,7 @@ def main() -> None:
             json.dumps(
                 {
                     "benchmark": "block-wise segmentation of a large image",
+                    "cpu": cpu_name(),
                     "image": [args.size, args.size],
                     "dtype": "uint16",
                     "input_format": args.format,

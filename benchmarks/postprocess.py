@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from napari_unet.devices import resolve_precision
+from napari_unet.devices import cpu_name, resolve_precision
 from napari_unet.instances import instances_from_probabilities
 from napari_unet.metrics import matching
 from napari_unet.modelfile import load_model
@@ -53,6 +53,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "post-processing vs inference",
+                "cpu": cpu_name(),
                 "model": args.model,
                 "architecture": model.net.config.to_dict(),
                 "image": [2048, 2048],

@@ -18,7 +18,7 @@ import torch
 from inference import conv_gflops
 
 from napari_unet.data import make_training_image
-from napari_unet.devices import native_bfloat16
+from napari_unet.devices import cpu_name, native_bfloat16
 from napari_unet.model import UNet, valid_input_size
 from napari_unet.progress import Progress, Stage
 from napari_unet.synthetic import synthetic_nuclei
@@ -68,6 +68,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "training throughput",
+                "cpu": cpu_name(),
                 "architecture": {"depth": args.depth, "base_channels": args.base_channels},
                 "patch_input": patch,
                 "patch_output": net.output_size(patch),

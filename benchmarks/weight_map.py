@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 
+from napari_unet.devices import cpu_name
 from napari_unet.synthetic import synthetic_nuclei
 from napari_unet.weights import border_weight_map, separated_labels
 
@@ -25,6 +26,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "border weight map",
+                "cpu": cpu_name(),
                 "shape": [1024, 1024],
                 "cells": int(labels.max()),
                 "median_s": round(sorted(times)[2], 4),

@@ -150,7 +150,12 @@ def main() -> None:
     report["next_image_ap50_before_fine_tuning"] = score(
         viewer.layers["stained 2 labels"], args.data / "masks" / second.name
     )
-    print(json.dumps(report, indent=2))
+    from napari_unet.devices import cpu_name
+
+    report["cpu"] = cpu_name()
+    text = json.dumps(report, indent=2)
+    (args.out / "report.json").write_text(text + "\n")  # rendered by docs/usage.md
+    print(text)
     viewer.close()
 
 
