@@ -154,7 +154,7 @@ def main() -> None:
 
     report["cpu"] = cpu_name()
     text = json.dumps(report, indent=2)
-    (args.out / "report.json").write_text(text + "\n")  # rendered by docs/usage.md
+    (args.out / "report.json").write_text(text + "\n")  # rendered by docs/gui.md
     print(text)
     viewer.close()
 
