@@ -15,20 +15,23 @@ import argparse
 import sys
 
 from ..errors import UNetError
-from .arguments import _Parser
-from .segment import _add_segment_command
-from .tools import (
-    _add_demo_command,
-    _add_evaluate_command,
-    _add_export_command,
-    _add_info_command,
-    _add_tune_command,
-)
-from .train import _add_train_command
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser with one sub-command per job."""
+    # Imported here, inside main's handling of Ctrl-C: they pull in scikit-image
+    # and the rest, and a Ctrl-C while they load is then a stop, not a traceback.
+    from .arguments import _Parser
+    from .segment import _add_segment_command
+    from .tools import (
+        _add_demo_command,
+        _add_evaluate_command,
+        _add_export_command,
+        _add_info_command,
+        _add_tune_command,
+    )
+    from .train import _add_train_command
+
     parser = _Parser(prog="napari-unet", description="U-Net segmentation of cells and nuclei.")
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__import__('napari_unet').__version__}"
@@ -47,9 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a user's mistake, one line on stderr)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except UNetError as exc:
         print(f"napari-unet: error: {exc}", file=sys.stderr)
