@@ -14,6 +14,8 @@ MAX_POINTS = 4000
 
 
 class LivePlot(QWidget):
+    """Training loss (left axis, orange) and validation AP@0.5 (right axis, 0-1, cyan)."""
+
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setMinimumHeight(140)
@@ -89,7 +91,9 @@ class LivePlot(QWidget):
         p.drawText(w - m + 3, 18, top)
         p.drawText(w - m + 3, h - m, bottom)
         if self.score:
-            p.drawText(w - m - 150, 24, self.score_legend())
+            # Right-aligned inside the frame: it must not run into the axis' labels.
+            legend = self.score_legend()
+            p.drawText(w - m - 4 - p.fontMetrics().horizontalAdvance(legend), 24, legend)
         p.setPen(QColor(200, 200, 200))
         p.drawText(m, h - 8, f"step {int(s0)}")
         p.drawText(w - m - 70, h - 8, f"step {int(s1)}")
