@@ -273,16 +273,15 @@ class TaskBar(QWidget):
                 self.bar.setRange(0, int(event.total))
                 self.bar.setValue(int(event.step))
                 text = f"{description}: {event.step}/{event.total}"
+                if self._pbar is not None:
+                    self._pbar.total = int(event.total)
+                    self._pbar.n = int(event.step)
+                    self._pbar.refresh()
             left = time_left.update(event)
             if left is not None and time.perf_counter() - began + left > ETA_FROM_S:
                 text += f", {minutes_seconds(left)} left"
             if not self._stop_requested:  # "stopping…" / "stopped" stay until the end
                 self.bar.setFormat(text)
-            if event.total:
-                if self._pbar is not None:
-                    self._pbar.total = int(event.total)
-                    self._pbar.n = int(event.step)
-                    self._pbar.refresh()
             if on_event is not None:
                 on_event(event)
 

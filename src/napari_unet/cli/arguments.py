@@ -18,14 +18,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"napari-unet: error: {message}\n")
 
 
-def _non_negative_int(text: str) -> int:
+def _whole_number(text: str, at_least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    if value < at_least:
+        bound = "0 or more" if at_least == 0 else f"at least {at_least}"
+        raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
 
 
 # Smallest --block-size: a block must be much larger than the margin around it
@@ -41,13 +46,7 @@ def _block_size(text: str) -> int:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _whole_number(text, 1)
 
 
 DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cuda, cuda:N, mps or cpu (default: auto)"
