@@ -299,11 +299,10 @@ def main(argv=None) -> int:
                         continue
                     cells = model.objects is not None and model.objects.kind == "cells"
                     if start == "scratch" and not cells:  # no thresholds of its own
-                        model.postprocessing = replace(
-                            model_for_image_types(
-                                default, [i.image_type for i in items]
-                            ).postprocessing,
-                            object_area=model.postprocessing.object_area,
+                        own = model_for_image_types(default, [i.image_type for i in items])
+                        model.postprocessing = own.postprocessing
+                        model.size_rule = replace(
+                            own.size_rule, object_area=model.size_rule.object_area
                         )
                     emit(
                         {

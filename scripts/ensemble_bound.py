@@ -77,7 +77,7 @@ def main(argv=None) -> int:
 
     started = time.perf_counter()
     probs = [d4_average(nets, item.image, device) for item in val]
-    start = replace(models[0].postprocessing, upscale_to_area=0.0)
+    start = models[0].postprocessing
     params, summary = tune_instance_params(probs, gts, start=start)
     report = {"stage": "ensemble x 8 views, tuned", "models": args.models}
     print(json.dumps({**report, **scores(summary)}))
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     for i, item in enumerate(val):
         factor = rescale_factor(
             instances_from_probabilities(probs[i], params),
-            replace(params, upscale_to_area=UPSCALE_TO_AREA),
+            replace(models[0].size_rule, upscale_to_area=UPSCALE_TO_AREA),
         )
         if factor > 1.0:
             shape = tuple(round(n * factor) for n in item.image.shape[1:])
@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     report = {
         "stage": "+ tiny nuclei upscaled, re-tuned",
         "upscaled_images": upscaled,
-        "postprocessing": {**params.to_dict(), "upscale_to_area": UPSCALE_TO_AREA},
+        "postprocessing": params.to_dict(),
+        "size_rule": {**models[0].size_rule.to_dict(), "upscale_to_area": UPSCALE_TO_AREA},
         "seconds": round(time.perf_counter() - started),
     }
     print(json.dumps({**report, **scores(summary)}))

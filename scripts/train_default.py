@@ -313,8 +313,8 @@ def main(argv=None) -> int:
             report,
         )
     model.name = args.name
-    model.postprocessing = replace(
-        model.postprocessing,
+    model.size_rule = replace(
+        model.size_rule,
         upscale_to_area=args.upscale_to_area,
         downscale_from_area=args.downscale_from_area,
         object_area=args.object_area,
@@ -336,6 +336,7 @@ def main(argv=None) -> int:
         "architecture": model.net.config.to_dict(),
         "val": scores,
         "postprocessing": model.postprocessing.to_dict(),
+        "size_rule": model.size_rule.to_dict(),
         "train_minutes": round(model.training.get("time_s", 0) / 60, 1),
         "steps": model.training.get("steps"),
         "best_epoch": model.training.get("best_epoch"),

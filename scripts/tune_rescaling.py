@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         scaled[name] = [shift(img, m) for img, m in originals]
     remember_passes()
     shipped_cap = sizes.MAX_UPSCALE
-    p = model.postprocessing
+    p = model.size_rule
     grid = itertools.product(
         args.limits,
         args.coarse_looks or [p.coarse_look_from_area],
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         }
         rule = {k: v for k, v in choice.items() if k != "max_upscale"}
         sizes.MAX_UPSCALE = cap
-        candidate = replace(model, postprocessing=replace(p, **rule))
+        candidate = replace(model, size_rule=replace(p, **rule))
         per_scale, per_scale70 = {}, {}
         for s, pairs in scaled.items():
             preds = [segment(img, candidate) for img, _ in pairs]
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
         cap = best.pop("max_upscale")
         if cap != shipped_cap:
             print(f"note: the best enlargement cap is {cap}, sizes.MAX_UPSCALE {shipped_cap}")
-        model.postprocessing = replace(model.postprocessing, **best)
+        model.size_rule = replace(model.size_rule, **best)
         model.training = {
             **model.training,
             "size_rule_chosen_on": {

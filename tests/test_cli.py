@@ -174,7 +174,7 @@ def test_train_from_scratch_and_fine_tune(pairs, model_file, tmp_path, capsys):
 def test_fine_tuning_on_tiny_nuclei_trains_them_enlarged_and_says_so(tiny_model, tmp_path, capsys):
     from dataclasses import replace
 
-    from napari_unet.instances import InstanceParams
+    from napari_unet.sizes import SizeRule
 
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
@@ -183,8 +183,8 @@ def test_fine_tuning_on_tiny_nuclei_trains_them_enlarged_and_says_so(tiny_model,
         img, lab = synthetic_nuclei((64, 64), n_nuclei=10, radius=(2.0, 3.0), seed=i)
         tifffile.imwrite(images / f"t{i}.tif", img)
         tifffile.imwrite(masks / f"t{i}.tif", lab.astype(np.uint16))
-    rule = InstanceParams(upscale_from_area=120, upscale_to_area=450)
-    start = save_model(replace(tiny_model, postprocessing=rule), tmp_path / "start.safetensors")
+    rule = SizeRule(upscale_from_area=120, upscale_to_area=450)
+    start = save_model(replace(tiny_model, size_rule=rule), tmp_path / "start.safetensors")
     out = tmp_path / "tuned.safetensors"
     args = ["train", "--images", str(images), "--masks", str(masks), "--from", str(start)]
     args += ["--epochs", "1", "--patches-per-epoch", "2", "--batch-size", "2"]
@@ -700,6 +700,45 @@ def test_post_processing_flags_out_of_range_are_one_line_before_work(
     assert not out.exists()
 
 
+def test_enlarge_below_reaches_the_size_rule(pairs, model_file, tmp_path, monkeypatch):
+    """--enlarge-below changes the model's size rule for the run, and only that."""
+    from dataclasses import replace
+
+    import napari_unet.batch as batch
+    from napari_unet.modelfile import load_model
+    from napari_unet.sizes import SizeRule
+
+    seen = []
+
+    def capture(inputs, out, options, **kwargs):
+        seen.append(options)
+        return batch.BatchReport()
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(batch, "iter_segment_files", capture)
+    images, _ = pairs
+    args = ["segment", str(images), "--out", str(tmp_path / "o"), "--model", model_file]
+    assert main([*args, "--quiet"]) == 0
+    assert main([*args, "--quiet", "--enlarge-below", "150"]) == 0
+    model = replace(load_model(model_file), size_rule=SizeRule(upscale_to_area=450))
+    assert seen[0].enlarge_below is None and seen[0].segment_kwargs(model)["size_rule"] is None
+    rule = seen[1].segment_kwargs(model)["size_rule"]
+    assert (rule.upscale_from_area, rule.upscale_to_area) == (150, 450)
+    assert seen[1].segment_kwargs(model)["params"] is None  # thresholds untouched
+
+
+def test_bad_enlarge_below_from_python_is_refused_before_work(pairs, model_file, tmp_path):
+    from napari_unet.batch import iter_segment_files
+    from napari_unet.errors import UNetError
+    from napari_unet.options import BatchOptions
+
+    images, _ = pairs
+    out = tmp_path / "out"
+    with pytest.raises(UNetError, match="enlarge-below must be in"):
+        next(iter_segment_files([images], out, BatchOptions(model=model_file, enlarge_below=-2)))
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("where", ["images", "masks"])
 def test_a_pipe_among_training_files_is_one_line_not_a_hang(pairs, tmp_path, capsys, where):
     import os
@@ -729,6 +768,10 @@ def test_a_pipe_among_evaluated_files_is_one_line_not_a_hang(pairs, tmp_path, ca
         (["train", "--loader-workers", "-1"], "--loader-workers: must be 0 or more"),
         (["segment", "x", "--out", "o", "--workers", "-1"], "--workers: must be at least 1"),
         (["segment", "x", "--out", "o", "--block-size", "8"], "--block-size: must be at least 256"),
+        (["segment", "x", "--out", "o", "--enlarge-below", "-1"], "must be in [0, 1000], got -1"),
+        (["segment", "x", "--out", "o", "--enlarge-below", "5000"], "must be in [0, 1000]"),
+        (["segment", "x", "--out", "o", "--enlarge-below", "nan"], "enlarge-below must be in"),
+        (["segment", "x", "--out", "o", "--enlarge-below", "big"], "expected a number, got"),
     ],
 )
 def test_bad_numbers_are_one_line(command, message, capsys):
@@ -882,6 +925,7 @@ SEGMENT_FLAGS = {
     "track": "--track",
     "stitch_threshold": "--stitch-threshold",
     "thresholds": None,  # one flag per THRESHOLD_OPTIONS entry, checked below
+    "enlarge_below": "--enlarge-below",
     "overwrite": "--overwrite",
     "allow_input_folder": "--allow-input-folder",
     "block_size": "--block-size",

@@ -142,16 +142,15 @@ def test_annotated_images_are_resized_as_the_model_will_segment_them(
 ):
     from dataclasses import replace
 
-    from napari_unet.instances import InstanceParams
-    from napari_unet.sizes import factor_for_area, median_object_area
+    from napari_unet.sizes import SizeRule, factor_for_area, median_object_area
 
     image, truth = synthetic_nuclei((80, 96), n_nuclei=12, radius=radius, seed=5)
     valid = np.zeros(truth.shape, bool)
     valid[:40] = True  # a partial annotation: its region is resized too
-    params = InstanceParams(**rule)
-    model = replace(tiny_model, postprocessing=params)
+    size_rule = SizeRule(**rule)
+    model = replace(tiny_model, size_rule=size_rule)
     item = make_training_image(image, truth, model=model, valid=valid)
-    factor = factor_for_area(median_object_area(truth), params)
+    factor = factor_for_area(median_object_area(truth), size_rule)
     assert item.scale == factor
     if expected == 1.0:
         assert factor == 1.0 and item.labels.shape == truth.shape

@@ -28,6 +28,31 @@ def test_roundtrip_keeps_weights_and_config(tiny_model, tmp_path):
     assert "package_version" in config
 
 
+def test_the_size_rule_has_its_own_section_and_older_files_keep_theirs(tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from napari_unet.sizes import SizeRule
+
+    rule = SizeRule(upscale_to_area=450, upscale_from_area=120, object_area=333)
+    tiny_model.size_rule = rule
+    path = save_model(tiny_model, tmp_path / "m.safetensors")
+    config = read_model_config(path)
+    assert config["format_version"] == 2 and config["size_rule"] == rule.to_dict()
+    assert not set(rule.to_dict()) & set(config["postprocessing"])  # one home each
+    assert load_model(path).size_rule == rule
+    # Format 1 kept the rule among the post-processing settings: read it from there.
+    old = {**config, "format_version": 1}
+    old["postprocessing"] = {**old["postprocessing"], **old.pop("size_rule")}
+    old_path = tmp_path / "old.safetensors"
+    save_file(load_file(str(path)), str(old_path), metadata={"napari_unet": json.dumps(old)})
+    loaded = load_model(old_path)
+    assert loaded.size_rule == rule and loaded.postprocessing == tiny_model.postprocessing
+    old["postprocessing"]["object_area"] = -1.0  # still checked where it is
+    save_file(load_file(str(path)), str(old_path), metadata={"napari_unet": json.dumps(old)})
+    with pytest.raises(UNetError, match="postprocessing.object_area"):
+        load_model(old_path)
+
+
 def test_half_precision_storage(tiny_model, tmp_path):
     full = save_model(tiny_model, tmp_path / "full.safetensors")
     half = save_model(tiny_model, tmp_path / "half.safetensors", half=True)

@@ -143,8 +143,11 @@ def test_relabel_matches_segment_on_resized_planes(tiny_model):
     from dataclasses import replace
 
     from napari_unet.instances import InstanceParams
+    from napari_unet.sizes import SizeRule
 
-    model = replace(tiny_model, postprocessing=InstanceParams(object_area=333, min_size=12))
+    model = replace(
+        tiny_model, postprocessing=InstanceParams(min_size=12), size_rule=SizeRule(object_area=333)
+    )
     image, _ = synthetic_nuclei((72, 72), n_nuclei=8, seed=4)
     stack = np.stack([image, image[::-1]])
     diameter = 2 * np.sqrt(333 / 4 / np.pi)
@@ -191,8 +194,8 @@ def test_tiny_objects_are_segmented_again_enlarged(default_model_available):
 
     def run(area):
         events = []
-        params = replace(model.postprocessing, upscale_to_area=area)
-        return run_to_end(iter_segment(image, model, params=params), events.append), events
+        rule = replace(model.size_rule, upscale_to_area=area)
+        return run_to_end(iter_segment(image, model, size_rule=rule), events.append), events
 
     plain, plain_events = run(0)
     enlarged, enlarged_events = run(200)
@@ -333,7 +336,7 @@ def test_a_coarse_look_shrinks_planes_whose_nuclei_came_apart(
     import napari_unet.segmentation as seg
     from napari_unet.instances import InstanceParams
     from napari_unet.progress import run_to_end
-    from napari_unet.sizes import median_object_area, rescale_factor
+    from napari_unet.sizes import SizeRule, median_object_area, rescale_factor
 
     looked = []
 
@@ -348,7 +351,7 @@ def test_a_coarse_look_shrinks_planes_whose_nuclei_came_apart(
         "instances_from_probabilities",
         lambda p, params, scheme: _blobs(p.shape[1:], coarse_objects, coarse_side),
     )
-    params = InstanceParams(
+    rule = SizeRule(
         upscale_to_area=200,
         downscale_from_area=2000,
         object_area=333,
@@ -356,10 +359,11 @@ def test_a_coarse_look_shrinks_planes_whose_nuclei_came_apart(
     )
     chw = np.zeros((1, 300, 300), np.float32)
     first = _blobs((300, 300), 20, first_side)
-    first_factor = rescale_factor(first, params)
+    first_factor = rescale_factor(first, rule)
+    area = median_object_area(first)
     factor = run_to_end(
         seg._coarse_look_factor(
-            None, chw, median_object_area(first), first_factor, params, "3class", {}, {}
+            None, chw, area, first_factor, InstanceParams(), rule, "3class", {}, {}
         )
     )
     if expected is None:

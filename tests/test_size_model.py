@@ -147,14 +147,14 @@ def _segmented_scale(model, image) -> float:
     ],
 )
 def test_the_size_model_decides_shrinking(tiny_model, predicted_area, shrinks):
-    from napari_unet.instances import InstanceParams
+    from napari_unet.sizes import SizeRule
 
     image, _ = synthetic_nuclei((160, 160), n_nuclei=12, seed=3)
     # No first-pass resizing of its own: only the size model can shrink.
-    params = InstanceParams(object_area=333, upscale_to_area=0, downscale_from_area=0)
+    rule = SizeRule(object_area=333, upscale_to_area=0, downscale_from_area=0)
     model = replace(
         tiny_model,
-        postprocessing=params,
+        size_rule=rule,
         size_model=constant_size_model(tiny_model, predicted_area),
     )
     scale = _segmented_scale(model, image)
@@ -166,13 +166,13 @@ def test_the_size_model_decides_shrinking(tiny_model, predicted_area, shrinks):
 
 
 def test_a_diameter_given_overrides_the_size_model(tiny_model):
-    from napari_unet.instances import InstanceParams
     from napari_unet.segmentation import iter_segment
+    from napari_unet.sizes import SizeRule
 
     image, _ = synthetic_nuclei((160, 160), n_nuclei=12, seed=3)
     model = replace(
         tiny_model,
-        postprocessing=InstanceParams(object_area=333),
+        size_rule=SizeRule(object_area=333),
         size_model=constant_size_model(tiny_model, 333 * 9),
     )
     events = []
@@ -232,7 +232,7 @@ def test_the_pipeline_hands_the_first_pass_means_to_the_size_model(tiny_model, m
     # No second pass over the plane: the size model reads what the first pass
     # gathered, and that equals a pass of its own.
     import napari_unet.size_model as size_model
-    from napari_unet.instances import InstanceParams
+    from napari_unet.sizes import SizeRule
     from napari_unet.tiling import encoder_means
 
     def no_second_pass(*args, **kwargs):
@@ -249,7 +249,7 @@ def test_the_pipeline_hands_the_first_pass_means_to_the_size_model(tiny_model, m
     monkeypatch.setattr(size_model, "size_features", spy)
     image, _ = synthetic_nuclei((160, 160), n_nuclei=12, seed=3)
     sized = replace(constant_size_model(tiny_model, 333 * 9), crops="first_pass")
-    params = InstanceParams(object_area=333, upscale_to_area=0, downscale_from_area=0)
-    model = replace(tiny_model, postprocessing=params, size_model=sized)
+    rule = SizeRule(object_area=333, upscale_to_area=0, downscale_from_area=0)
+    model = replace(tiny_model, size_rule=rule, size_model=sized)
     assert _segmented_scale(model, image) == pytest.approx(1 / 3, abs=1e-3)
     np.testing.assert_allclose(seen["gathered"], seen["own pass"], rtol=1e-4, atol=1e-6)

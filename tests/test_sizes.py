@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 
 from napari_unet.errors import UNetError
-from napari_unet.instances import InstanceParams
-from napari_unet.sizes import resize_channels
+from napari_unet.sizes import SizeRule, resize_channels
 
 
 def test_rescale_factor_brings_objects_to_the_training_sizes():
@@ -19,10 +18,10 @@ def test_rescale_factor_brings_objects_to_the_training_sizes():
         labels[i * 12 : i * 12 + 5, :10] = i + 1
 
     def up(area):
-        return rescale_factor(labels, InstanceParams(upscale_to_area=area))
+        return rescale_factor(labels, SizeRule(upscale_to_area=area))
 
     def down(above, target):
-        return rescale_factor(labels, InstanceParams(downscale_from_area=above, object_area=target))
+        return rescale_factor(labels, SizeRule(downscale_from_area=above, object_area=target))
 
     assert up(200) == pytest.approx(2.0)  # sqrt(200 / 50)
     assert up(100) == pytest.approx(np.sqrt(2))
@@ -31,31 +30,44 @@ def test_rescale_factor_brings_objects_to_the_training_sizes():
     assert up(0) == 1.0  # switched off
 
     def up_from(below, to):
-        params = InstanceParams(upscale_from_area=below, upscale_to_area=to)
+        params = SizeRule(upscale_from_area=below, upscale_to_area=to)
         return rescale_factor(labels, params)
 
     assert up_from(60, 450) == pytest.approx(3.0)  # under 60: enlarged to 450
     assert up_from(60, 50 * 16) == MAX_UPSCALE  # capped
     assert up_from(40, 450) == 1.0  # not under the trigger
     assert up_from(100, 30) == 1.0  # a target below the median never shrinks
-    assert rescale_factor(np.zeros((8, 8), np.int32), InstanceParams(upscale_to_area=200)) == 1.0
+    assert rescale_factor(np.zeros((8, 8), np.int32), SizeRule(upscale_to_area=200)) == 1.0
     assert down(40, 12.5) == pytest.approx(0.5)  # sqrt(12.5 / 50)
     assert down(40, 0.01) == MIN_DOWNSCALE  # capped
     assert down(60, 12.5) == 1.0  # not above the limit
     assert down(40, 45) == 1.0  # not worth it
 
 
+def test_enlarging_below_changes_only_the_trigger_and_refuses_bad_areas():
+    rule = SizeRule(upscale_to_area=450, upscale_from_area=120, downscale_from_area=2000)
+    assert rule.enlarge_below == 120 and SizeRule(upscale_to_area=200).enlarge_below == 200
+    assert SizeRule(upscale_from_area=120).enlarge_below == 0  # no target: never enlarges
+    assert rule.enlarging_below(120) is rule
+    assert rule.enlarging_below(60).to_dict() == {**rule.to_dict(), "upscale_from_area": 60}
+    assert rule.enlarging_below(600).upscale_to_area == 600  # never less than it names
+    assert rule.enlarging_below(0).enlarge_below == 0
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(UNetError, match="enlarge-below"):
+            rule.enlarging_below(bad)
+
+
 def test_diameter_sets_the_scale_and_bad_diameters_are_clear():
     from napari_unet.sizes import diameter_factor
 
-    params = InstanceParams(object_area=np.pi * 10**2)  # trained on 20 px wide nuclei
+    params = SizeRule(object_area=np.pi * 10**2)  # trained on 20 px wide nuclei
     assert diameter_factor(40, params) == pytest.approx(0.5)
     assert diameter_factor(10, params) == pytest.approx(2.0)
     for bad in (0, -3, float("nan")):
         with pytest.raises(UNetError, match="diameter"):
             diameter_factor(bad, params)
     with pytest.raises(UNetError, match="does not record"):
-        diameter_factor(20, InstanceParams())
+        diameter_factor(20, SizeRule())
 
 
 def test_resizing_there_and_back_keeps_objects_in_place():
@@ -120,7 +132,6 @@ def test_a_crafted_objects_record_is_refused_in_one_line(record):
 
 
 def test_cells_go_to_the_working_scale_and_nuclei_keep_the_rule():
-    from napari_unet.instances import InstanceParams
     from napari_unet.sizes import (
         WORKING_CELL_DIAMETER,
         TrainedObjects,
@@ -130,7 +141,7 @@ def test_cells_go_to_the_working_scale_and_nuclei_keep_the_rule():
         training_scale,
     )
 
-    params = InstanceParams(downscale_from_area=2000, object_area=333)
+    params = SizeRule(downscale_from_area=2000, object_area=333)
     cell_area = np.pi * 110**2 / 4
     assert training_scale(cell_area, params) == pytest.approx(WORKING_CELL_DIAMETER / 110)
     assert training_scale(cell_area, None) == pytest.approx(WORKING_CELL_DIAMETER / 110)

@@ -715,14 +715,14 @@ def test_whole_cells_are_trained_and_segmented_at_one_working_scale(tmp_path, ti
     assert params.seed_distance_h == pytest.approx(
         working_diameter * CELL_SEED_DEPTH_SHARE, abs=0.05
     )
-    assert params.min_size == round(params.object_area * CELL_MIN_SIZE_SHARE)
+    assert params.min_size == round(model.size_rule.object_area * CELL_MIN_SIZE_SHARE)
     assert model.training["start_decay"] == 0.0
     # From a nuclei model: a new network of its architecture, not its weights.
     assert model.training["new_network_for_cells"] is (start != "scratch")
     assert model.net.config == tiny_model.net.config or start == "scratch"
     # The working-scale area is what the network saw: a given diameter compares with it.
     working = model.objects.diameter * model.objects.scale
-    assert median_diameter(model.postprocessing.object_area) == pytest.approx(working, rel=1e-3)
+    assert median_diameter(model.size_rule.object_area) == pytest.approx(working, rel=1e-3)
     loaded = load_model(save_model(model, tmp_path / "cells.safetensors"))
     assert loaded.objects == model.objects
     # Segmenting resizes by the training scale, with no first pass to guess it...

@@ -41,6 +41,7 @@ _EXPORTS = {
     "class_targets": "weights",
     "instances_from_probabilities": "instances",
     "InstanceParams": "instances",
+    "SizeRule": "sizes",
     "tune_instance_params": "instances",
     "matching": "metrics",
     "matching_dataset": "metrics",

@@ -314,7 +314,7 @@ def _segment_in_memory(image, out_path: Path, model, options: BatchOptions) -> l
         axes = axes_with_channels(data.shape, axes)
     notes: list[str] = []
     collect = note_collector(notes)
-    kwargs = {**options.segment_kwargs(model.postprocessing), "axes": axes}
+    kwargs = {**options.segment_kwargs(model), "axes": axes}
     result = run_to_end(
         iter_segment(data, model, return_probabilities=options.save_probabilities, **kwargs),
         collect,
@@ -363,6 +363,7 @@ def iter_segment_files(
     from .modelfile import cached_model_from_bytes, model_display_name, model_to_bytes
 
     options = options or BatchOptions()
+    options.check()
     ignored: list[Path] = []
     files = expand_inputs(inputs, ignored)
     blob = model_to_bytes(options.model)

@@ -304,6 +304,7 @@ def _describe(folder: Path, model, net):
                 "scheme": model.scheme,
                 "normalization": norm.to_dict(),
                 "postprocessing": model.postprocessing.to_dict(),
+                "size_rule": model.size_rule.to_dict(),
             }
         },
     )
@@ -338,7 +339,8 @@ A U-Net (Ronneberger et al. 2015) with valid convolutions, exported by
   input on each side (valid padding). Tile with overlaps of {lost} pixels
   for exact results on large images.
 - **Instances**: napari-unet splits touching nuclei with a watershed on these
-  probabilities; its parameters are in the package's `config.napari_unet`:
+  probabilities; its parameters are in the package's `config.napari_unet`
+  (`postprocessing`; `size_rule` says when an image is segmented resized):
 
 ```json
 {params}

@@ -142,6 +142,7 @@ def _segment_block(
             nets,
             options.params_for(model.postprocessing),
             tiling,
+            size_rule=options.rule_for(model.size_rule),
             image_type=stats.image_type,
             value_range=stats.value_range,
             scale=scale,
@@ -235,6 +236,7 @@ def iter_segment_large(
     from .sizes import segmenting_scale
 
     options = options or BatchOptions()
+    options.check()
     seg_model = get_model(model) if not isinstance(model, bytes) else cached_model_from_bytes(model)
     axes = axes or infer_axes(tuple(data.shape))
     if set(axes) - set("YXC"):
@@ -246,9 +248,9 @@ def iter_segment_large(
     stats = sampled_input_stats(data, axes, seg_model, options.image_type)
     blocks = plan_blocks(shape, options.block_size, options.object_margin, seg_model.net.stride)
     t0 = time.perf_counter()
-    params = options.params_for(seg_model.postprocessing) or seg_model.postprocessing
+    rule = options.rule_for(seg_model.size_rule) or seg_model.size_rule
     done: dict[int, np.ndarray] = {}
-    scale = segmenting_scale(seg_model.objects, params, options.diameter)
+    scale = segmenting_scale(seg_model.objects, rule, options.diameter)
     if scale is not None:  # a given diameter, or the working scale cells were trained at
         notes = []
     else:

@@ -201,9 +201,9 @@ def make_training_image(
         raise UNetError(f"the annotated region{what} is empty")
     labels, valid = labels.astype(np.int32), valid.astype(bool)
     area = median_object_area(labels)
-    params = None if model is None else chosen.postprocessing
-    cells = area is not None and is_cell_size(area, params)
-    scale = training_scale(area, params, working_diameter)
+    rule = None if model is None else chosen.size_rule
+    cells = area is not None and is_cell_size(area, rule)
+    scale = training_scale(area, rule, working_diameter)
     if scale != 1.0:
         shape = resized_shape(labels.shape, scale)
         chw = resize_channels(chw, shape)

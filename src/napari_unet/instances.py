@@ -50,6 +50,9 @@ SEEDED_SCHEMES = ("3class", "4class")
 class InstanceParams:
     """Post-processing thresholds; stored in every model file.
 
+    Re-labelling cached probabilities uses these alone; when a plane is
+    segmented resized is :class:`~napari_unet.sizes.SizeRule`'s job.
+
     foreground_threshold
         A pixel belongs to some cell when 1 - p(background) exceeds this.
     seed_threshold
@@ -68,24 +71,6 @@ class InstanceParams:
         for objects whose interior score is uneven, such as whole cells.
     min_size
         Objects with fewer pixels are removed.
-    upscale_to_area, upscale_from_area
-        Used by :func:`napari_unet.segmentation.segment`: when the median
-        object of a plane is smaller than ``upscale_from_area`` pixels (0:
-        than ``upscale_to_area``), the plane is segmented again, enlarged (at
-        most 3x) so that it reaches ``upscale_to_area``; tiny nuclei get their
-        outlines from more pixels. ``upscale_to_area`` 0 never enlarges.
-    downscale_from_area, object_area
-        Planes whose median object is larger than ``downscale_from_area``
-        are segmented again, shrunk so it reaches ``object_area`` (the
-        training median).
-    coarse_look_from_area
-        When the first pass's median object is tiny (small enough to be
-        enlarged, see ``upscale_to_area``) or at least this large, the plane is also
-        segmented at a third of its size: nuclei far larger than the
-        training size come apart into fragments that look tiny or normal,
-        and seen at a third they come out whole. If that look measures them
-        over ``downscale_from_area``, the plane is shrunk to ``object_area``.
-        0 never looks.
     """
 
     foreground_threshold: float = 0.5
@@ -94,11 +79,6 @@ class InstanceParams:
     seed_h: float = 2.0
     seed_distance_h: float = 0.0
     min_size: int = 12
-    upscale_to_area: float = 0.0
-    upscale_from_area: float = 0.0
-    downscale_from_area: float = 0.0
-    object_area: float = 0.0
-    coarse_look_from_area: float = 0.0
 
     def to_dict(self) -> dict:
         """The parameters as a JSON-ready dict."""
@@ -112,7 +92,8 @@ class InstanceParams:
 
 @dataclass(frozen=True)
 class ThresholdOption:
-    """One post-processing setting a user may change: declared once for every face.
+    """One setting a user may change (a post-processing threshold, or the size rule's
+    enlarge-below): declared once for every face.
 
     The CLI's ``--<name>`` flags, batch runs and the Segment widget's sliders
     all come from :data:`THRESHOLD_OPTIONS` (a test holds the widget to it).
@@ -129,6 +110,13 @@ class ThresholdOption:
     def flag(self) -> str:
         """The command-line flag, e.g. ``--foreground-threshold``."""
         return "--" + self.field.replace("_", "-")
+
+    def check(self, value: float) -> None:
+        """A UNetError naming the setting and its range when ``value`` lies outside it."""
+        if not (self.low <= value <= self.high):
+            raise UNetError(
+                f"{self.flag.removeprefix('--')} must be in [{self.low}, {self.high}], got {value}"
+            )
 
 
 THRESHOLD_OPTIONS = (
@@ -189,12 +177,7 @@ def with_thresholds(params: InstanceParams, **changes) -> InstanceParams:
             continue
         if name not in options:
             raise UNetError(f"unknown post-processing setting {name!r}")
-        option = options[name]
-        if not (option.low <= value <= option.high):
-            raise UNetError(
-                f"{option.flag.removeprefix('--')} must be in [{option.low}, {option.high}], "
-                f"got {value}"
-            )
+        options[name].check(value)
         given[name] = type(getattr(params, name))(value)
     return replace(params, **given)
 

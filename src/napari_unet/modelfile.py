@@ -25,10 +25,11 @@ from .model import UNet, UNetConfig
 from .normalize import IMAGE_TYPES, Normalization, convert_plane
 from .package_files import native_model_bytes
 from .size_model import SizeModel, feature_count
-from .sizes import TrainedObjects
+from .sizes import SizeRule, TrainedObjects
 
 FORMAT = "napari-unet-model"
-FORMAT_VERSION = 1
+# 2: the size rule has its own section (format 1 kept it under postprocessing).
+FORMAT_VERSION = 2
 METADATA_KEY = "napari_unet"
 CHECKPOINT_KEY = "napari_unet_checkpoint"  # training checkpoints (training.py)
 BUILTIN_MODELS = {
@@ -56,6 +57,8 @@ class SegmentationModel:
     # What its training masks showed: kind, size, and the one working scale
     # whole cells were trained (and are segmented) at. None: not recorded.
     objects: TrainedObjects | None = None
+    # When a plane is segmented resized (the post-processing thresholds do not say).
+    size_rule: SizeRule = field(default_factory=SizeRule)
 
     @property
     def scheme(self) -> str:
@@ -90,6 +93,7 @@ class SegmentationModel:
             "classes": list(self.classes),
             "normalization": self.normalization.to_dict(),
             "postprocessing": self.postprocessing.to_dict(),
+            "size_rule": self.size_rule.to_dict(),
             "training": self.training,
             "companions": self.companions,
             **({"size_model": self.size_model.to_dict()} if self.size_model else {}),
@@ -300,7 +304,14 @@ def config_from_metadata(metadata: dict, name: str) -> dict:
         raise UNetError(f"{name} is not a valid model: format_version is {version!r}")
     if version > FORMAT_VERSION:
         raise UNetError(f"{name} was written by a newer napari-unet; please upgrade")
-    sections = ("architecture", "normalization", "postprocessing", "training", "companions")
+    sections = (
+        "architecture",
+        "normalization",
+        "postprocessing",
+        "size_rule",
+        "training",
+        "companions",
+    )
     for section in (*sections, "size_model", "objects"):
         if not isinstance(config.get(section, {}), dict):
             raise UNetError(f"{name} is not a valid model: its {section!r} is not a mapping")
@@ -313,19 +324,10 @@ def config_from_metadata(metadata: dict, name: str) -> dict:
             )
     for key in ("foreground_threshold", "seed_threshold"):
         _check_fraction(config, "postprocessing", key, name)
-    sizes = (
-        "upscale_to_area",
-        "upscale_from_area",
-        "downscale_from_area",
-        "object_area",
-        "coarse_look_from_area",
-        "min_size",
-        "seed_h",
-        "seed_dynamic",
-        "seed_distance_h",
-    )
-    for key in sizes:
+    for key in ("min_size", "seed_h", "seed_dynamic", "seed_distance_h"):
         _check_fraction(config, "postprocessing", key, name, 0.0, float("inf"))
+    for key in SizeRule.__dataclass_fields__:
+        _check_fraction(config, _size_rule_section(config), key, name, 0.0, float("inf"))
     for key in ("low", "high"):
         _check_fraction(config, "normalization", key, name, 0.0, 100.0)
     norm = config.get("normalization", {})
@@ -333,6 +335,11 @@ def config_from_metadata(metadata: dict, name: str) -> dict:
         if not norm["low"] < norm["high"]:
             raise UNetError(f"{name} is not a valid model: normalization low >= high")
     return config
+
+
+def _size_rule_section(config: dict) -> str:
+    """Where a config keeps its size rule: its own section, or (format 1) postprocessing."""
+    return "size_rule" if "size_rule" in config else "postprocessing"
 
 
 # safetensors' own limit on the JSON header.
@@ -385,6 +392,7 @@ def model_from_bytes(blob: bytes, name: str = "model", source: str | None = None
         net.load_state_dict(state, strict=True)
         normalization = Normalization.from_dict(config.get("normalization", {}))
         postprocessing = InstanceParams.from_dict(config.get("postprocessing", {}))
+        size_rule = SizeRule.from_dict(config.get(_size_rule_section(config), {}))
         stored_objects = config.get("objects")
         objects = None if stored_objects is None else TrainedObjects.from_dict(stored_objects, name)
         stored_size_model = config.get("size_model")
@@ -413,6 +421,7 @@ def model_from_bytes(blob: bytes, name: str = "model", source: str | None = None
         dict(config.get("companions", {})),
         size_model,
         objects,
+        size_rule,
     )
 
 

@@ -42,7 +42,7 @@ def what_model_knows(model: SegmentationModel) -> str:
     """'nuclei ~21 px across' or 'whole cells ~110 px across': what a model was trained to find."""
     if model.objects is not None:
         return model.objects.describe()
-    area = model.postprocessing.object_area
+    area = model.size_rule.object_area
     return f"nuclei ~{median_diameter(area):.0f} px across" if area > 0 else "nuclei"
 
 

@@ -8,10 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .instances import InstanceParams, with_thresholds
+from .instances import InstanceParams, ThresholdOption, with_thresholds
+from .sizes import SizeRule
 from .stitching import DEFAULT_STITCH_THRESHOLD
 
-__all__ = ["BatchOptions", "SegmentOptions"]
+__all__ = ["ENLARGE_BELOW", "BatchOptions", "SegmentOptions"]
+
+# The one size-rule setting users change (the CLI's --enlarge-below, the Segment
+# widget's slider): it acts when segmenting, never when re-labelling.
+ENLARGE_BELOW = ThresholdOption(
+    "enlarge_below",
+    "enlarge below",
+    0,
+    1000,
+    "when a plane's median object is smaller than this many pixels, segment it again "
+    "enlarged (up to 3x, to the model's target size) so tiny nuclei get finer outlines; "
+    "0: never",
+)
 
 
 @dataclass
@@ -40,6 +53,15 @@ class SegmentOptions:
     # Post-processing settings to change (instances.THRESHOLD_OPTIONS' fields); the rest
     # stay the model's own. None or {}: the model's own thresholds.
     thresholds: dict[str, float] | None = None
+    # Planes whose first-pass median object is under this many pixels are segmented
+    # again enlarged (0: never); None: the model's own size rule.
+    enlarge_below: float | None = None
+
+    def check(self) -> None:
+        """A UNetError naming the first setting outside its range (before any work)."""
+        with_thresholds(InstanceParams(), **(self.thresholds or {}))
+        if self.enlarge_below is not None:
+            ENLARGE_BELOW.check(self.enlarge_below)
 
     def params_for(self, model_params: InstanceParams) -> InstanceParams | None:
         """The post-processing to use with a model whose own is ``model_params``.
@@ -51,8 +73,16 @@ class SegmentOptions:
             return None
         return with_thresholds(model_params, **self.thresholds)
 
-    def segment_kwargs(self, model_params: InstanceParams) -> dict:
-        """Keyword arguments of ``iter_segment`` (all but the image and the model)."""
+    def rule_for(self, model_rule: SizeRule) -> SizeRule | None:
+        """The size rule to use with a model whose own is ``model_rule`` (None: its own)."""
+        if self.enlarge_below is None:
+            return None
+        ENLARGE_BELOW.check(self.enlarge_below)
+        rule = model_rule.enlarging_below(self.enlarge_below)
+        return None if rule == model_rule else rule
+
+    def segment_kwargs(self, model) -> dict:
+        """Keyword arguments of ``iter_segment`` (all but the image and ``model``, a SegmentationModel)."""
         return {
             "axes": self.axes,
             "tile_size": self.tile_size,
@@ -64,7 +94,8 @@ class SegmentOptions:
             "stitch": self.stitch,
             "track": self.track,
             "stitch_threshold": self.stitch_threshold,
-            "params": self.params_for(model_params),
+            "params": self.params_for(model.postprocessing),
+            "size_rule": self.rule_for(model.size_rule),
         }
 
 

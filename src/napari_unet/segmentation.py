@@ -55,6 +55,7 @@ from .size_model import predicted_factor, reads_first_pass
 from .sizes import (
     MIN_DOWNSCALE,
     RESCALE_WORTH,
+    SizeRule,
     block_means,
     enlarge_channels,
     factor_for_area,
@@ -98,18 +99,19 @@ def _coarse_look_factor(
     area: float | None,
     first_factor: float,
     params: InstanceParams,
+    rule: SizeRule,
     scheme: str,
     info,
     tiling,
 ):
-    """The shrink factor a look at a third of the size calls for, or None (see InstanceParams).
+    """The shrink factor a look at a third of the size calls for, or None (see SizeRule).
 
     ``area`` is the first pass's median object area, ``first_factor`` what it
-    calls for (:func:`factor_for_area`).
+    calls for (:func:`factor_for_area`); ``params`` label the look.
     """
-    if params.coarse_look_from_area <= 0 or area is None:
+    if rule.coarse_look_from_area <= 0 or area is None:
         return None
-    if first_factor <= 1 and area < params.coarse_look_from_area:
+    if first_factor <= 1 and area < rule.coarse_look_from_area:
         return None  # not tiny enough to enlarge, not large: nothing to doubt
     step = COARSE_LOOK_STEP
     small = block_means(chw, step)
@@ -122,9 +124,9 @@ def _coarse_look_factor(
     # Only shrinking is decided here: at a third, tiny dense nuclei merge into
     # clumps that look normal, so a normal size seen there proves nothing.
     estimate = median_object_area(coarse) * step**2
-    if estimate <= params.downscale_from_area or params.object_area <= 0:
+    if estimate <= rule.downscale_from_area or rule.object_area <= 0:
         return None
-    return factor_for_area(estimate, params)
+    return factor_for_area(estimate, rule)
 
 
 def _size_model_shrink(
@@ -132,7 +134,7 @@ def _size_model_shrink(
     nets: PreparedNets,
     chw: np.ndarray,
     first_factor: float,
-    params: InstanceParams,
+    rule: SizeRule,
     first_pass: np.ndarray | None = None,
 ) -> float | None:
     """The shrink factor the model's size model calls for, or None (no size model, no shrinking).
@@ -143,12 +145,12 @@ def _size_model_shrink(
     plane's encoder means, when the first pass gathered them.
     """
     size_model = model.size_model
-    if size_model is None or params.object_area <= 0 or first_factor < 1 / RESCALE_WORTH:
+    if size_model is None or rule.object_area <= 0 or first_factor < 1 / RESCALE_WORTH:
         return None
     # The run's own network (device, precision): a GPU run stays on the GPU, and
     # bfloat16 moves the predicted areas by under 3% (size_model.size_features).
     net = nets(model, grey=chw.shape[0] < model.in_channels)
-    factor = predicted_factor(size_model, net, chw, params.object_area, first_pass)
+    factor = predicted_factor(size_model, net, chw, rule.object_area, first_pass)
     return max(MIN_DOWNSCALE, factor) if factor < size_model.shrink_below else None
 
 
@@ -225,6 +227,7 @@ def iter_segment_plane(
     params: InstanceParams | None,
     tiling: dict,
     *,
+    size_rule: SizeRule | None = None,
     image_type: str | None = None,
     value_range: tuple[float, float] | None = None,
     scale: float | None = None,
@@ -237,7 +240,8 @@ def iter_segment_plane(
     Used for whole images, stacks and the blocks of images bigger than
     memory. ``scale`` fixes the resize factor (None: decide from a first
     pass); ``nets`` prepares networks for the run's device; ``params`` are
-    the post-processing thresholds (None: the segmenting model's own);
+    the post-processing thresholds and ``size_rule`` decides that factor
+    (None: the segmenting model's own);
     ``region`` limits the labels (and returned probabilities) to that part
     of the plane, the rest being context, as for a block of a larger image.
     A model with a companion for the plane's image type (the built-in
@@ -261,6 +265,7 @@ def iter_segment_plane(
         notes.append(f"segmented with the built-in {chosen.name!r} model")
     model, net = chosen, nets(chosen, grey=chw.shape[0] < chosen.in_channels)
     params = params or model.postprocessing
+    rule = size_rule or model.size_rule
     factor = scale
     probs = None
     if factor is None or factor == 1.0:
@@ -275,12 +280,12 @@ def iter_segment_plane(
         labels = instances_from_probabilities(probs, params, model.scheme)
         area = median_object_area(labels)
         if factor is None:
-            factor = 1.0 if area is None else factor_for_area(area, params)
+            factor = 1.0 if area is None else factor_for_area(area, rule)
             first_pass = None if gathered is None else gathered.means()
-            shrink = _size_model_shrink(model, nets, chw, factor, params, first_pass)
+            shrink = _size_model_shrink(model, nets, chw, factor, rule, first_pass)
             if shrink is None:
                 shrink = yield from _coarse_look_factor(
-                    net, chw, area, factor, params, model.scheme, info, tiling
+                    net, chw, area, factor, params, rule, model.scheme, info, tiling
                 )
             factor = shrink or factor
     if factor != 1.0:
@@ -292,13 +297,13 @@ def iter_segment_plane(
         probs = resize_channels(big, chw.shape[1:])[:, region[0], region[1]]
         labels = instances_at_scale(probs, factor, params, model.scheme)
         area = median_object_area(labels)
-    if area is not None and params.object_area > 0:
+    if area is not None and rule.object_area > 0:
         # Compared as the network saw them: in the resized plane when it was resized.
-        ratio = area * factor**2 / params.object_area
+        ratio = area * factor**2 / rule.object_area
         if not 1 / 30 <= ratio <= 30:
             notes.append(
                 f"warning: nuclei here ({area:.0f} px) are far from the model's training size "
-                f"({params.object_area:.0f} px) even after rescaling; give their diameter"
+                f"({rule.object_area:.0f} px) even after rescaling; give their diameter"
             )
     return PlaneResult(labels.astype(np.uint32), probs, kind, factor, notes)
 
@@ -393,6 +398,7 @@ def iter_segment(
     device: str | None = None,
     precision: str = "auto",
     params: InstanceParams | None = None,
+    size_rule: SizeRule | None = None,
     normalize_input: bool = True,
     return_probabilities: bool = False,
     value_range: tuple[float, float] | None = None,
@@ -430,7 +436,7 @@ def iter_segment(
             f"objects {diameter:g} px across do not fit in the image ({ny}x{nx} pixels): "
             "give the objects' diameter in pixels of this image"
         )
-    scale = segmenting_scale(seg_model.objects, params or seg_model.postprocessing, diameter)
+    scale = segmenting_scale(seg_model.objects, size_rule or seg_model.size_rule, diameter)
     dev = resolve_device(device)
     nets = PreparedNets(dev, resolve_precision(precision, dev))
     planes = layout.plane_indices(arr.shape)
@@ -453,6 +459,7 @@ def iter_segment(
             nets=nets,
             params=params,
             tiling=tiling,
+            size_rule=size_rule,
             image_type=image_type,
             value_range=value_range,
             scale=scale,
@@ -523,6 +530,9 @@ def segment(image, model: str | Path | SegmentationModel = "default", **kwargs):
         Passed to :func:`~napari_unet.tiling.predict_tiled`.
     params
         Post-processing thresholds (default: the model's own).
+    size_rule
+        When planes are segmented resized, from a first pass's object sizes
+        (:class:`~napari_unet.sizes.SizeRule`; default: the model's own).
     normalize_input
         False when ``image`` is already normalized.
     return_probabilities

@@ -9,12 +9,11 @@ see them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from .errors import UNetError
-from .instances import InstanceParams
 
 # A plane is segmented again, rescaled, when its objects are far from the
 # training sizes: enlarged by at most MAX_UPSCALE (3: nuclei of a 0.5x image
@@ -35,6 +34,75 @@ RESCALE_WORTH = 1.25
 WHOLE_CELL_AREA = 2000.0
 WORKING_CELL_DIAMETER = 40.0
 MIN_CELL_SCALE = 0.05
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """When a plane is segmented resized, and to what size; stored in every model file.
+
+    Acts when segmenting (a first pass measures the plane's objects), never
+    when re-labelling cached probabilities: the post-processing thresholds
+    are :class:`~napari_unet.instances.InstanceParams`.
+
+    upscale_to_area, upscale_from_area
+        When the median object of a plane is smaller than ``upscale_from_area``
+        pixels (0: than ``upscale_to_area``), the plane is segmented again,
+        enlarged (at most 3x) so that it reaches ``upscale_to_area``; tiny
+        nuclei get their outlines from more pixels. ``upscale_to_area`` 0
+        never enlarges.
+    downscale_from_area, object_area
+        Planes whose median object is larger than ``downscale_from_area``
+        are segmented again, shrunk so it reaches ``object_area`` (the
+        training median, also what a user's diameter is compared with).
+    coarse_look_from_area
+        When the first pass's median object is tiny (small enough to be
+        enlarged) or at least this large, the plane is also segmented at a
+        third of its size: nuclei far larger than the training size come
+        apart into fragments that look tiny or normal, and seen at a third
+        they come out whole. If that look measures them over
+        ``downscale_from_area``, the plane is shrunk to ``object_area``.
+        0 never looks.
+    """
+
+    upscale_to_area: float = 0.0
+    upscale_from_area: float = 0.0
+    downscale_from_area: float = 0.0
+    object_area: float = 0.0
+    coarse_look_from_area: float = 0.0
+
+    @property
+    def enlarge_below(self) -> float:
+        """Median object area (pixels) under which a plane is enlarged (0: never)."""
+        return (self.upscale_from_area or self.upscale_to_area) if self.upscale_to_area > 0 else 0.0
+
+    def enlarging_below(self, area: float) -> SizeRule:
+        """This rule, enlarging planes whose median object is under ``area`` pixels (0: never).
+
+        Enlarged planes reach at least ``area``: the user's threshold never
+        asks for less than it names.
+        """
+        if not (np.isfinite(area) and area >= 0):
+            raise UNetError(f"enlarge-below must be a number of pixels >= 0, got {area}")
+        if area == self.enlarge_below:
+            return self
+        if area == 0:
+            return replace(self, upscale_from_area=0.0, upscale_to_area=0.0)
+        return replace(
+            self, upscale_from_area=float(area), upscale_to_area=max(self.upscale_to_area, area)
+        )
+
+    def to_dict(self) -> dict:
+        """The rule as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SizeRule:
+        """A rule from a dict; unknown keys are ignored, missing ones take their defaults.
+
+        Model files before format 2 kept these fields among their
+        post-processing settings: that section reads as a rule too.
+        """
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclass(frozen=True)
@@ -88,9 +156,9 @@ def median_diameter(area: float) -> float:
     return float(2 * np.sqrt(area / np.pi))
 
 
-def is_cell_size(area: float, params: InstanceParams | None) -> bool:
-    """Whether objects of median ``area`` are whole-cell sized for a start model with ``params``."""
-    limit = max(WHOLE_CELL_AREA, params.downscale_from_area if params is not None else 0)
+def is_cell_size(area: float, rule: SizeRule | None) -> bool:
+    """Whether objects of median ``area`` are whole-cell sized for a start model with ``rule``."""
+    limit = max(WHOLE_CELL_AREA, rule.downscale_from_area if rule is not None else 0)
     return area > limit
 
 
@@ -101,19 +169,19 @@ def cell_scale(area: float, working_diameter: float = WORKING_CELL_DIAMETER) -> 
 
 def training_scale(
     area: float | None,
-    params: InstanceParams | None,
+    rule: SizeRule | None,
     working_diameter: float = WORKING_CELL_DIAMETER,
 ) -> float:
     """How much a training image whose annotated objects have median ``area`` is resized.
 
     Whole cells (:func:`is_cell_size`) go to the working scale; nuclei follow
-    the start model's size rule (``params``; none for a new network: as given).
+    the start model's size rule (``rule``; none for a new network: as given).
     """
     if area is None:
         return 1.0
-    if is_cell_size(area, params):
+    if is_cell_size(area, rule):
         return cell_scale(area, working_diameter)
-    return 1.0 if params is None else factor_for_area(area, params)
+    return 1.0 if rule is None else factor_for_area(area, rule)
 
 
 def objects_record(images: list[tuple[float, float, bool]]) -> TrainedObjects | None:
@@ -133,7 +201,7 @@ def objects_record(images: list[tuple[float, float, bool]]) -> TrainedObjects | 
 
 
 def segmenting_scale(
-    objects: TrainedObjects | None, params: InstanceParams, diameter: float | None
+    objects: TrainedObjects | None, rule: SizeRule, diameter: float | None
 ) -> float | None:
     """The fixed resize factor for segmenting (None: decide per plane from a first pass).
 
@@ -145,7 +213,7 @@ def segmenting_scale(
             _check_diameter(diameter)
             working = objects.scale * objects.diameter
             return float(np.clip(working / diameter, MIN_CELL_SCALE, MAX_DIAMETER_UPSCALE))
-        return diameter_factor(diameter, params)
+        return diameter_factor(diameter, rule)
     if objects is not None and objects.scale > 0:
         return objects.scale
     return None
@@ -158,13 +226,13 @@ def median_object_area(labels: np.ndarray) -> float | None:
     return float(np.median(areas)) if len(areas) else None
 
 
-def rescale_factor(labels: np.ndarray, params: InstanceParams) -> float:
+def rescale_factor(labels: np.ndarray, rule: SizeRule) -> float:
     """How much to resize a plane whose first-pass objects are ``labels`` (1: not at all)."""
     area = median_object_area(labels)
-    return 1.0 if area is None else factor_for_area(area, params)
+    return 1.0 if area is None else factor_for_area(area, rule)
 
 
-def factor_for_area(area: float, params: InstanceParams) -> float:
+def factor_for_area(area: float, rule: SizeRule) -> float:
     """How much to resize a plane whose median object measures ``area`` pixels (1: not at all).
 
     Tiny objects (median under ``upscale_from_area``, or ``upscale_to_area``
@@ -172,11 +240,10 @@ def factor_for_area(area: float, params: InstanceParams) -> float:
     (over ``downscale_from_area``) shrunk to reach ``object_area``.
     """
     factor = 1.0
-    enlarge_below = params.upscale_from_area or params.upscale_to_area
-    if params.upscale_to_area > 0 and area < enlarge_below:
-        factor = float(np.clip(np.sqrt(params.upscale_to_area / area), 1.0, MAX_UPSCALE))
-    elif params.downscale_from_area > 0 and area > params.downscale_from_area:
-        target = params.object_area or params.downscale_from_area / 4
+    if area < rule.enlarge_below:
+        factor = float(np.clip(np.sqrt(rule.upscale_to_area / area), 1.0, MAX_UPSCALE))
+    elif rule.downscale_from_area > 0 and area > rule.downscale_from_area:
+        target = rule.object_area or rule.downscale_from_area / 4
         factor = max(MIN_DOWNSCALE, float(np.sqrt(target / area)))
     worth = factor >= RESCALE_WORTH or factor <= 1 / RESCALE_WORTH
     return factor if worth else 1.0
@@ -187,16 +254,16 @@ def _check_diameter(diameter: float) -> None:
         raise UNetError(f"the object diameter must be a positive number of pixels, got {diameter}")
 
 
-def diameter_factor(diameter: float, params: InstanceParams) -> float:
+def diameter_factor(diameter: float, rule: SizeRule) -> float:
     """Resize factor that brings nuclei of ``diameter`` pixels to the model's training size."""
     _check_diameter(diameter)
-    if params.object_area <= 0:
+    if rule.object_area <= 0:
         raise UNetError(
             "this model does not record the nucleus size it was trained on; "
             "segment without a diameter (sizes are then estimated)"
         )
     area = np.pi * diameter**2 / 4
-    return float(np.clip(np.sqrt(params.object_area / area), MIN_DOWNSCALE, MAX_DIAMETER_UPSCALE))
+    return float(np.clip(np.sqrt(rule.object_area / area), MIN_DOWNSCALE, MAX_DIAMETER_UPSCALE))
 
 
 def block_means(chw: np.ndarray, step: int) -> np.ndarray | None:

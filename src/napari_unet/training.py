@@ -117,6 +117,7 @@ def _starting_model(init, architecture: dict | None, train_images=()) -> Segment
         base.source,
         # Read from these weights' features: kept only if training keeps the start model.
         size_model=base.size_model,
+        size_rule=base.size_rule,
     )
 
 
@@ -124,18 +125,18 @@ def _with_objects_record(model: SegmentationModel, train_images) -> Segmentation
     """``model`` recording what the training masks show (kind, size, working scale).
 
     Whole cells were all resized to one working scale: the model segments
-    at it, and its ``object_area`` becomes their median area there (what a
-    user's diameter and the size warning compare with).
+    at it, and its size rule's ``object_area`` becomes their median area
+    there (what a user's diameter and the size warning compare with).
     """
     record = objects_record(
         [(item.object_area, item.scale, item.cells) for item in train_images if item.object_area]
     )
     if record is None:
         return model
-    params = model.postprocessing
+    params, rule = model.postprocessing, model.size_rule
     if record.scale > 0:
         working_area = math.pi * (record.diameter * record.scale) ** 2 / 4
-        params = replace(params, object_area=round(working_area, 1))
+        rule = replace(rule, object_area=round(working_area, 1))
         knew_cells = model.objects is not None and model.objects.kind == "cells"
         if not knew_cells:  # a nuclei model's thresholds do not fit cells
             params = replace(
@@ -144,7 +145,7 @@ def _with_objects_record(model: SegmentationModel, train_images) -> Segmentation
                 seed_distance_h=round(record.diameter * record.scale * CELL_SEED_DEPTH_SHARE, 1),
                 min_size=round(working_area * CELL_MIN_SIZE_SHARE),
             )
-    return replace(model, postprocessing=params, objects=record)
+    return replace(model, postprocessing=params, size_rule=rule, objects=record)
 
 
 def images_for_network(items, model: SegmentationModel, fine_tuning: bool = True) -> list:

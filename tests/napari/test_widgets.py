@@ -112,7 +112,7 @@ def test_relabel_of_a_resized_plane_gives_what_segment_gave(
     # re-labelling (sliders unchanged) must label it at that size again.
     from dataclasses import replace
 
-    tiny_model.postprocessing = replace(tiny_model.postprocessing, object_area=333)
+    tiny_model.size_rule = replace(tiny_model.size_rule, object_area=333)
     viewer = make_napari_viewer()
     image, _ = synthetic_nuclei((80, 80), n_nuclei=8, seed=4)
     viewer.add_image(image, name="cells")
@@ -280,6 +280,7 @@ def test_post_processing_sliders_carry_every_model_parameter(make_napari_viewer,
     """The GUI must label exactly as the CLI: every stored parameter survives the sliders."""
     from napari_unet._napari.model_registry import registry
     from napari_unet.instances import InstanceParams
+    from napari_unet.sizes import SizeRule
 
     tiny_model.name = "tuned"
     tiny_model.postprocessing = InstanceParams(
@@ -288,6 +289,8 @@ def test_post_processing_sliders_carry_every_model_parameter(make_napari_viewer,
         seed_dynamic=0.2,
         seed_h=1.5,
         min_size=24,
+    )
+    tiny_model.size_rule = SizeRule(
         upscale_to_area=450.0,
         upscale_from_area=120.0,
         downscale_from_area=3000.0,
@@ -299,14 +302,19 @@ def test_post_processing_sliders_carry_every_model_parameter(make_napari_viewer,
     seg.model_combo.setCurrentText("tuned")
     seg.reset_params()
     assert seg.params() == tiny_model.postprocessing
-    assert seg.upscale_slider.value() == 120  # "enlarge objects below": the trigger
+    assert seg.enlarge_slider.value() == 120  # "enlarge below": the trigger
+    assert seg.enlarge_below() is None and seg.folder_options().enlarge_below is None
 
-    seg.upscale_slider.setValue(200)
-    assert (seg.params().upscale_from_area, seg.params().upscale_to_area) == (200, 450)
-    seg.upscale_slider.setValue(600)  # a trigger above the target: enlarged to the trigger
-    assert (seg.params().upscale_from_area, seg.params().upscale_to_area) == (600, 600)
-    seg.upscale_slider.setValue(0)
-    assert seg.params().upscale_to_area == 0  # never enlarged
+    # The size rule's slider is not a post-processing one: it changes no threshold.
+    seg.enlarge_slider.setValue(200)
+    assert seg.params() == tiny_model.postprocessing
+    rule = seg.folder_options().rule_for(tiny_model.size_rule)
+    assert (rule.upscale_from_area, rule.upscale_to_area) == (200, 450)
+    seg.enlarge_slider.setValue(600)  # a trigger above the target: enlarged to the trigger
+    rule = seg.folder_options().rule_for(tiny_model.size_rule)
+    assert (rule.upscale_from_area, rule.upscale_to_area) == (600, 600)
+    seg.enlarge_slider.setValue(0)
+    assert seg.folder_options().rule_for(tiny_model.size_rule).enlarge_below == 0  # never
 
 
 def test_brightfield_image_is_inverted_and_said_so(make_napari_viewer, qtbot, registered_tiny):

@@ -33,10 +33,12 @@ from ..errors import UNetError
 from ..instances import THRESHOLD_OPTIONS, InstanceParams
 from ..normalize import IMAGE_TYPES
 from ..notes import note_collector, what_model_knows
+from ..options import ENLARGE_BELOW
 from ..planes import PlaneLayout
 from ..progress import Progress, Stage
 from ..segmentation import iter_segment, labels_from_probabilities
 from ..settings import load_settings, update_settings
+from ..sizes import SizeRule
 from ._common import (
     LayerCombo,
     TaskBar,
@@ -165,8 +167,11 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
         self.outline_check = QCheckBox("show labels as outlines")
         self.outline_check.setObjectName("outline_check")
         self.outline_check.setToolTip("draw each object's outline only, so the image shows through")
-        # Made first: its enlarging slider goes with the options that act when segmenting.
-        self.advanced = self._postprocessing_section()
+        # The size rule's one setting: it acts when segmenting, not when re-labelling,
+        # so it is not among the post-processing sliders.
+        self.enlarge_slider = QLabeledSlider()
+        self.enlarge_slider.setRange(int(ENLARGE_BELOW.low), int(ENLARGE_BELOW.high))
+        self.enlarge_slider.setToolTip(ENLARGE_BELOW.help)
         # Settings most runs leave alone, folded so the form stays short.
         layout.addWidget(
             folded(
@@ -176,10 +181,10 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
                 self.outline_check,
                 labeled("device", self.device_combo),
                 labeled("tile size", self.tile_spin),
-                # Acts when segmenting, not when re-labelling: not a post-processing slider.
-                labeled("upscale below", self.upscale_slider),
+                labeled(ENLARGE_BELOW.label, self.enlarge_slider),
             )
         )
+        self.advanced = self._postprocessing_section()
         layout.addWidget(self.advanced)
         layout.addWidget(self._measure_section())
         layout.addWidget(self._folder_section())
@@ -219,21 +224,12 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
         self.seed_dynamic_slider = _slider("seed_dynamic")
         self.seed_h_slider = _slider("seed_h")
         self.min_size_slider = _slider("min_size")
-        self.upscale_slider = QLabeledSlider()
-        self.upscale_slider.setRange(0, 1000)
-        self.upscale_slider.setToolTip(
-            "When the median object is smaller than this many pixels, segment again "
-            "from the image enlarged (up to 3x, to the model's target size) so tiny nuclei "
-            "get finer outlines; 0: never. "
-            "Takes effect when segmenting, not when re-labelling."
-        )
         self._param_sliders = (
             self.foreground_slider,
             self.seed_slider,
             self.seed_dynamic_slider,
             self.seed_h_slider,
             self.min_size_slider,
-            self.upscale_slider,
         )
         adv_layout.addWidget(labeled("foreground", self.foreground_slider))
         adv_layout.addWidget(labeled("seed", self.seed_slider))
@@ -322,9 +318,10 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
     def reset_params(self) -> None:
         try:
             model = self.current_model()
-            params, scheme = model.postprocessing, model.scheme
+            params, scheme, rule = model.postprocessing, model.scheme, model.size_rule
         except (UNetError, KeyError):
-            params, scheme = InstanceParams(), "3class"
+            params, scheme, rule = InstanceParams(), "3class", SizeRule()
+        self.enlarge_slider.setValue(int(round(rule.enlarge_below)))
         # Each model shows only the sliders its post-processing uses; "seed h" is
         # the distance maxima's height, of the foreground (2-class) or of the
         # interior (models of whole cells).
@@ -350,7 +347,6 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
             params.seed_distance_h if self._distance_seeds else params.seed_h
         )
         self.min_size_slider.setValue(int(params.min_size))
-        self.upscale_slider.setValue(int(round(params.upscale_from_area or params.upscale_to_area)))
         for s in sliders:
             s.blockSignals(False)
         self._params_changed()
@@ -368,17 +364,16 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
             seed_dynamic=round(float(self.seed_dynamic_slider.value()), 3),
             **({"seed_distance_h": seed_h} if self._distance_seeds else {"seed_h": seed_h}),
             min_size=int(self.min_size_slider.value()),
-            **self._enlarging(base),
         )
 
-    def _enlarging(self, base: InstanceParams) -> dict:
-        """The enlarging fields the slider (objects below N px) calls for, given the model's own."""
-        below = float(self.upscale_slider.value())
-        if below == (base.upscale_from_area or base.upscale_to_area):
-            return {}  # untouched: the model's own rule
-        if below == 0:
-            return {"upscale_from_area": 0.0, "upscale_to_area": 0.0}
-        return {"upscale_from_area": below, "upscale_to_area": max(base.upscale_to_area, below)}
+    def enlarge_below(self) -> float | None:
+        """The "enlarge below" slider's area, or None while it shows the model's own rule."""
+        try:
+            rule = self.current_model().size_rule
+        except (UNetError, KeyError):
+            rule = SizeRule()
+        below = float(self.enlarge_slider.value())
+        return None if below == round(rule.enlarge_below) else below
 
     def _params_changed(self, *_) -> None:
         if self._cache is not None:
@@ -436,6 +431,8 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
         # Sliders at the model's own values: let each plane's model use its own
         # thresholds (the default hands brightfield planes to another model).
         params = None if self.params() == model.postprocessing else self.params()
+        below = self.enlarge_below()
+        size_rule = None if below is None else model.size_rule.enlarging_below(below)
         image_type = self.image_type_combo.currentText()
         diameter = float(self.diameter_spin.value()) or None
         stitch, track = LINKS[self.link_combo.currentText()]
@@ -470,6 +467,7 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
                 device=device,
                 tile_size=tile,
                 params=params,
+                size_rule=size_rule,
                 return_probabilities=True,
                 image_type=image_type,
                 diameter=diameter,
@@ -555,6 +553,7 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
             diameter=float(self.diameter_spin.value()) or None,
             stitch=stitch,
             track=track,
+            enlarge_below=self.enlarge_below(),
         )
 
     @property

@@ -96,6 +96,20 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _in_range(option):
+    """argparse type of a setting declared as a ThresholdOption: a number in its range."""
+
+    def parse(text: str) -> float:
+        value = _finite_float(text)
+        try:
+            option.check(value)
+        except UNetError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    return parse
+
+
 def _iou_threshold(text: str) -> float:
     try:
         value = float(text)

@@ -17,6 +17,7 @@ from .arguments import (
     _channels,
     _device,
     _given_thresholds,
+    _in_range,
     _iou_threshold,
     _model_line,
     _positive_float,
@@ -90,6 +91,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         stitch_threshold=args.stitch_threshold,
         into_input=args.into_input,
         thresholds=_given_thresholds(args),
+        enlarge_below=args.enlarge_below,
     )
     gen = iter_segment_files(
         args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler
@@ -130,6 +132,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def _add_segment_command(sub) -> None:
     from ..batch import BatchOptions
     from ..normalize import IMAGE_TYPES
+    from ..options import ENLARGE_BELOW
 
     p = sub.add_parser(
         "segment", help="segment images or folders; one <stem>_labels file per input"
@@ -188,6 +191,14 @@ def _add_segment_command(sub) -> None:
         "recognised and inverted), fluorescence, or brightfield",
     )
     _add_threshold_options(p)
+    p.add_argument(
+        ENLARGE_BELOW.flag,
+        type=_in_range(ENLARGE_BELOW),
+        default=None,
+        metavar="AREA",
+        help=f"{ENLARGE_BELOW.help} [{ENLARGE_BELOW.low:g}-{ENLARGE_BELOW.high:g} px] "
+        "(default: the model's size rule)",
+    )
     p.add_argument(
         "--diameter",
         type=_positive_float,
