@@ -18,11 +18,11 @@ import time
 import numpy as np
 import zarr
 
-from napari_unet.batch import BatchOptions
-from napari_unet.blockwise import segment_large
 from napari_unet.devices import cpu_name
-from napari_unet.segmentation import segment
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.segmenting.batch import BatchOptions
+from napari_unet.segmenting.blockwise import segment_large
+from napari_unet.segmenting.segmentation import segment
 
 
 def main() -> None:

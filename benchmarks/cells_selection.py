@@ -43,13 +43,13 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also append the JSON lines here")
     args = ap.parse_args()
 
-    from napari_unet.data import make_training_image, pair_by_stem
     from napari_unet.devices import cpu_name
-    from napari_unet.metrics import dataset_ap, dataset_seg
-    from napari_unet.modelfile import load_model
-    from napari_unet.recipes import FINE_TUNE
-    from napari_unet.segmentation import instances_at_scale, segment
-    from napari_unet.training import train
+    from napari_unet.labels.metrics import dataset_ap, dataset_seg
+    from napari_unet.models.modelfile import load_model
+    from napari_unet.segmenting.segmentation import instances_at_scale, segment
+    from napari_unet.training.data import make_training_image, pair_by_stem
+    from napari_unet.training.loop import train
+    from napari_unet.training.recipes import FINE_TUNE
 
     folder = SHARED / "ctc-dic-hela" / "train"
     pool = pair_by_stem(folder / "images", folder / "masks")

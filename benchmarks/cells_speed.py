@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet.devices import cpu_name
-from napari_unet.io import read_image
-from napari_unet.modelfile import load_model
-from napari_unet.segmentation import segment
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.images.io import read_image
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.models.modelfile import load_model
+from napari_unet.segmenting.segmentation import segment
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

@@ -5,7 +5,7 @@
 
 Clicks at the ground-truth cells' centres (the innermost pixel of each mask,
 as a person clicks the middle of a cell) on ``ctc-dic-hela/val`` frames; the
-cells grown from them (``napari_unet.cells.cells_from_points``, what the
+cells grown from them (``napari_unet.segmenting.cells.cells_from_points``, what the
 Annotate widget's "Cells from points" does) are scored against the masks:
 AP@0.5 and SEG. Prints one JSON object.
 """
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_unet.cells import cells_from_points
-from napari_unet.data import pair_by_stem
 from napari_unet.devices import cpu_name
-from napari_unet.io import read_image
-from napari_unet.metrics import dataset_ap, dataset_seg
+from napari_unet.images.io import read_image
+from napari_unet.labels.metrics import dataset_ap, dataset_seg
+from napari_unet.segmenting.cells import cells_from_points
+from napari_unet.training.data import pair_by_stem
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         return 2
     model = None
     if args.model:
-        from napari_unet.modelfile import load_model
+        from napari_unet.models.modelfile import load_model
 
         model = load_model(args.model)
     truths, preds = [], []
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         )
         probs = None
         if model is not None:
-            from napari_unet.segmentation import segment
+            from napari_unet.segmenting.segmentation import segment
 
             _, probs = segment(image, model, return_probabilities=True)
         preds.append(

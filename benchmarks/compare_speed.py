@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from napari_unet.devices import cpu_name
-from napari_unet.modelfile import load_model
-from napari_unet.segmentation import segment
-from napari_unet.sizes import median_object_area
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.models.modelfile import load_model
+from napari_unet.models.sizes import median_object_area
+from napari_unet.segmenting.segmentation import segment
 
 
 def main() -> None:

@@ -34,15 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.data import make_training_image, pair_by_stem
 from napari_unet.devices import cpu_name
-from napari_unet.io import read_image
-from napari_unet.metrics import dataset_ap, dataset_seg
-from napari_unet.modelfile import load_model, model_for_image_types
-from napari_unet.recipes import FINE_TUNE, TrainConfig
-from napari_unet.segmentation import segment
-from napari_unet.sizes import WORKING_CELL_DIAMETER
-from napari_unet.training import TrainingStopped, train
+from napari_unet.images.io import read_image
+from napari_unet.labels.metrics import dataset_ap, dataset_seg
+from napari_unet.models.modelfile import load_model, model_for_image_types
+from napari_unet.models.sizes import WORKING_CELL_DIAMETER
+from napari_unet.segmenting.segmentation import segment
+from napari_unet.training.data import make_training_image, pair_by_stem
+from napari_unet.training.loop import TrainingStopped, train
+from napari_unet.training.recipes import FINE_TUNE, TrainConfig
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"

@@ -32,7 +32,7 @@ from napari_unet.devices import cpu_name
 
 
 def main() -> int:
-    from napari_unet.synthetic import synthetic_nuclei
+    from napari_unet.images.synthetic import synthetic_nuclei
 
     tmp = Path(tempfile.mkdtemp(prefix="napari-unet-first-step-"))
     (tmp / "images").mkdir()

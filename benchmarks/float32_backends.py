@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from napari_unet.devices import cpu_name
-from napari_unet.modelfile import load_model
-from napari_unet.tiling import prepare_model
+from napari_unet.models.modelfile import load_model
+from napari_unet.models.tiling import prepare_model
 
 
 def best_of(run, repeats: int) -> float:
@@ -63,7 +63,7 @@ def main() -> None:
     if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
         import onnxruntime
 
-        from napari_unet.bioimage_package import _write_onnx
+        from napari_unet.models.bioimage_package import _write_onnx
 
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")

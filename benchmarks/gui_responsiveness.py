@@ -39,13 +39,13 @@ import numpy as np
 
 
 def make_data():
-    from napari_unet.synthetic import synthetic_nuclei
+    from napari_unet.images.synthetic import synthetic_nuclei
 
     return [synthetic_nuclei((512, 512), seed=s) for s in range(3)]
 
 
 def training_config(seconds: float):
-    from napari_unet.training import TrainConfig
+    from napari_unet.training.loop import TrainConfig
 
     return TrainConfig(
         epochs=100_000,
@@ -130,7 +130,7 @@ def segment_and_relabel(size: int, image: np.ndarray | None = None, moves: int =
     """The Segment widget on a size² image: the click on Segment, then slider moves."""
     import napari
 
-    from napari_unet.synthetic import synthetic_nuclei
+    from napari_unet.images.synthetic import synthetic_nuclei
 
     viewer = napari.Viewer(show=True)
     if image is None:
@@ -255,9 +255,9 @@ def gui_run(seconds: float) -> dict:
 
 
 def cli_run(seconds: float) -> dict:
-    from napari_unet.data import make_training_image
     from napari_unet.progress import Stage
-    from napari_unet.training import iter_train
+    from napari_unet.training.data import make_training_image
+    from napari_unet.training.loop import iter_train
 
     data = [make_training_image(i, lab, 1) for i, lab in make_data()]
     stamps = []

@@ -20,8 +20,8 @@ import sys
 CHILD = """
 import json, resource, sys, time
 from napari_unet import heap
-from napari_unet.segmentation import segment
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.segmenting.segmentation import segment
+from napari_unet.images.synthetic import synthetic_nuclei
 if sys.argv[2] == "off":
     heap._glibc = lambda: None  # glibc's defaults
 size = int(sys.argv[1])

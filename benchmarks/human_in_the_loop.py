@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.data import make_training_image, pair_by_stem
-from napari_unet.io import read_image
-from napari_unet.metrics import dataset_ap, matching
-from napari_unet.modelfile import load_model
-from napari_unet.recipes import FINE_TUNE
-from napari_unet.segmentation import segment
-from napari_unet.training import train
+from napari_unet.images.io import read_image
+from napari_unet.labels.metrics import dataset_ap, matching
+from napari_unet.models.modelfile import load_model
+from napari_unet.segmenting.segmentation import segment
+from napari_unet.training.data import make_training_image, pair_by_stem
+from napari_unet.training.loop import train
+from napari_unet.training.recipes import FINE_TUNE
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from napari_unet.devices import cpu_name, native_bfloat16, resolve_precision
-from napari_unet.model import UNet, input_size_for_output, output_size
-from napari_unet.modelfile import builtin_model_path, load_model
-from napari_unet.normalize import normalize
-from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.tiling import (
+from napari_unet.images.normalize import normalize
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.models.model import UNet, input_size_for_output, output_size
+from napari_unet.models.modelfile import builtin_model_path, load_model
+from napari_unet.models.tiling import (
     choose_tile_output,
     plan_tiles,
     predict_tiled,

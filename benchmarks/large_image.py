@@ -27,7 +27,7 @@ TILE = 2048
 
 def synthetic_band(y: int, size: int) -> np.ndarray:
     """One TILE-high row band of the synthetic input (about one nucleus per 40x40 pixels)."""
-    from napari_unet.synthetic import synthetic_nuclei
+    from napari_unet.images.synthetic import synthetic_nuclei
 
     h = min(TILE, size - y)
     parts = []
@@ -69,9 +69,9 @@ def write_input(path: Path, size: int, fmt: str) -> None:
 
 def run_segmentation(src: str, out: str, block: int) -> None:
     """In a fresh process: segment and print timing and peak RSS as JSON."""
-    from napari_unet.batch import BatchOptions
-    from napari_unet.blockwise import segment_large
-    from napari_unet.io import read_image
+    from napari_unet.images.io import read_image
+    from napari_unet.segmenting.batch import BatchOptions
+    from napari_unet.segmenting.blockwise import segment_large
 
     image = read_image(src, lazy=True)
     t = time.perf_counter()

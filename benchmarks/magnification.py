@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from skimage.transform import rescale
 
-from napari_unet.data import pair_by_stem
-from napari_unet.io import read_image
-from napari_unet.metrics import dataset_ap
-from napari_unet.modelfile import load_model
-from napari_unet.segmentation import segment
+from napari_unet.images.io import read_image
+from napari_unet.labels.metrics import dataset_ap
+from napari_unet.models.modelfile import load_model
+from napari_unet.segmenting.segmentation import segment
+from napari_unet.training.data import pair_by_stem
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

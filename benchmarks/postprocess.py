@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 from napari_unet.devices import cpu_name, resolve_precision
-from napari_unet.instances import instances_from_probabilities
-from napari_unet.metrics import matching
-from napari_unet.modelfile import load_model
-from napari_unet.normalize import normalize
-from napari_unet.segmentation import segment
-from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.tiling import predict_tiled, prepare_model
+from napari_unet.images.normalize import normalize
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.labels.instances import instances_from_probabilities
+from napari_unet.labels.metrics import matching
+from napari_unet.models.modelfile import load_model
+from napari_unet.models.tiling import predict_tiled, prepare_model
+from napari_unet.segmenting.segmentation import segment
 
 
 def best_of(fn, repeats=3):

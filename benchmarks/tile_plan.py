@@ -17,11 +17,11 @@ import json
 import math
 import time
 
-import napari_unet.tiling as tiling
+import napari_unet.models.tiling as tiling
 from napari_unet.devices import cpu_name
-from napari_unet.model import halo, input_size_for_output
-from napari_unet.segmentation import segment
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.models.model import halo, input_size_for_output
+from napari_unet.segmenting.segmentation import segment
 
 SIZED_TO_IMAGE = tiling.plan_axis
 

@@ -16,11 +16,11 @@ import time
 import torch
 
 from napari_unet.devices import cpu_name, native_bfloat16
-from napari_unet.instances import instances_from_probabilities
-from napari_unet.modelfile import load_model
-from napari_unet.normalize import prepare_plane
-from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.tiling import predict_tiled
+from napari_unet.images.normalize import prepare_plane
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.labels.instances import instances_from_probabilities
+from napari_unet.models.modelfile import load_model
+from napari_unet.models.tiling import predict_tiled
 
 
 def main() -> None:

@@ -17,12 +17,12 @@ import time
 import torch
 from inference import conv_gflops
 
-from napari_unet.data import make_training_image
 from napari_unet.devices import cpu_name, native_bfloat16
-from napari_unet.model import UNet, valid_input_size
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.models.model import UNet, valid_input_size
 from napari_unet.progress import Progress, Stage
-from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.training import TrainConfig, iter_train
+from napari_unet.training.data import make_training_image
+from napari_unet.training.loop import TrainConfig, iter_train
 
 
 def main() -> None:

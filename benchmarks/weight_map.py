@@ -9,8 +9,8 @@ import json
 import time
 
 from napari_unet.devices import cpu_name
-from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.weights import border_weight_map, separated_labels
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.training.weights import border_weight_map, separated_labels
 
 
 def main() -> None:

@@ -42,14 +42,14 @@ from finetune import (  # noqa: E402
     score,
 )
 
-from napari_unet.augment import AugmentConfig  # noqa: E402
-from napari_unet.data import hold_out_strips, make_training_image, pair_by_stem  # noqa: E402
 from napari_unet.devices import resolve_device  # noqa: E402
-from napari_unet.modelfile import load_model, model_for_image_types  # noqa: E402
+from napari_unet.models.modelfile import load_model, model_for_image_types  # noqa: E402
 from napari_unet.progress import Stage, run_to_end  # noqa: E402
-from napari_unet.recipes import FINE_TUNE  # noqa: E402
-from napari_unet.training import iter_train  # noqa: E402
-from napari_unet.validation import (  # noqa: E402
+from napari_unet.training.augment import AugmentConfig  # noqa: E402
+from napari_unet.training.data import hold_out_strips, make_training_image, pair_by_stem  # noqa: E402
+from napari_unet.training.loop import iter_train  # noqa: E402
+from napari_unet.training.recipes import FINE_TUNE  # noqa: E402
+from napari_unet.training.validation import (  # noqa: E402
     MARGIN_CHOSEN_AT,
     evaluate_model,
     start_model_margin_for,

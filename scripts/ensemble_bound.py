@@ -23,15 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.data import load_training_folder
 from napari_unet.devices import resolve_device, resolve_precision
-from napari_unet.instances import instances_from_probabilities, tune_instance_params
-from napari_unet.modelfile import load_model
-from napari_unet.normalize import Normalization
+from napari_unet.images.normalize import Normalization
+from napari_unet.labels.instances import instances_from_probabilities, tune_instance_params
+from napari_unet.models.modelfile import load_model
 
 # The same enlargement rule and resampling as `segment`, so the bound includes the shipped upscaling.
-from napari_unet.sizes import rescale_factor, resize_channels
-from napari_unet.tiling import predict_tiled, prepare_model
+from napari_unet.models.sizes import rescale_factor, resize_channels
+from napari_unet.models.tiling import predict_tiled, prepare_model
+from napari_unet.training.data import load_training_folder
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "dsb2018-fluo" / "val"

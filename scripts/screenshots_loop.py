@@ -48,7 +48,7 @@ def main() -> None:
     from PIL import Image
     from qtpy.QtWidgets import QApplication, QScrollArea
 
-    from napari_unet.metrics import matching
+    from napari_unet.labels.metrics import matching
 
     images = sorted((args.data / "images").glob("*.tif"))
     first = images[args.first]

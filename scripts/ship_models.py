@@ -7,7 +7,7 @@
 The built-in ``default`` (alias ``nuclei``) is the fluorescence model; it
 names ``brightfield`` as its companion, so planes recognised as brightfield
 or stained are segmented by the built-in ``brightfield`` model (see
-``napari_unet.segmentation.iter_segment_plane``). Among several brightfield
+``napari_unet.segmenting.segmentation.iter_segment_plane``). Among several brightfield
 candidates the one with the best mean AP over IoU 0.5..0.9 on the held-out
 ``dsb2018-stained/train`` images (the same seeded draw as
 ``train_default.py --holdout 12``) is chosen; ``val`` is used only for the
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.data import pair_by_stem
-from napari_unet.io import read_image
-from napari_unet.metrics import dataset_ap
-from napari_unet.modelfile import load_model, save_model
-from napari_unet.segmentation import segment
+from napari_unet.images.io import read_image
+from napari_unet.labels.metrics import dataset_ap
+from napari_unet.models.modelfile import load_model, save_model
+from napari_unet.segmenting.segmentation import segment
+from napari_unet.training.data import pair_by_stem
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"

@@ -26,19 +26,19 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet import __version__
-from napari_unet.augment import AugmentConfig
-from napari_unet.data import make_training_image, pair_by_stem
 from napari_unet.devices import resolve_device
-from napari_unet.instances import CLASS_SCHEMES
-from napari_unet.io import read_image
-from napari_unet.metrics import dataset_ap
-from napari_unet.model import UNet
-from napari_unet.modelfile import load_model, save_model
-from napari_unet.normalize import Normalization
+from napari_unet.images.io import read_image
+from napari_unet.images.normalize import Normalization
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.labels.instances import CLASS_SCHEMES
+from napari_unet.labels.metrics import dataset_ap
+from napari_unet.models.model import UNet
+from napari_unet.models.modelfile import load_model, save_model
 from napari_unet.progress import Progress, Stage, run_to_end
-from napari_unet.segmentation import segment
-from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.training import TrainConfig, iter_train, tune_postprocessing
+from napari_unet.segmenting.segmentation import segment
+from napari_unet.training.augment import AugmentConfig
+from napari_unet.training.data import make_training_image, pair_by_stem
+from napari_unet.training.loop import TrainConfig, iter_train, tune_postprocessing
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"

@@ -4,7 +4,7 @@
         [--extra 80] [--crops CHOICE ...] [--write]
 
 Every ``train`` image is seen at 0.5x, 1x, 2x and 3x and at two random
-magnifications in [0.4, 4.5]; :func:`napari_unet.size_model.size_features`
+magnifications in [0.4, 4.5]; :func:`napari_unet.models.size_model.size_features`
 is read from each view and a ridge regression fitted to the log of its median
 nucleus area (the ridge strength by 5-fold cross-validation over images).
 The choice, size model or first-pass rule alone, is made on the 40 images
@@ -13,7 +13,7 @@ the rest, at the four magnifications, each segmented with the size model of
 the fold that did not see it (mean AP@0.5). ``val`` stays for the report
 (``benchmarks/magnification.py``). ``--write`` stores the size model fitted
 on all images in the model file when it wins. Several ``--crops`` choices
-(where the features are read, :data:`napari_unet.size_model.CROP_CHOICES`)
+(where the features are read, :data:`napari_unet.models.size_model.CROP_CHOICES`)
 are each fitted and compared in the same run; within 0.002 mean AP@0.5 of
 the best they are tied and the smaller cross-validated size error wins.
 """
@@ -31,15 +31,15 @@ import numpy as np
 import torch
 from skimage.transform import rescale
 
-from napari_unet.data import pair_by_stem
-from napari_unet.io import read_image
-from napari_unet.metrics import dataset_ap
-from napari_unet.modelfile import convert_for_segmenting, load_model, model_path, save_model
-from napari_unet.normalize import normalize
-from napari_unet.segmentation import segment
-from napari_unet.size_model import CROP_CHOICES, fit_size_model, size_features
-from napari_unet.sizes import median_object_area
-from napari_unet.tiling import prepare_model
+from napari_unet.images.io import read_image
+from napari_unet.images.normalize import normalize
+from napari_unet.labels.metrics import dataset_ap
+from napari_unet.models.modelfile import convert_for_segmenting, load_model, model_path, save_model
+from napari_unet.models.size_model import CROP_CHOICES, fit_size_model, size_features
+from napari_unet.models.sizes import median_object_area
+from napari_unet.models.tiling import prepare_model
+from napari_unet.segmenting.segmentation import segment
+from napari_unet.training.data import pair_by_stem
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 from skimage.transform import rescale
 
-import napari_unet.segmentation as segmentation
-import napari_unet.sizes as sizes
-from napari_unet.io import read_image
-from napari_unet.metrics import dataset_ap
-from napari_unet.modelfile import load_model, model_path, save_model
-from napari_unet.segmentation import segment
-from napari_unet.tiling import EncoderMeans
+import napari_unet.models.sizes as sizes
+import napari_unet.segmenting.segmentation as segmentation
+from napari_unet.images.io import read_image
+from napari_unet.labels.metrics import dataset_ap
+from napari_unet.models.modelfile import load_model, model_path, save_model
+from napari_unet.models.tiling import EncoderMeans
+from napari_unet.segmenting.segmentation import segment
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -9,8 +9,8 @@ import pytest
 import torch
 import zarr
 
-from napari_unet.modelfile import builtin_model_path, new_model
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.models.modelfile import builtin_model_path, new_model
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

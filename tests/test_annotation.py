@@ -5,8 +5,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_unet.annotation import fill_label_holes, merge_labels, next_free_label, split_label
 from napari_unet.errors import UNetError
+from napari_unet.labels.annotation import (
+    fill_label_holes,
+    merge_labels,
+    next_free_label,
+    split_label,
+)
 
 
 def two_squares():

@@ -3,7 +3,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from napari_unet.augment import (
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.training.augment import (
     NO_AUGMENTATION,
     AugmentConfig,
     augment_intensity,
@@ -12,7 +13,6 @@ from napari_unet.augment import (
     elastic_displacement,
     flip_rotate,
 )
-from napari_unet.synthetic import synthetic_nuclei
 
 
 def test_elastic_field_interpolates_a_3x3_grid_with_10px_std():

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.batch import BatchOptions, expand_inputs, segment_files
-from napari_unet.blockwise import plan_blocks, segment_large
 from napari_unet.errors import UNetError
-from napari_unet.metrics import matching
-from napari_unet.segmentation import segment
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.labels.metrics import matching
+from napari_unet.segmenting.batch import BatchOptions, expand_inputs, segment_files
+from napari_unet.segmenting.blockwise import plan_blocks, segment_large
+from napari_unet.segmenting.segmentation import segment
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_local_cluster_with_two_workers(folder, tmp_path, tiny_model):
 def test_blocks_use_the_same_rescaling_as_the_whole_image(default_model_available, tmp_path):
     # Tiny nuclei: the whole image is segmented again enlarged; so must every block.
     from napari_unet.progress import run_to_end
-    from napari_unet.segmentation import iter_segment
+    from napari_unet.segmenting.segmentation import iter_segment
 
     image, truth = synthetic_nuclei((1200, 1200), n_nuclei=900, radius=(2.5, 4), seed=2)
     events = []
@@ -259,8 +259,8 @@ def test_a_stack_too_big_for_memory_is_refused_before_allocating(tmp_path, tiny_
 
 
 def test_a_single_large_image_reports_progress_per_block(tmp_path, tiny_model):
-    from napari_unet.batch import iter_segment_files
     from napari_unet.progress import Stage, run_to_end
+    from napari_unet.segmenting.batch import iter_segment_files
 
     image, _ = synthetic_nuclei((300, 500), n_nuclei=30, seed=6)
     folder = tmp_path / "in"
@@ -281,7 +281,7 @@ def test_a_single_large_image_reports_progress_per_block(tmp_path, tiny_model):
 
 @pytest.mark.parametrize("block_size", [4096, 128])
 def test_outputs_keep_the_inputs_pixel_size(tmp_path, tiny_model, block_size):
-    from napari_unet.io import read_image
+    from napari_unet.images.io import read_image
 
     image, _ = synthetic_nuclei((300, 260), n_nuclei=20, seed=7)
     folder = tmp_path / "in"
@@ -328,7 +328,7 @@ def test_thresholds_reach_every_path_in_memory_and_block_by_block(tmp_path, tiny
 
 
 def test_a_threshold_out_of_its_range_is_refused():
-    from napari_unet.instances import InstanceParams
+    from napari_unet.labels.instances import InstanceParams
 
     with pytest.raises(UNetError, match=r"min-size must be in \[0, 500\]"):
         BatchOptions(thresholds={"min_size": -1}).params_for(InstanceParams())
@@ -354,7 +354,7 @@ def test_a_side_output_killed_before_its_labels_leaves_the_input_to_redo(
     tmp_path, tiny_model, monkeypatch
 ):
     """Labels are written last: a run that dies after the side outputs has not finished."""
-    import napari_unet.io as io
+    import napari_unet.images.io as io
 
     image, _ = synthetic_nuclei((64, 64), n_nuclei=4, seed=1)
     (tmp_path / "in").mkdir()
@@ -406,7 +406,7 @@ def test_an_input_whose_labels_name_is_long_but_legal(tmp_path, tiny_model):
 
 
 def test_a_killed_block_wise_run_is_taken_up_where_it_stopped(tmp_path, tiny_model, monkeypatch):
-    from napari_unet import blockwise
+    from napari_unet.segmenting import blockwise
 
     image, _ = synthetic_nuclei((300, 260), n_nuclei=40, seed=5)
     options = BatchOptions(block_size=128)
@@ -441,7 +441,7 @@ def test_a_killed_block_wise_run_is_taken_up_where_it_stopped(tmp_path, tiny_mod
 
 
 def test_blocks_of_another_job_for_the_same_output_are_not_taken_up(tmp_path, tiny_model):
-    from napari_unet.atomic import resumable_blocks
+    from napari_unet.images.atomic import resumable_blocks
 
     with pytest.raises(RuntimeError), resumable_blocks(tmp_path, "a_labels.tif", "plan1") as store:
         (store / "0.npy").write_bytes(b"old")

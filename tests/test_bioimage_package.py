@@ -8,9 +8,9 @@ import pytest
 
 from napari_unet.cli import main
 from napari_unet.errors import UNetError
-from napari_unet.modelfile import save_model
-from napari_unet.segmentation import segment
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.models.modelfile import save_model
+from napari_unet.segmenting.segmentation import segment
 
 needs_spec = pytest.mark.skipif(
     importlib.util.find_spec("bioimageio.spec") is None,
@@ -25,8 +25,8 @@ def package(tmp_path_factory, request):
         pytest.skip("bioimageio.spec is not installed (pip install bioimageio.spec)")
     import torch
 
-    from napari_unet.bioimage_package import export_package
-    from napari_unet.modelfile import new_model
+    from napari_unet.models.bioimage_package import export_package
+    from napari_unet.models.modelfile import new_model
 
     torch.manual_seed(0)
     model = new_model(
@@ -116,8 +116,8 @@ def test_a_colour_package_names_its_channels_and_normalizes_them_together(packag
 
 @needs_spec
 def test_a_test_image_of_another_channel_count_is_one_clear_error(tmp_path):
-    from napari_unet.bioimage_package import export_package
-    from napari_unet.modelfile import new_model
+    from napari_unet.models.bioimage_package import export_package
+    from napari_unet.models.modelfile import new_model
 
     model = new_model(depth=2, base_channels=4, in_channels=3)
     with pytest.raises(UNetError, match=r"\(Y, X\) or \(3, Y, X\)"):
@@ -196,7 +196,7 @@ def test_the_broken_spec_and_pydantic_pair_is_refused_in_one_line_before_any_wor
 ):
     import importlib.metadata
 
-    from napari_unet import bioimage_package
+    from napari_unet.models import bioimage_package
 
     monkeypatch.setattr(importlib.metadata, "version", lambda name: versions[name])
     if not refused:
@@ -213,7 +213,7 @@ def test_the_broken_spec_and_pydantic_pair_is_refused_in_one_line_before_any_wor
 
 
 def test_release_reads_the_leading_numbers_of_a_version():
-    from napari_unet.bioimage_package import _release
+    from napari_unet.models.bioimage_package import _release
 
     assert _release("0.5.12.0") == (0, 5, 12, 0)
     assert _release("2.14.0rc1") == (2, 14, 0)

@@ -6,16 +6,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
-from napari_unet.cells import (
+from napari_unet.errors import UNetError
+from napari_unet.images.synthetic import synthetic_cells
+from napari_unet.labels.metrics import matching
+from napari_unet.segmenting.cells import (
     cells_from_nuclei,
     cells_from_points,
     click_spacing,
     grow_from_seeds,
     points_to_seeds,
 )
-from napari_unet.errors import UNetError
-from napari_unet.metrics import matching
-from napari_unet.synthetic import synthetic_cells
 
 
 def centres(labels):

@@ -6,8 +6,8 @@ import pytest
 import tifffile
 
 from napari_unet.cli import main
-from napari_unet.modelfile import save_model
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.models.modelfile import save_model
 
 
 @pytest.fixture
@@ -174,7 +174,7 @@ def test_train_from_scratch_and_fine_tune(pairs, model_file, tmp_path, capsys):
 def test_fine_tuning_on_tiny_nuclei_trains_them_enlarged_and_says_so(tiny_model, tmp_path, capsys):
     from dataclasses import replace
 
-    from napari_unet.sizes import SizeRule
+    from napari_unet.models.sizes import SizeRule
 
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
@@ -198,8 +198,8 @@ def test_fine_tuning_on_tiny_nuclei_trains_them_enlarged_and_says_so(tiny_model,
 def test_fine_tuning_that_does_not_beat_the_start_model_says_so_and_writes_it(
     pairs, model_file, tmp_path, monkeypatch, capsys
 ):
-    import napari_unet.training as training
-    from napari_unet.modelfile import load_model
+    import napari_unet.training.loop as training
+    from napari_unet.models.modelfile import load_model
 
     scores = iter([0.9, 0.1, 0.2])  # the start model wins on the held-out strips
     monkeypatch.setattr(
@@ -472,7 +472,7 @@ def test_segment_with_weights_that_do_not_fit_is_one_error_before_work(
 ):
     from safetensors.torch import load_file, save_file
 
-    from napari_unet.modelfile import read_model_config
+    from napari_unet.models.modelfile import read_model_config
 
     images, _ = pairs
     config = read_model_config(model_file)
@@ -509,8 +509,8 @@ def test_segment_stitches_a_z_stack_unless_asked_not_to(default_model_available,
 
 
 def test_train_and_tune_on_stained_images_work_on_the_rgb_companion(tmp_path, monkeypatch, capsys):
-    import napari_unet.modelfile as mf
-    from napari_unet.modelfile import load_model, new_model
+    import napari_unet.models.modelfile as mf
+    from napari_unet.models.modelfile import load_model, new_model
 
     arch = dict(depth=2, base_channels=4, scheme="3class", dropout=0.0)
     colour = new_model(**arch, in_channels=3)
@@ -545,7 +545,7 @@ def test_train_and_tune_on_stained_images_work_on_the_rgb_companion(tmp_path, mo
 def test_info_summarizes_the_size_model_unless_asked_for_all(tiny_model, tmp_path, capsys):
     from dataclasses import replace
 
-    from napari_unet.size_model import SizeModel, feature_count
+    from napari_unet.models.size_model import SizeModel, feature_count
 
     n = feature_count(tiny_model.net)
     sized = replace(tiny_model, size_model=SizeModel(np.zeros(n), np.ones(n), np.zeros(n), 5.0))
@@ -559,7 +559,7 @@ def test_info_summarizes_the_size_model_unless_asked_for_all(tiny_model, tmp_pat
 
 
 def test_a_two_channel_image_is_segmented_as_channels_not_a_stack(tmp_path, capsys):
-    from napari_unet.synthetic import synthetic_cells
+    from napari_unet.images.synthetic import synthetic_cells
 
     image, truth = synthetic_cells((128, 128), diameter=50, seed=2, with_nuclei=True)
     folder = tmp_path / "in"
@@ -704,9 +704,9 @@ def test_enlarge_below_reaches_the_size_rule(pairs, model_file, tmp_path, monkey
     """--enlarge-below changes the model's size rule for the run, and only that."""
     from dataclasses import replace
 
-    import napari_unet.batch as batch
-    from napari_unet.modelfile import load_model
-    from napari_unet.sizes import SizeRule
+    import napari_unet.segmenting.batch as batch
+    from napari_unet.models.modelfile import load_model
+    from napari_unet.models.sizes import SizeRule
 
     seen = []
 
@@ -728,9 +728,9 @@ def test_enlarge_below_reaches_the_size_rule(pairs, model_file, tmp_path, monkey
 
 
 def test_bad_enlarge_below_from_python_is_refused_before_work(pairs, model_file, tmp_path):
-    from napari_unet.batch import iter_segment_files
     from napari_unet.errors import UNetError
-    from napari_unet.options import BatchOptions
+    from napari_unet.segmenting.batch import iter_segment_files
+    from napari_unet.segmenting.options import BatchOptions
 
     images, _ = pairs
     out = tmp_path / "out"
@@ -893,7 +893,7 @@ def test_training_onto_a_full_disk_is_refused_before_it_starts(
 def test_a_final_write_that_fails_keeps_the_checkpoint_and_says_how_to_resume(
     pairs, tmp_path, capsys, monkeypatch
 ):
-    from napari_unet import modelfile
+    from napari_unet.models import modelfile
 
     images, masks = pairs
     out = tmp_path / "m.safetensors"
@@ -943,8 +943,8 @@ def test_every_segment_option_has_its_flag():
     from dataclasses import fields
 
     from napari_unet.cli import build_parser
-    from napari_unet.instances import THRESHOLD_OPTIONS
-    from napari_unet.options import BatchOptions
+    from napari_unet.labels.instances import THRESHOLD_OPTIONS
+    from napari_unet.segmenting.options import BatchOptions
 
     parser = build_parser()
     [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

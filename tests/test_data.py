@@ -2,16 +2,16 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.augment import AugmentConfig
-from napari_unet.data import (
+from napari_unet.errors import UNetError
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.training.augment import AugmentConfig
+from napari_unet.training.data import (
     PatchDataset,
     dataset_class_weights,
     load_training_folder,
     make_training_image,
     pair_by_stem,
 )
-from napari_unet.errors import UNetError
-from napari_unet.synthetic import synthetic_nuclei
 
 
 def write_pairs(tmp_path, n=3, mask_suffix=""):
@@ -105,7 +105,7 @@ def test_class_weights_grow_for_rare_classes():
     ],
 )
 def test_label_ids_that_would_be_lost_are_refused(ids, message):
-    from napari_unet.data import make_training_image
+    from napari_unet.training.data import make_training_image
 
     labels = np.zeros((16, 16), dtype=ids.dtype)
     labels[4:8, 4:8] = ids[1]
@@ -114,8 +114,8 @@ def test_label_ids_that_would_be_lost_are_refused(ids, message):
 
 
 def test_training_images_of_brightfield_are_inverted_like_segmentation():
-    from napari_unet.data import make_training_image
-    from napari_unet.synthetic import synthetic_nuclei
+    from napari_unet.images.synthetic import synthetic_nuclei
+    from napari_unet.training.data import make_training_image
 
     fluo, truth = synthetic_nuclei((64, 64), n_nuclei=5, seed=2)
     bright = (int(fluo.max()) - fluo.astype(np.int64)).astype(np.uint16)
@@ -142,7 +142,7 @@ def test_annotated_images_are_resized_as_the_model_will_segment_them(
 ):
     from dataclasses import replace
 
-    from napari_unet.sizes import SizeRule, factor_for_area, median_object_area
+    from napari_unet.models.sizes import SizeRule, factor_for_area, median_object_area
 
     image, truth = synthetic_nuclei((80, 96), n_nuclei=12, radius=radius, seed=5)
     valid = np.zeros(truth.shape, bool)
@@ -169,8 +169,8 @@ def test_annotated_images_are_resized_as_the_model_will_segment_them(
 def test_training_sets_from_layers_and_folders_in_one_place(tmp_path, tiny_model):
     import tifffile
 
-    from napari_unet.data import AnnotatedStack, training_sets
-    from napari_unet.synthetic import synthetic_nuclei
+    from napari_unet.images.synthetic import synthetic_nuclei
+    from napari_unet.training.data import AnnotatedStack, training_sets
 
     image, labels = synthetic_nuclei((64, 64), n_nuclei=4, seed=1)
     stack = np.stack([image, image])

@@ -12,11 +12,11 @@ recognised and inverted.
 import numpy as np
 import pytest
 
-from napari_unet.data import pair_by_stem
-from napari_unet.io import read_image
-from napari_unet.metrics import dataset_ap
-from napari_unet.modelfile import load_model
-from napari_unet.segmentation import segment
+from napari_unet.images.io import read_image
+from napari_unet.labels.metrics import dataset_ap
+from napari_unet.models.modelfile import load_model
+from napari_unet.segmenting.segmentation import segment
+from napari_unet.training.data import pair_by_stem
 
 # Floors well below the measured scores (see docs/results.md), so that only a
 # broken model, a broken pipeline or a changed normalization trips them.

@@ -33,7 +33,7 @@ def numbers(text: str) -> list[str]:
 
 
 def test_readme_nuclei_scores_are_the_model_files_own():
-    from napari_unet.modelfile import read_model_config
+    from napari_unet.models.modelfile import read_model_config
 
     scores = read_model_config("default")["training"]["validation_final"]
     rows = readme_results()

@@ -6,7 +6,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from napari_unet.errors import UNetError
-from napari_unet.instances import (
+from napari_unet.labels.instances import (
     CLASS_SCHEMES,
     InstanceParams,
     fill_holes,
@@ -16,8 +16,8 @@ from napari_unet.instances import (
     split_seeds,
     tune_instance_params,
 )
-from napari_unet.metrics import matching
-from napari_unet.weights import class_targets
+from napari_unet.labels.metrics import matching
+from napari_unet.training.weights import class_targets
 
 
 def probabilities_from_labels(labels: np.ndarray, scheme: str, blur: float = 0.7) -> np.ndarray:
@@ -141,7 +141,7 @@ def test_seed_splitting_brackets_h_maxima_on_random_fields():
     """
     from skimage.morphology import h_maxima
 
-    from napari_unet.instances import SPLIT_LEVEL_STEP
+    from napari_unet.labels.instances import SPLIT_LEVEL_STEP
 
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -248,7 +248,7 @@ def test_tuning_searches_the_distance_height_of_a_distance_seeded_model():
 
 
 def test_offset_ids_keeps_background_and_reports_the_largest_id():
-    from napari_unet.instances import offset_ids
+    from napari_unet.labels.instances import offset_ids
 
     a = np.array([[0, 1], [2, 0]], np.uint32)
     assert offset_ids(a, 10) == 12 and a.tolist() == [[0, 11], [12, 0]]
@@ -257,7 +257,7 @@ def test_offset_ids_keeps_background_and_reports_the_largest_id():
 
 
 def test_narrowed_picks_uint16_while_ids_fit():
-    from napari_unet.instances import narrowed
+    from napari_unet.labels.instances import narrowed
 
     assert narrowed(np.array([0, 65535], np.uint32)).dtype == np.uint16
     assert narrowed(np.array([0, 65536], np.uint32)).dtype == np.uint32

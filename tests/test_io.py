@@ -6,7 +6,7 @@ import pytest
 import tifffile
 
 from napari_unet.errors import UNetError
-from napari_unet.io import atomic_path, infer_axes, read_image, write_tiff
+from napari_unet.images.io import atomic_path, infer_axes, read_image, write_tiff
 
 
 @pytest.mark.parametrize(
@@ -109,8 +109,8 @@ def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
 
 
 def test_planar_rgb_tiff_is_one_colour_image(tmp_path, tiny_model):
-    from napari_unet.io import read_image
-    from napari_unet.segmentation import segment
+    from napari_unet.images.io import read_image
+    from napari_unet.segmenting.segmentation import segment
 
     rgb = np.random.default_rng(0).integers(0, 255, (3, 40, 50), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate")
@@ -122,7 +122,7 @@ def test_planar_rgb_tiff_is_one_colour_image(tmp_path, tiny_model):
 def test_pixel_sizes_are_read_from_imagej_ome_and_zarr_and_written_back(tmp_path):
     import zarr
 
-    from napari_unet.io import write_ngff_labels, write_tiff
+    from napari_unet.images.io import write_ngff_labels, write_tiff
 
     image = np.zeros((20, 30), np.uint16)
     imagej = tmp_path / "imagej.tif"
@@ -167,7 +167,7 @@ def test_pixel_sizes_are_read_from_imagej_ome_and_zarr_and_written_back(tmp_path
 def test_a_standalone_ome_zarr_points_at_its_image_by_a_relative_path(tmp_path):
     import zarr
 
-    from napari_unet.io import write_ngff_labels
+    from napari_unet.images.io import write_ngff_labels
 
     source = tmp_path / "images" / "cells.tif"
     out = write_ngff_labels(
@@ -192,25 +192,26 @@ def test_a_standalone_ome_zarr_points_at_its_image_by_a_relative_path(tmp_path):
     ],
 )
 def test_image_stem_drops_the_longest_image_suffix(name, stem):
-    from napari_unet.io import image_stem
+    from napari_unet.images.io import image_stem
 
     assert image_stem(name) == stem
 
 
 def test_one_format_registry_for_reading_batch_and_training():
     """What read_image reads is what batch runs list and training folders pair (.bmp included)."""
-    from napari_unet import batch, data, io
+    from napari_unet.images import io
+    from napari_unet.segmenting import batch
 
+    # Training folders are listed by io.files_by_stem itself, on io.FILE_IMAGE_SUFFIXES.
     assert set(batch.INPUT_SUFFIXES) == set(io.READABLE_SUFFIXES)
-    assert set(data.IMAGE_SUFFIXES) == set(io.FILE_IMAGE_SUFFIXES)
     assert ".bmp" in io.FILE_IMAGE_SUFFIXES
 
 
 def test_bmp_images_are_found_by_batch_runs_and_training_folders(tmp_path):
     import imageio.v3 as iio
 
-    from napari_unet.batch import expand_inputs
-    from napari_unet.data import pair_by_stem
+    from napari_unet.segmenting.batch import expand_inputs
+    from napari_unet.training.data import pair_by_stem
 
     (tmp_path / "img").mkdir()
     (tmp_path / "masks").mkdir()
@@ -223,7 +224,7 @@ def test_bmp_images_are_found_by_batch_runs_and_training_folders(tmp_path):
 
 
 def test_pngs_carry_the_mark_so_later_runs_know_their_own(tmp_path):
-    from napari_unet.io import output_owner, write_png
+    from napari_unet.images.io import output_owner, write_png
 
     ours = write_png(tmp_path / "o.png", np.zeros((8, 8, 3), np.uint8))
     assert output_owner(ours) == "napari-unet"

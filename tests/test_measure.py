@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_unet.errors import UNetError
-from napari_unet.measure import measure_objects, write_csv
+from napari_unet.labels.measure import measure_objects, write_csv
 
 
 def two_squares():

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_unet.errors import UNetError
-from napari_unet.metrics import DSB_THRESHOLDS, iou_matrix, matching, matching_dataset
+from napari_unet.labels.metrics import DSB_THRESHOLDS, iou_matrix, matching, matching_dataset
 
 
 def square(shape, y, x, size, value, out=None):
@@ -106,7 +106,7 @@ def test_shape_and_type_errors():
 
 
 def test_seg_is_the_jaccard_of_the_object_covering_more_than_half_else_zero():
-    from napari_unet.metrics import dataset_seg, seg_scores
+    from napari_unet.labels.metrics import dataset_seg, seg_scores
 
     gt = np.zeros((10, 20), np.int32)
     gt[:, :10] = 1  # 100 px
@@ -122,7 +122,7 @@ def test_seg_is_the_jaccard_of_the_object_covering_more_than_half_else_zero():
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**31 - 1))
 def test_seg_of_a_perfect_prediction_is_one_and_never_above_the_matched_iou(seed):
-    from napari_unet.metrics import seg_scores
+    from napari_unet.labels.metrics import seg_scores
 
     rng = np.random.default_rng(seed)
     gt = rng.integers(0, 5, (12, 12)).astype(np.int32)

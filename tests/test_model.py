@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from napari_unet.errors import UNetError
-from napari_unet.model import (
+from napari_unet.models.model import (
     UNet,
     halo,
     input_size_for_output,

@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from napari_unet.errors import UNetError
-from napari_unet.instances import InstanceParams
-from napari_unet.modelfile import load_model, read_model_config, save_model
+from napari_unet.labels.instances import InstanceParams
+from napari_unet.models.modelfile import load_model, read_model_config, save_model
 
 
 def test_roundtrip_keeps_weights_and_config(tiny_model, tmp_path):
@@ -31,7 +31,7 @@ def test_roundtrip_keeps_weights_and_config(tiny_model, tmp_path):
 def test_the_size_rule_has_its_own_section_and_older_files_keep_theirs(tiny_model, tmp_path):
     from safetensors.torch import load_file
 
-    from napari_unet.sizes import SizeRule
+    from napari_unet.models.sizes import SizeRule
 
     rule = SizeRule(upscale_to_area=450, upscale_from_area=120, object_area=333)
     tiny_model.size_rule = rule
@@ -114,7 +114,7 @@ def test_channel_count_check(tiny_model):
 
 
 def test_atomic_write_leaves_no_partial_file(tiny_model, tmp_path, monkeypatch):
-    import napari_unet.modelfile as mf
+    import napari_unet.models.modelfile as mf
 
     target = tmp_path / "m.safetensors"
     save_model(tiny_model, target)

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_unet.batch import BatchOptions, segment_files
 from napari_unet.cli import main
 from napari_unet.errors import UNetError
-from napari_unet.io import read_image
-from napari_unet.ngff_labels import label_colours, write_labels_into_image
+from napari_unet.images.io import read_image
+from napari_unet.images.ngff_labels import label_colours, write_labels_into_image
+from napari_unet.segmenting.batch import BatchOptions, segment_files
 
 
 def label_attrs(group):
@@ -145,7 +145,7 @@ def test_labels_swapped_in_but_never_listed_are_redone_on_resume(
     tmp_path, tiny_model, ome_zarr_image, monkeypatch
 ):
     """A run killed between swapping the labels in and listing them: the rerun finishes it."""
-    from napari_unet import ngff_labels
+    from napari_unet.images import ngff_labels
 
     image = ome_zarr_image(tmp_path / "img.ome.zarr")
     options = BatchOptions(model=tiny_model, into_input=True)

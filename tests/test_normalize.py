@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_unet.errors import UNetError
-from napari_unet.normalize import (
+from napari_unet.images.normalize import (
     Normalization,
     check_finite_array,
     normalize,
@@ -61,7 +61,7 @@ def test_channel_conversions():
 
 
 def _fluorescence_and_brightfield_twins():
-    from napari_unet.synthetic import synthetic_nuclei
+    from napari_unet.images.synthetic import synthetic_nuclei
 
     fluo, truth = synthetic_nuclei((96, 96), n_nuclei=8, seed=4)
     bright = (int(fluo.max()) - fluo.astype(np.int64)).astype(np.uint16)
@@ -69,7 +69,7 @@ def _fluorescence_and_brightfield_twins():
 
 
 def test_bright_background_is_detected_as_brightfield():
-    from napari_unet.normalize import bright_background_score, detect_image_type
+    from napari_unet.images.normalize import bright_background_score, detect_image_type
 
     fluo, bright, _ = _fluorescence_and_brightfield_twins()
     assert bright_background_score(fluo[None]) < 0.3 < bright_background_score(bright[None])
@@ -81,7 +81,7 @@ def test_bright_background_is_detected_as_brightfield():
 
 
 def test_brightfield_twin_becomes_the_fluorescence_input():
-    from napari_unet.normalize import prepare_plane
+    from napari_unet.images.normalize import prepare_plane
 
     fluo, bright, _ = _fluorescence_and_brightfield_twins()
     a, kind_a = prepare_plane(fluo, None, 1, Normalization())
@@ -94,14 +94,14 @@ def test_brightfield_twin_becomes_the_fluorescence_input():
 
 
 def test_unknown_image_type_is_a_clear_error():
-    from napari_unet.normalize import prepare_plane
+    from napari_unet.images.normalize import prepare_plane
 
     with pytest.raises(UNetError, match="image type 'phase'"):
         prepare_plane(np.zeros((8, 8)), None, 1, Normalization(), image_type="phase")
 
 
 def test_float64_beyond_float32_range_is_normalized_not_lost():
-    from napari_unet.synthetic import synthetic_nuclei
+    from napari_unet.images.synthetic import synthetic_nuclei
 
     image, _ = synthetic_nuclei((64, 64), n_nuclei=5, seed=1)
     huge = image.astype(np.float64) * 1e300
@@ -128,7 +128,7 @@ def _stained_field(seed=0):
 
 
 def test_hematoxylin_separates_nuclei_from_eosin_where_grey_cannot():
-    from napari_unet.normalize import prepare_plane
+    from napari_unet.images.normalize import prepare_plane
 
     rgb, nuclei, cytoplasm = _stained_field()
 
@@ -144,7 +144,7 @@ def test_hematoxylin_separates_nuclei_from_eosin_where_grey_cannot():
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 def test_hematoxylin_of_grey_is_monotone_in_darkness(dtype):
-    from napari_unet.normalize import hematoxylin_density
+    from napari_unet.images.normalize import hematoxylin_density
 
     scale = 1.0 if dtype == np.float32 else np.iinfo(dtype).max
     ramp = (np.linspace(1.0, 0.0, 50) * scale).astype(dtype)[None, None]
@@ -157,7 +157,7 @@ def test_hematoxylin_of_grey_is_monotone_in_darkness(dtype):
 
 
 def test_three_channel_model_gets_the_density_in_each_channel():
-    from napari_unet.normalize import prepare_plane
+    from napari_unet.images.normalize import prepare_plane
 
     rgb, _, _ = _stained_field()
     x, _ = prepare_plane(rgb, -1, 3, Normalization(brightfield="hematoxylin"))
@@ -172,7 +172,7 @@ def test_unknown_brightfield_conversion_is_a_clear_error():
 
 
 def test_colour_deconvolution_of_two_channels_is_a_clear_error():
-    from napari_unet.normalize import hematoxylin_density
+    from napari_unet.images.normalize import hematoxylin_density
 
     with pytest.raises(UNetError, match="grey or RGB, got 2 channels"):
         hematoxylin_density(np.ones((2, 8, 8), np.uint8))
@@ -185,8 +185,8 @@ def test_colour_deconvolution_of_two_channels_is_a_clear_error():
 def test_images_without_bright_or_dark_polarity_are_told_apart(kind, unpolarised):
     from scipy import ndimage as ndi
 
-    from napari_unet.normalize import looks_unpolarised
-    from napari_unet.synthetic import synthetic_nuclei
+    from napari_unet.images.normalize import looks_unpolarised
+    from napari_unet.images.synthetic import synthetic_nuclei
 
     image, labels = synthetic_nuclei((128, 128), seed=3)
     image = image.astype(np.float32)
@@ -202,7 +202,7 @@ def test_images_without_bright_or_dark_polarity_are_told_apart(kind, unpolarised
 
 
 def test_a_channel_count_the_model_does_not_take_names_the_channels_option():
-    from napari_unet.normalize import Normalization, convert_plane
+    from napari_unet.images.normalize import Normalization, convert_plane
 
     with pytest.raises(UNetError, match=r"--channels CELLS\[,NUCLEI\]"):
         convert_plane(np.zeros((2, 16, 16), np.float32), 0, 1, Normalization())

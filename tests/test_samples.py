@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet import samples
 from napari_unet.errors import UNetError
+from napari_unet.images import samples
 
 
 def test_cached_sample_is_used_offline(monkeypatch, tmp_path):

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from napari_unet.errors import UNetError
-from napari_unet.metrics import matching
-from napari_unet.modelfile import load_model
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.labels.metrics import matching
+from napari_unet.models.modelfile import load_model
 from napari_unet.progress import run_to_end
-from napari_unet.segmentation import iter_segment, labels_from_probabilities, segment
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.segmenting.segmentation import iter_segment, labels_from_probabilities, segment
 
 
 def test_shapes_for_grey_rgb_and_stacks(tiny_model):
@@ -104,8 +104,8 @@ def _disk_probabilities(shape, centres, radius):
 
 
 def test_instances_are_judged_at_the_size_the_network_saw():
-    from napari_unet.instances import InstanceParams, instances_from_probabilities
-    from napari_unet.segmentation import instances_at_scale
+    from napari_unet.labels.instances import InstanceParams, instances_from_probabilities
+    from napari_unet.segmenting.segmentation import instances_at_scale
 
     # Two nuclei of about 28 px on the plane's grid: under the 40 px smallest
     # object at the training size, unless the plane was enlarged 2x to be segmented.
@@ -124,8 +124,8 @@ def test_instances_are_judged_at_the_size_the_network_saw():
 
 @pytest.mark.parametrize("factor", [0.37, 0.5, 1.5, 2.0, 3.0])
 def test_labels_at_any_scale_keep_the_plane_grid_and_number_objects_1_to_n(factor):
-    from napari_unet.instances import InstanceParams
-    from napari_unet.segmentation import instances_at_scale
+    from napari_unet.labels.instances import InstanceParams
+    from napari_unet.segmenting.segmentation import instances_at_scale
 
     rng = np.random.default_rng(int(factor * 100))
     centres = rng.integers(4, 60, (12, 2))
@@ -142,8 +142,8 @@ def test_relabel_matches_segment_on_resized_planes(tiny_model):
     # cached probabilities must label them at that size too, as segment did.
     from dataclasses import replace
 
-    from napari_unet.instances import InstanceParams
-    from napari_unet.sizes import SizeRule
+    from napari_unet.labels.instances import InstanceParams
+    from napari_unet.models.sizes import SizeRule
 
     model = replace(
         tiny_model, postprocessing=InstanceParams(min_size=12), size_rule=SizeRule(object_area=333)
@@ -187,7 +187,7 @@ def test_default_model_segments_synthetic_nuclei(default_model_available):
 def test_tiny_objects_are_segmented_again_enlarged(default_model_available):
     from dataclasses import replace
 
-    from napari_unet.modelfile import load_model
+    from napari_unet.models.modelfile import load_model
 
     model = load_model("default")
     image, truth = synthetic_nuclei((128, 128), n_nuclei=30, radius=(2.5, 4), seed=3)
@@ -218,7 +218,7 @@ def test_brightfield_twin_gets_the_same_labels_and_a_note(tiny_model):
 
 
 def test_forcing_the_wrong_image_type_warns(tiny_model):
-    from napari_unet.notes import InputWarning
+    from napari_unet.segmenting.notes import InputWarning
 
     fluo, _ = synthetic_nuclei((96, 96), n_nuclei=8, seed=4)
     bright = (int(fluo.max()) - fluo.astype(np.int64)).astype(np.uint16)
@@ -233,7 +233,7 @@ def test_forcing_the_wrong_image_type_warns(tiny_model):
 def test_brightfield_planes_go_to_the_models_companion(tiny_model, tmp_path, monkeypatch):
     import torch
 
-    import napari_unet.modelfile as mf
+    import napari_unet.models.modelfile as mf
 
     companion = mf.load_model(mf.save_model(tiny_model, tmp_path / "c.safetensors"))
     with torch.no_grad():
@@ -256,7 +256,7 @@ def test_brightfield_planes_go_to_the_models_companion(tiny_model, tmp_path, mon
 def test_no_size_warning_once_the_plane_was_resized_to_the_training_size(default_model_available):
     import warnings
 
-    from napari_unet.notes import InputWarning
+    from napari_unet.segmenting.notes import InputWarning
 
     image, _ = synthetic_nuclei((900, 900), n_nuclei=6, radius=(80, 90), seed=1)
     with warnings.catch_warnings(record=True) as caught:
@@ -271,8 +271,8 @@ def test_no_size_warning_once_the_plane_was_resized_to_the_training_size(default
 def test_a_grey_plane_through_a_colour_model_is_segmented_as_its_repeated_channels():
     import torch
 
-    from napari_unet.modelfile import new_model
-    from napari_unet.normalize import normalize
+    from napari_unet.images.normalize import normalize
+    from napari_unet.models.modelfile import new_model
 
     torch.manual_seed(0)
     model = new_model(depth=2, base_channels=4, in_channels=3, scheme="3class", dropout=0.0)
@@ -294,7 +294,7 @@ def test_a_grey_plane_through_a_colour_model_is_segmented_as_its_repeated_channe
 )
 def test_a_plane_of_a_type_the_model_never_saw_draws_one_warning(tiny_model, recorded, warned):
     from napari_unet.progress import run_to_end
-    from napari_unet.segmentation import iter_segment
+    from napari_unet.segmenting.segmentation import iter_segment
 
     if recorded is not None:
         tiny_model.training = {"image_types": recorded}
@@ -333,10 +333,10 @@ def _blobs(shape, n, side):
 def test_a_coarse_look_shrinks_planes_whose_nuclei_came_apart(
     monkeypatch, first_side, coarse_objects, coarse_side, look_from, expected
 ):
-    import napari_unet.segmentation as seg
-    from napari_unet.instances import InstanceParams
+    import napari_unet.segmenting.segmentation as seg
+    from napari_unet.labels.instances import InstanceParams
+    from napari_unet.models.sizes import SizeRule, median_object_area, rescale_factor
     from napari_unet.progress import run_to_end
-    from napari_unet.sizes import SizeRule, median_object_area, rescale_factor
 
     looked = []
 
@@ -379,9 +379,9 @@ def test_a_dic_like_image_given_to_a_nuclei_model_is_said_to_be_unlike_it(tiny_m
 
     from scipy import ndimage as ndi
 
+    from napari_unet.models.sizes import TrainedObjects
     from napari_unet.progress import Stage
-    from napari_unet.segmentation import iter_segment
-    from napari_unet.sizes import TrainedObjects
+    from napari_unet.segmenting.segmentation import iter_segment
 
     _, labels = synthetic_nuclei((128, 128), seed=3)
     relief = ndi.sobel(ndi.gaussian_filter((labels > 0).astype(np.float32), 2), axis=1)
@@ -427,7 +427,7 @@ def test_named_channels_read_a_short_first_axis_as_channels_not_z(tiny_model):
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 3), (7, 200), (2, 7, 64)])
 def test_planes_too_small_to_hold_an_object_are_a_clear_error(tiny_model, shape):
-    from napari_unet.segmentation import MIN_PLANE_SIDE
+    from napari_unet.segmenting.segmentation import MIN_PLANE_SIDE
 
     with pytest.raises(UNetError, match="too small to segment") as info:
         segment(np.ones(shape, np.float32), tiny_model)
@@ -435,8 +435,8 @@ def test_planes_too_small_to_hold_an_object_are_a_clear_error(tiny_model, shape)
 
 
 def test_note_collector_keeps_segment_notes_in_order_once():
-    from napari_unet.notes import note_collector
     from napari_unet.progress import Progress, Stage
+    from napari_unet.segmenting.notes import note_collector
 
     notes: list[str] = []
     collect = note_collector(notes)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from napari_unet.settings import load_settings, settings_path, update_settings
+from napari_unet._napari.settings import load_settings, settings_path, update_settings
 
 
 def test_settings_merge_and_survive_damage():

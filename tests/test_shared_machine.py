@@ -18,10 +18,10 @@ import tifffile
 import torch
 from safetensors.torch import load_file, save_file
 
-from napari_unet.batch import BatchOptions, segment_files
 from napari_unet.errors import UNetError
-from napari_unet.io import atomic_path, write_tiff
-from napari_unet.modelfile import (
+from napari_unet.images.io import atomic_path, write_tiff
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.models.modelfile import (
     cached_model_from_bytes,
     get_model,
     load_model,
@@ -29,7 +29,7 @@ from napari_unet.modelfile import (
     read_model_config,
     save_model,
 )
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.segmenting.batch import BatchOptions, segment_files
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_planted_model_in_temp_folder_is_never_loaded(tmp_path, tiny_model, priv
     report = segment_files([folder], tmp_path / "out", BatchOptions(model=str(model_file)))
     assert not report.failed and len(report.done) == 1
     expected = get_model(tiny_model)
-    from napari_unet.segmentation import segment
+    from napari_unet.segmenting.segmentation import segment
 
     truth = segment(tifffile.imread(folder / "a.tif"), expected)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "a_labels.tif"), truth)
@@ -202,7 +202,7 @@ def test_napari_reader_declines_crafted_models_and_says_why(tmp_path, tiny_model
 def test_a_declared_network_is_checked_before_anything_is_built(
     tmp_path, tiny_model, monkeypatch, key, value, message
 ):
-    from napari_unet import modelfile
+    from napari_unet.models import modelfile
 
     built = []
     real = modelfile.UNet
@@ -238,8 +238,8 @@ def _package(tmp_path, tiny_model, compression=None, name="pkg.zip"):
     """A zip shaped like napari-unet's package: rdf.yaml and the attached model file."""
     import zipfile
 
-    from napari_unet.modelfile import model_to_bytes
-    from napari_unet.package_files import NATIVE_ATTACHMENT
+    from napari_unet.models.modelfile import model_to_bytes
+    from napari_unet.models.package_files import NATIVE_ATTACHMENT
 
     path = tmp_path / name
     method = zipfile.ZIP_STORED if compression is None else compression
@@ -251,7 +251,7 @@ def _package(tmp_path, tiny_model, compression=None, name="pkg.zip"):
 
 def _patch_member(path, field_local, field_central, value: bytes):
     """Overwrite a field of the model attachment's local and central zip headers."""
-    from napari_unet.package_files import NATIVE_ATTACHMENT
+    from napari_unet.models.package_files import NATIVE_ATTACHMENT
 
     blob = bytearray(path.read_bytes())
     name = NATIVE_ATTACHMENT.encode()
@@ -329,7 +329,7 @@ def test_the_napari_reader_declines_broken_packages(tmp_path, tiny_model, monkey
 def test_scratch_folders_of_killed_runs_are_cleaned_and_nothing_else(tmp_path):
     import os
 
-    from napari_unet.atomic import scratch_dir
+    from napari_unet.images.atomic import scratch_dir
 
     dead = tmp_path / "napari-unet-blocks-999999999-abc"
     dead.mkdir()

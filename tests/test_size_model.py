@@ -9,16 +9,16 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from napari_unet.errors import UNetError
-from napari_unet.modelfile import load_model, read_model_config, save_model
-from napari_unet.progress import run_to_end
-from napari_unet.size_model import (
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.models.modelfile import load_model, read_model_config, save_model
+from napari_unet.models.size_model import (
     SizeModel,
     feature_count,
     fit_size_model,
     predicted_factor,
     size_features,
 )
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.progress import run_to_end
 
 
 def constant_size_model(tiny_model, area: float) -> SizeModel:
@@ -61,7 +61,7 @@ def test_features_have_a_fixed_length_for_any_plane_size(tiny_model):
 
 
 def test_brightest_crops_read_the_nuclei_not_the_empty_margins(tiny_model):
-    from napari_unet.size_model import CROP, _crops
+    from napari_unet.models.size_model import CROP, _crops
 
     image, _ = synthetic_nuclei((400, 400), n_nuclei=25, seed=3)
     plane = np.zeros((1, 1024, 1024), np.float32)
@@ -129,7 +129,7 @@ def test_a_size_model_that_is_not_a_mapping_is_refused(tiny_model, tmp_path):
 
 
 def _segmented_scale(model, image) -> float:
-    from napari_unet.segmentation import iter_segment
+    from napari_unet.segmenting.segmentation import iter_segment
 
     events = []
     run_to_end(iter_segment(image, model), events.append)
@@ -147,7 +147,7 @@ def _segmented_scale(model, image) -> float:
     ],
 )
 def test_the_size_model_decides_shrinking(tiny_model, predicted_area, shrinks):
-    from napari_unet.sizes import SizeRule
+    from napari_unet.models.sizes import SizeRule
 
     image, _ = synthetic_nuclei((160, 160), n_nuclei=12, seed=3)
     # No first-pass resizing of its own: only the size model can shrink.
@@ -166,8 +166,8 @@ def test_the_size_model_decides_shrinking(tiny_model, predicted_area, shrinks):
 
 
 def test_a_diameter_given_overrides_the_size_model(tiny_model):
-    from napari_unet.segmentation import iter_segment
-    from napari_unet.sizes import SizeRule
+    from napari_unet.models.sizes import SizeRule
+    from napari_unet.segmenting.segmentation import iter_segment
 
     image, _ = synthetic_nuclei((160, 160), n_nuclei=12, seed=3)
     model = replace(
@@ -183,9 +183,9 @@ def test_a_diameter_given_overrides_the_size_model(tiny_model):
 def test_the_default_model_reads_nucleus_sizes(default_model_available):
     # The built-in fluorescence model's size model on synthetic nuclei at two
     # magnifications: it must see the 3x view as larger, by about 3x in width.
-    from napari_unet.modelfile import convert_for_segmenting
-    from napari_unet.normalize import normalize
-    from napari_unet.sizes import resize_channels
+    from napari_unet.images.normalize import normalize
+    from napari_unet.models.modelfile import convert_for_segmenting
+    from napari_unet.models.sizes import resize_channels
 
     model = load_model("default")
     assert model.size_model is not None and model.size_model.record.get("command")
@@ -203,7 +203,7 @@ def test_the_pipeline_reads_the_features_the_size_model_was_fitted_on(tiny_model
     # The pipeline reads features through the run's network (batch norm fused,
     # channels_last, maybe bfloat16); the fit reads them through the plain
     # float32 one: they must agree, bfloat16 to its rounding.
-    from napari_unet.segmentation import PreparedNets
+    from napari_unet.segmenting.segmentation import PreparedNets
 
     tiny_model.net.eval()
     plane = np.random.default_rng(2).random((1, 300, 280), dtype=np.float32)
@@ -214,7 +214,7 @@ def test_the_pipeline_reads_the_features_the_size_model_was_fitted_on(tiny_model
 
 
 def test_first_pass_features_are_the_whole_plane_means_and_the_coarse_brightest_squares(tiny_model):
-    from napari_unet.tiling import encoder_means
+    from napari_unet.models.tiling import encoder_means
 
     net = tiny_model.net.eval()
     plane = np.random.default_rng(5).random((1, 300, 420), dtype=np.float32)
@@ -231,9 +231,9 @@ def test_first_pass_features_are_the_whole_plane_means_and_the_coarse_brightest_
 def test_the_pipeline_hands_the_first_pass_means_to_the_size_model(tiny_model, monkeypatch):
     # No second pass over the plane: the size model reads what the first pass
     # gathered, and that equals a pass of its own.
-    import napari_unet.size_model as size_model
-    from napari_unet.sizes import SizeRule
-    from napari_unet.tiling import encoder_means
+    import napari_unet.models.size_model as size_model
+    from napari_unet.models.sizes import SizeRule
+    from napari_unet.models.tiling import encoder_means
 
     def no_second_pass(*args, **kwargs):
         raise AssertionError("the size model ran a pass of its own")

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from napari_unet.errors import UNetError
-from napari_unet.sizes import SizeRule, resize_channels
+from napari_unet.models.sizes import SizeRule, resize_channels
 
 
 def test_rescale_factor_brings_objects_to_the_training_sizes():
-    from napari_unet.sizes import (
+    from napari_unet.models.sizes import (
         MAX_UPSCALE,
         MIN_DOWNSCALE,
         RESCALE_WORTH,
@@ -58,7 +58,7 @@ def test_enlarging_below_changes_only_the_trigger_and_refuses_bad_areas():
 
 
 def test_diameter_sets_the_scale_and_bad_diameters_are_clear():
-    from napari_unet.sizes import diameter_factor
+    from napari_unet.models.sizes import diameter_factor
 
     params = SizeRule(object_area=np.pi * 10**2)  # trained on 20 px wide nuclei
     assert diameter_factor(40, params) == pytest.approx(0.5)
@@ -82,7 +82,7 @@ def test_resizing_there_and_back_keeps_objects_in_place():
 
 
 def test_labels_resize_with_the_image_geometry_and_keep_their_ids():
-    from napari_unet.sizes import resize_labels, resized_shape
+    from napari_unet.models.sizes import resize_labels, resized_shape
 
     labels = np.zeros((41, 57), np.int32)
     labels[10:17, 30:35] = 7
@@ -101,7 +101,7 @@ def test_labels_resize_with_the_image_geometry_and_keep_their_ids():
     "shape, out", [((2, 37, 41), (80, 95)), ((3, 10, 10), (31, 12)), ((1, 5, 7), (15, 21))]
 )
 def test_fast_enlargement_matches_the_resize_geometry_inside(shape, out):
-    from napari_unet.sizes import enlarge_channels
+    from napari_unet.models.sizes import enlarge_channels
 
     image = np.random.default_rng(sum(out)).random(shape).astype(np.float32)
     fast, reference = enlarge_channels(image, out), resize_channels(image, out)
@@ -125,14 +125,14 @@ def test_fast_enlargement_matches_the_resize_geometry_inside(shape, out):
 )
 def test_a_crafted_objects_record_is_refused_in_one_line(record):
     from napari_unet.errors import UNetError
-    from napari_unet.sizes import TrainedObjects
+    from napari_unet.models.sizes import TrainedObjects
 
     with pytest.raises(UNetError, match="'objects' record"):
         TrainedObjects.from_dict(record, "m.safetensors")
 
 
 def test_cells_go_to_the_working_scale_and_nuclei_keep_the_rule():
-    from napari_unet.sizes import (
+    from napari_unet.models.sizes import (
         WORKING_CELL_DIAMETER,
         TrainedObjects,
         factor_for_area,

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from napari_unet.errors import UNetError
-from napari_unet.stitching import link_along, overlap_iou, stitch_stack
+from napari_unet.labels.stitching import link_along, overlap_iou, stitch_stack
 
 
 def spheres(shape=(12, 64, 64), centres=((6, 16, 16, 5), (5, 44, 40, 6), (7, 20, 46, 4))):

@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_unet.errors import UNetError
-from napari_unet.model import UNet, is_valid_input
-from napari_unet.tiling import (
+from napari_unet.models.model import UNet, is_valid_input
+from napari_unet.models.tiling import (
     choose_tile_output,
     mirror_pad,
     plan_tiles,
@@ -110,9 +110,9 @@ def test_tile_size_follows_memory_budget():
 
 
 def test_bfloat16_close_to_float32_for_trained_model(default_model_available):
-    from napari_unet.modelfile import load_model
-    from napari_unet.normalize import normalize
-    from napari_unet.synthetic import synthetic_nuclei
+    from napari_unet.images.normalize import normalize
+    from napari_unet.images.synthetic import synthetic_nuclei
+    from napari_unet.models.modelfile import load_model
 
     model = load_model("default")
     image, _ = synthetic_nuclei((256, 256), seed=3)
@@ -130,7 +130,7 @@ def test_bfloat16_close_to_float32_for_trained_model(default_model_available):
     step=st.sampled_from([64, 256, 1000, 1024]),
 )
 def test_tiles_cover_an_axis_with_less_than_a_stride_to_spare_per_tile(size, depth, step):
-    from napari_unet.tiling import plan_axis
+    from napari_unet.models.tiling import plan_axis
 
     stride = 2**depth
     plan = plan_axis(size, depth, step)
@@ -143,7 +143,7 @@ def test_tiles_cover_an_axis_with_less_than_a_stride_to_spare_per_tile(size, dep
 
 def _whole_encoder_means(net, image: np.ndarray) -> np.ndarray:
     """One contracting-path pass over the whole mirror-padded image, means over the image's part."""
-    from napari_unet.model import halo
+    from napari_unet.models.model import halo
 
     h, w = image.shape[1:]
     padded = mirror_pad(image, plan_tiles((h, w), net.depth, 10**6))
@@ -164,8 +164,8 @@ def test_encoder_means_do_not_depend_on_the_tiles(h, w, tile, batch, depth):
     # Gathered tile by tile during prediction, they equal one pass over the
     # whole plane: a size model reads the same features whatever the tile plan
     # (memory budget, device) of the run.
+    from napari_unet.models.tiling import EncoderMeans, encoder_means, iter_predict_tiled
     from napari_unet.progress import run_to_end
-    from napari_unet.tiling import EncoderMeans, encoder_means, iter_predict_tiled
 
     net = _net(depth=depth, base=2)
     image = np.random.default_rng(h * 1000 + w).random((1, h, w), dtype=np.float32)
@@ -187,7 +187,7 @@ def test_encoder_means_do_not_depend_on_the_tiles(h, w, tile, batch, depth):
 
 
 def test_encoder_means_without_a_pass_are_an_error():
-    from napari_unet.tiling import EncoderMeans
+    from napari_unet.models.tiling import EncoderMeans
 
     with pytest.raises(UNetError, match="no activations"):
         EncoderMeans(2).means()

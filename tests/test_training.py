@@ -5,17 +5,21 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.augment import NO_AUGMENTATION
-from napari_unet.data import make_training_image
 from napari_unet.errors import UNetError
-from napari_unet.loss import weighted_cross_entropy
-from napari_unet.modelfile import load_model, save_model
-from napari_unet.optimizers import learning_rate
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.models.modelfile import load_model, save_model
 from napari_unet.progress import run_to_end
-from napari_unet.recipes import TrainConfig
-from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.training import iter_train
-from napari_unet.validation import MARGIN_CHOSEN_AT, expected_maximum, start_model_margin_for
+from napari_unet.training.augment import NO_AUGMENTATION
+from napari_unet.training.data import make_training_image
+from napari_unet.training.loop import iter_train
+from napari_unet.training.loss import weighted_cross_entropy
+from napari_unet.training.optimizers import learning_rate
+from napari_unet.training.recipes import TrainConfig
+from napari_unet.training.validation import (
+    MARGIN_CHOSEN_AT,
+    expected_maximum,
+    start_model_margin_for,
+)
 
 ARCH = dict(depth=2, base_channels=8, scheme="3class", batch_norm=True, dropout=0.0)
 
@@ -176,7 +180,7 @@ def test_learning_rate_schedule():
 
 @pytest.mark.parametrize("name", ["adam", "sgd"])
 def test_lean_optimizers_match_torch(name):
-    from napari_unet.training import make_optimizer
+    from napari_unet.training.loop import make_optimizer
 
     torch.manual_seed(0)
     a = torch.nn.Linear(5, 3)
@@ -204,7 +208,7 @@ def test_lean_optimizers_match_torch(name):
 @pytest.mark.parametrize("name", ["adam", "sgd"])
 def test_start_decay_is_the_gradient_of_a_pull_toward_the_start_weights(name):
     """start_decay a adds the gradient of a/2 * |w - w_start|^2 to the loss's (L2-SP)."""
-    from napari_unet.training import make_optimizer
+    from napari_unet.training.loop import make_optimizer
 
     torch.manual_seed(0)
     a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
@@ -246,7 +250,7 @@ def test_fine_tuning_with_start_decay_stays_nearer_the_start_model(data, tiny_mo
 def test_a_resumed_run_is_pulled_toward_the_start_model_not_the_checkpoint(
     data, tiny_model, tmp_path
 ):
-    from napari_unet.training import _TrainingRun
+    from napari_unet.training.loop import _TrainingRun
 
     train_set, _ = data
     ckpt = tmp_path / "run.ckpt.safetensors"
@@ -262,7 +266,7 @@ def test_a_resumed_run_is_pulled_toward_the_start_model_not_the_checkpoint(
 def test_a_resumed_fine_tune_remembers_the_start_score_and_the_checkpoints_compared(
     data, tiny_model, tmp_path, monkeypatch
 ):
-    import napari_unet.training as training
+    import napari_unet.training.loop as training
 
     train_set, _ = data
     start = {k: v.clone() for k, v in tiny_model.net.state_dict().items()}
@@ -293,14 +297,14 @@ def test_a_resumed_fine_tune_remembers_the_start_score_and_the_checkpoints_compa
 
 def test_training_from_scratch_has_no_start_to_be_pulled_toward(data):
     train_set, _ = data
-    from napari_unet.training import _TrainingRun
+    from napari_unet.training.loop import _TrainingRun
 
     run = _TrainingRun(train_set, [], None, ARCH, small_config(start_decay=1.0), None, False)
     assert run.optimizer.pull is None
 
 
 def test_stop_before_the_first_step_makes_no_model(data):
-    from napari_unet.training import TrainingStopped
+    from napari_unet.training.loop import TrainingStopped
 
     train_set, _ = data
     stop = threading.Event()
@@ -341,8 +345,8 @@ def test_a_checkpoint_is_not_a_model_and_says_how_to_resume(data, tmp_path):
 
 
 def test_fine_tuning_brightfield_images_starts_from_the_companion(tmp_path, monkeypatch):
-    import napari_unet.modelfile as mf
-    from napari_unet.modelfile import new_model
+    import napari_unet.models.modelfile as mf
+    from napari_unet.models.modelfile import new_model
 
     companion = new_model(**ARCH)
     path = mf.save_model(companion, tmp_path / "brightfield.safetensors")
@@ -363,7 +367,7 @@ def test_fine_tuning_brightfield_images_starts_from_the_companion(tmp_path, monk
 def test_without_validation_images_strips_are_held_out_and_the_start_model_competes(
     data, tiny_model, monkeypatch
 ):
-    import napari_unet.training as training
+    import napari_unet.training.loop as training
 
     train_set, _ = data
     start = {k: v.clone() for k, v in tiny_model.net.state_dict().items()}
@@ -391,7 +395,7 @@ def test_without_validation_images_strips_are_held_out_and_the_start_model_compe
 
 
 def test_training_that_beats_the_start_model_replaces_it(data, tiny_model, monkeypatch):
-    import napari_unet.training as training
+    import napari_unet.training.loop as training
 
     train_set, _ = data
     scores = iter([0.1, 0.9, 0.3])
@@ -409,7 +413,7 @@ def test_training_that_beats_the_start_model_replaces_it(data, tiny_model, monke
 def test_a_checkpoint_must_beat_the_start_model_by_more_than_chance(
     data, tiny_model, monkeypatch, margin, kept
 ):
-    import napari_unet.training as training
+    import napari_unet.training.loop as training
 
     train_set, _ = data
     scores = iter([0.50, 0.52, 0.51])  # a win by 0.02 on a few strips' nuclei: chance
@@ -461,7 +465,7 @@ def test_a_checkpoint_that_cleared_the_margin_early_falls_back_to_the_start_mode
     data, tiny_model, monkeypatch
 ):
     """The best of many checkpoints must clear the margin for all of them, not for the first few."""
-    import napari_unet.training as training
+    import napari_unet.training.loop as training
 
     train_set, _ = data
     start = {k: v.clone() for k, v in tiny_model.net.state_dict().items()}
@@ -495,7 +499,7 @@ def test_a_checkpoint_that_cleared_the_margin_early_falls_back_to_the_start_mode
 
 
 def test_hold_out_strips_split_each_image_in_two_and_skip_empty_strips():
-    from napari_unet.data import hold_out_strips
+    from napari_unet.training.data import hold_out_strips
 
     image, labels = synthetic_nuclei((80, 120), n_nuclei=10, seed=3)
     items = [make_training_image(image, labels, 1), make_training_image(image, labels, 1)]
@@ -511,7 +515,7 @@ def test_hold_out_strips_split_each_image_in_two_and_skip_empty_strips():
 def test_a_partial_annotation_gives_its_strip_from_the_annotated_region():
     # A region in the top-left corner of a tall image: the image's own last
     # quarter holds none of it; the region's own last quarter is held out.
-    from napari_unet.data import hold_out_strips
+    from napari_unet.training.data import hold_out_strips
 
     image, labels = synthetic_nuclei((200, 120), n_nuclei=40, seed=5)
     item = make_training_image(image, labels, 1)
@@ -537,8 +541,8 @@ def test_a_held_out_share_outside_0_1_is_refused(data):
 @pytest.fixture
 def default_with_rgb_companion(tmp_path, monkeypatch):
     """A one-channel start model whose brightfield companion takes R, G, B (as the built-ins)."""
-    import napari_unet.modelfile as mf
-    from napari_unet.modelfile import new_model
+    import napari_unet.models.modelfile as mf
+    from napari_unet.models.modelfile import new_model
 
     companion = new_model(**ARCH, in_channels=3)
     path = mf.save_model(companion, tmp_path / "brightfield.safetensors")
@@ -575,8 +579,8 @@ def test_fine_tuning_stained_images_trains_the_rgb_companion_on_colour(
 
 @pytest.mark.parametrize("seed", range(3))
 def test_adapting_channels_equals_preparing_for_that_network(default_with_rgb_companion, seed):
-    from napari_unet.data import adapt_channels
-    from napari_unet.normalize import Normalization
+    from napari_unet.images.normalize import Normalization
+    from napari_unet.training.data import adapt_channels
 
     rng = np.random.default_rng(seed)
     rgb = rng.integers(0, 255, (40, 50, 3)).astype(np.uint8)
@@ -640,8 +644,8 @@ def test_a_negative_or_non_finite_start_decay_is_refused_before_any_step(data, t
 @pytest.mark.parametrize("scores, keeps", [((0.9, 0.1, 0.2), True), ((0.1, 0.9, 0.3), False)])
 def test_only_a_kept_start_model_keeps_its_size_model(data, tiny_model, monkeypatch, scores, keeps):
     # A size model reads its own network's features: trained weights must not inherit it.
-    import napari_unet.training as training
-    from napari_unet.size_model import SizeModel, feature_count
+    import napari_unet.training.loop as training
+    from napari_unet.models.size_model import SizeModel, feature_count
 
     train_set, _ = data
     n = feature_count(tiny_model.net)
@@ -666,7 +670,7 @@ def test_only_a_kept_start_model_keeps_its_size_model(data, tiny_model, monkeypa
 
 def _segment_scales(image, model, **kwargs) -> list[float]:
     from napari_unet.progress import Stage
-    from napari_unet.segmentation import iter_segment
+    from napari_unet.segmenting.segmentation import iter_segment
 
     scales = []
     run_to_end(
@@ -678,8 +682,8 @@ def _segment_scales(image, model, **kwargs) -> list[float]:
 
 @pytest.mark.parametrize("start", ["scratch", "model"])
 def test_whole_cells_are_trained_and_segmented_at_one_working_scale(tmp_path, tiny_model, start):
-    from napari_unet.sizes import WORKING_CELL_DIAMETER, median_diameter
-    from napari_unet.synthetic import synthetic_cells
+    from napari_unet.images.synthetic import synthetic_cells
+    from napari_unet.models.sizes import WORKING_CELL_DIAMETER, median_diameter
 
     pairs = [synthetic_cells((200, 200), diameter=70, seed=s) for s in range(2)]
     items = [
@@ -706,7 +710,11 @@ def test_whole_cells_are_trained_and_segmented_at_one_working_scale(tmp_path, ti
     assert model.objects.kind == "cells"
     assert model.objects.scale == pytest.approx(np.median([i.scale for i in items]), abs=1e-3)
     # A nuclei model's thresholds and its pull do not carry over to cells.
-    from napari_unet.training import CELL_MIN_SIZE_SHARE, CELL_SEED_DEPTH_SHARE, CELL_THRESHOLDS
+    from napari_unet.training.loop import (
+        CELL_MIN_SIZE_SHARE,
+        CELL_SEED_DEPTH_SHARE,
+        CELL_THRESHOLDS,
+    )
 
     params = model.postprocessing
     assert {k: getattr(params, k) for k in CELL_THRESHOLDS} == CELL_THRESHOLDS
@@ -735,8 +743,8 @@ def test_whole_cells_are_trained_and_segmented_at_one_working_scale(tmp_path, ti
 
 def test_cells_from_a_nuclei_model_start_from_a_new_network_unless_told(tiny_model, monkeypatch):
     """A new network is built (cells_from_new_network) or the start weights trained (False)."""
-    from napari_unet import training
-    from napari_unet.synthetic import synthetic_cells
+    from napari_unet.images.synthetic import synthetic_cells
+    from napari_unet.training import loop as training
 
     built = []
 
@@ -770,7 +778,7 @@ def test_nuclei_keep_the_per_image_size_rule_and_record_their_size(data):
 
 def test_the_start_model_pull_is_the_gradient_of_its_penalty():
     """The optimizer's pull equals adding decay/2 * ||w - w_start||^2 to the loss."""
-    from napari_unet.loss import StartModelPull
+    from napari_unet.training.loss import StartModelPull
 
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(5, 3))

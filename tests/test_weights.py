@@ -5,8 +5,8 @@ from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from napari_unet.errors import UNetError
-from napari_unet.synthetic import synthetic_nuclei
-from napari_unet.weights import (
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.training.weights import (
     border_term,
     border_weight_map,
     cell_boundary,
@@ -147,7 +147,7 @@ def test_cell_centres_equal_the_per_cell_brute_force(seed, fraction):
 def test_weight_map_speed_is_not_quadratic():
     # 300 cells in 1024x1024 must not run one full distance transform per cell;
     # timing lives in benchmarks/, here we check the result on a larger case.
-    from napari_unet.synthetic import synthetic_nuclei
+    from napari_unet.images.synthetic import synthetic_nuclei
 
     _, labels = synthetic_nuclei((256, 256), n_nuclei=60, seed=4)
     assert np.abs(border_term(labels) - brute_force_border_term(labels)).max() <= 1e-5

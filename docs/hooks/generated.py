@@ -66,7 +66,7 @@ def _results_table(path: str) -> str:
 
 
 def _model_card(name: str) -> str:
-    from napari_unet.modelfile import read_model_config
+    from napari_unet.models.modelfile import read_model_config
 
     config = read_model_config(name)
     training = config.get("training", {})
@@ -178,7 +178,7 @@ def _benchmark_table(spec: str) -> str:
 
 def _model_scores() -> str:
     """Each built-in model's scores on the val splits, as recorded in its file."""
-    from napari_unet.modelfile import BUILTIN_MODELS, read_model_config
+    from napari_unet.models.modelfile import BUILTIN_MODELS, read_model_config
 
     lines = [
         "| model | images | AP@0.5 | AP@0.7 | mean AP@0.5:0.9 | images scored |",

@@ -27,7 +27,7 @@ class Stage(StrEnum):
     ----------
     PREDICT
         One batch of tiles of one plane predicted. ``tiles`` (int), ``tile_shape``
-        (tuple), and from :func:`~napari_unet.segmentation.iter_segment`
+        (tuple), and from :func:`~napari_unet.segmenting.segmentation.iter_segment`
         ``plane`` / ``planes`` (int).
     SEGMENT
         One plane segmented. ``objects`` (labels so far), ``image_type``

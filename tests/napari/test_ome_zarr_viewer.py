@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_unet.batch import BatchOptions, segment_files
+from napari_unet.segmenting.batch import BatchOptions, segment_files
 
 pytest.importorskip("napari_ome_zarr", reason="napari-ome-zarr is not installed")
 # napari-ome-zarr colours labels 1..n as the metadata lists them and leaves 0

@@ -9,8 +9,8 @@ from napari_unet._napari.model_registry import registry
 from napari_unet._napari.segment_widget import SegmentWidget
 from napari_unet._napari.train_widget import TrainWidget
 from napari_unet._napari.weight_map_widget import weight_map_widget
-from napari_unet.modelfile import load_model
-from napari_unet.synthetic import synthetic_nuclei
+from napari_unet.images.synthetic import synthetic_nuclei
+from napari_unet.models.modelfile import load_model
 
 WIDGETS = ["Segment", "Annotate", "Train / fine-tune", "Show weight map"]
 
@@ -237,7 +237,7 @@ def test_weight_map_and_labels_writer(make_napari_viewer, tmp_path):
     assert out.data.max() < with_border
     written = layer.save(str(tmp_path / "cells.tif"), plugin="napari-unet")
     assert np.array_equal(tifffile.imread(written[0]), labels)
-    from napari_unet.io import read_image
+    from napari_unet.images.io import read_image
 
     assert read_image(written[0]).pixel_size == {"Y": 2.0, "X": 2.0}  # the layer's scale
     as_zarr = layer.save(str(tmp_path / "cells.ome.zarr"), plugin="napari-unet")
@@ -279,8 +279,8 @@ def test_field_of_view_only(make_napari_viewer, qtbot, registered_tiny):
 def test_post_processing_sliders_carry_every_model_parameter(make_napari_viewer, tiny_model):
     """The GUI must label exactly as the CLI: every stored parameter survives the sliders."""
     from napari_unet._napari.model_registry import registry
-    from napari_unet.instances import InstanceParams
-    from napari_unet.sizes import SizeRule
+    from napari_unet.labels.instances import InstanceParams
+    from napari_unet.models.sizes import SizeRule
 
     tiny_model.name = "tuned"
     tiny_model.postprocessing = InstanceParams(
@@ -497,7 +497,7 @@ def test_probability_maps_do_not_take_over_the_image_choice(
 
 
 def test_opening_a_model_twice_selects_it_once(make_napari_viewer, tiny_model, tmp_path):
-    from napari_unet.modelfile import save_model
+    from napari_unet.models.modelfile import save_model
 
     path = save_model(tiny_model, tmp_path / "lab.safetensors")
     seg = SegmentWidget(make_napari_viewer())
@@ -596,7 +596,7 @@ def test_all_widgets_open_as_tabs_of_one_dock_and_keep_their_actions_in_view(
 
 
 def test_each_model_shows_only_its_own_sliders(make_napari_viewer, tiny_model):
-    from napari_unet.modelfile import new_model
+    from napari_unet.models.modelfile import new_model
 
     registry().add("three", tiny_model)
     registry().add("two", new_model(depth=2, base_channels=4, scheme="2class"))
@@ -667,9 +667,9 @@ def test_segment_links_the_planes_of_a_stack_as_chosen(make_napari_viewer, qtbot
 
 
 def test_train_widget_prepares_stained_layers_for_an_rgb_companion(tmp_path, monkeypatch):
-    import napari_unet.modelfile as mf
+    import napari_unet.models.modelfile as mf
     from napari_unet._napari.train_widget import prepare_training_data
-    from napari_unet.modelfile import new_model
+    from napari_unet.models.modelfile import new_model
 
     arch = dict(depth=2, base_channels=4, scheme="3class", dropout=0.0)
     colour = mf.save_model(new_model(**arch, in_channels=3), tmp_path / "bf.safetensors")
@@ -691,8 +691,8 @@ def test_train_widget_prepares_stained_layers_for_an_rgb_companion(tmp_path, mon
 def test_cells_from_points_through_the_plugin_menu(make_napari_viewer, errors):
     from scipy import ndimage as ndi
 
-    from napari_unet.metrics import matching
-    from napari_unet.synthetic import synthetic_cells
+    from napari_unet.images.synthetic import synthetic_cells
+    from napari_unet.labels.metrics import matching
 
     viewer = make_napari_viewer()
     image, truth = synthetic_cells((160, 160), diameter=50, seed=4)
@@ -722,8 +722,8 @@ def test_cells_from_points_through_the_plugin_menu(make_napari_viewer, errors):
 def test_segment_grows_whole_cells_from_a_nuclei_channel_layer(
     make_napari_viewer, qtbot, default_model_available
 ):
-    from napari_unet.metrics import matching
-    from napari_unet.synthetic import synthetic_cells
+    from napari_unet.images.synthetic import synthetic_cells
+    from napari_unet.labels.metrics import matching
 
     viewer = make_napari_viewer()
     image, truth = synthetic_cells((192, 192), diameter=50, seed=5, with_nuclei=True)
@@ -1008,7 +1008,7 @@ def test_segment_folder_refuses_a_missing_folder_before_any_work(
 
 
 def test_sliders_follow_the_one_declaration_of_thresholds(make_napari_viewer):
-    from napari_unet.instances import THRESHOLD_OPTIONS
+    from napari_unet.labels.instances import THRESHOLD_OPTIONS
 
     seg = _plugin(make_napari_viewer(), "Segment")
     sliders = {

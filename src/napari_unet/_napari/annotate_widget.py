@@ -17,9 +17,9 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
 
-from ..annotation import fill_label_holes, merge_labels, split_label
-from ..cells import cells_from_points
 from ..errors import UNetError
+from ..labels.annotation import fill_label_holes, merge_labels, split_label
+from ..segmenting.cells import cells_from_points
 from ._common import (
     LayerCombo,
     join_plugin_docks,
@@ -192,7 +192,7 @@ class AnnotateWidget(QWidget):
 
         (None, ()) when Segment did not show them ("also show probability maps").
         """
-        from ..instances import CLASS_SCHEMES
+        from ..labels.instances import CLASS_SCHEMES
 
         shape = tuple(np.shape(image.data))
         for classes in CLASS_SCHEMES.values():

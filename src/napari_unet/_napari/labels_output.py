@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import napari
 import numpy as np
 
-from ..instances import offset_ids
+from ..labels.instances import offset_ids
 from ._common import DERIVED_KEY
 from .layer_shapes import labels_shape
 

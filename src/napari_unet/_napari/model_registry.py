@@ -10,7 +10,7 @@ from pathlib import Path
 
 from psygnal import Signal
 
-from ..modelfile import SegmentationModel, builtin_model_path, load_model
+from ..models.modelfile import SegmentationModel, builtin_model_path, load_model
 
 
 class ModelRegistry:

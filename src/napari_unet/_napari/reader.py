@@ -20,10 +20,10 @@ def get_reader(path):
     if not str(path).endswith((".safetensors", ".zip")):
         return None
     from ..errors import UNetError
-    from ..modelfile import read_model_config
+    from ..models.modelfile import read_model_config
 
     if str(path).endswith(".zip"):
-        from ..package_files import is_package
+        from ..models.package_files import is_package
 
         if not is_package(path):
             return None  # any other zip is left to other readers, without a word

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..samples import human_mitosis
-from ..synthetic import synthetic_nuclei
+from ..images.samples import human_mitosis
+from ..images.synthetic import synthetic_nuclei
 
 
 def synthetic_nuclei_sample():

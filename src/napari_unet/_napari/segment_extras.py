@@ -18,10 +18,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..batch import expand_inputs, iter_segment_files
 from ..errors import UNetError
-from ..measure import measure_objects, write_csv
+from ..labels.measure import measure_objects, write_csv
 from ..progress import Progress, Stage
+from ..segmenting.batch import expand_inputs, iter_segment_files
 from ._common import folded, folder_row, labeled, report_error
 
 

@@ -27,18 +27,17 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible, QLabeledDoubleSlider, QLabeledSlider
 
-from ..batch import BatchOptions
 from ..devices import available_devices
 from ..errors import UNetError
-from ..instances import THRESHOLD_OPTIONS, InstanceParams
-from ..normalize import IMAGE_TYPES
-from ..notes import note_collector, what_model_knows
-from ..options import ENLARGE_BELOW
-from ..planes import PlaneLayout
+from ..images.normalize import IMAGE_TYPES
+from ..images.planes import PlaneLayout
+from ..labels.instances import THRESHOLD_OPTIONS, InstanceParams
+from ..models.sizes import SizeRule
 from ..progress import Progress, Stage
-from ..segmentation import iter_segment, labels_from_probabilities
-from ..settings import load_settings, update_settings
-from ..sizes import SizeRule
+from ..segmenting.batch import BatchOptions
+from ..segmenting.notes import note_collector, what_model_knows
+from ..segmenting.options import ENLARGE_BELOW
+from ..segmenting.segmentation import iter_segment, labels_from_probabilities
 from ._common import (
     LayerCombo,
     TaskBar,
@@ -55,6 +54,7 @@ from .labels_output import LabelsOutput, Target, fingerprint
 from .layer_shapes import image_axes, visible_window
 from .model_registry import registry
 from .segment_extras import SegmentExtras
+from .settings import load_settings, update_settings
 
 SCOPES = ("whole image", "current plane", "field of view")
 # How the planes of a stack are linked: (stitch, track) for segment().

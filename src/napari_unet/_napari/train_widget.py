@@ -2,7 +2,7 @@
 
 Pairs of image + labels layers (optionally restricted to an annotated
 region) and/or folders become training and validation data. Training runs
-in a thread worker driving :func:`napari_unet.training.train`; Stop finishes
+in a thread worker driving :func:`napari_unet.training.loop.train`; Stop finishes
 after the current step and keeps the best model, which is registered at once
 for the Segment widget and can be saved to a file.
 """
@@ -32,14 +32,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..augment import NO_AUGMENTATION, AugmentConfig
-from ..data import AnnotatedStack, training_sets
 from ..errors import UNetError
-from ..modelfile import SegmentationModel, save_model
+from ..models.modelfile import SegmentationModel, save_model
 from ..progress import Progress, Stage
-from ..recipes import FINE_TUNE, TrainConfig
-from ..settings import load_settings, update_settings
-from ..training import TrainingStopped, iter_train
+from ..training.augment import NO_AUGMENTATION, AugmentConfig
+from ..training.data import AnnotatedStack, training_sets
+from ..training.loop import TrainingStopped, iter_train
+from ..training.recipes import FINE_TUNE, TrainConfig
 from ._common import (
     LayerCombo,
     TaskBar,
@@ -57,6 +56,7 @@ from ._common import (
 from .layer_shapes import image_axes, labels_shape, region_mask
 from .model_registry import registry
 from .plot import LivePlot
+from .settings import load_settings, update_settings
 
 ROLES = ("train", "validation")
 
@@ -492,7 +492,7 @@ class TrainWidget(QWidget):
 def prepare_training_data(sources: dict, init, architecture: dict | None):
     """Training and validation images from :meth:`TrainWidget.data_sources` (run in the worker).
 
-    The core's one preparation of training data (:func:`napari_unet.data.training_sets`),
+    The core's one preparation of training data (:func:`napari_unet.training.data.training_sets`),
     which the CLI uses too.
     """
     stacks = [

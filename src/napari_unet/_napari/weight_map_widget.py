@@ -13,7 +13,7 @@ from magicgui import magic_factory
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import UNetError
-from ..weights import weight_maps_per_plane
+from ..training.weights import weight_maps_per_plane
 from ._common import DERIVED_KEY, join_plugin_docks, report_error
 
 FORMULA = (

@@ -12,7 +12,7 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
     """
     import numpy as np
 
-    from ..io import TIFF_SUFFIXES, write_ngff_labels, write_tiff
+    from ..images.io import TIFF_SUFFIXES, write_ngff_labels, write_tiff
 
     data = np.asarray(data)
     scale = list(meta.get("scale") or [1.0] * data.ndim)

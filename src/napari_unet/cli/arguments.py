@@ -169,8 +169,8 @@ def _progress_bar(total: int | None, desc: str, disable: bool = False):
 
 def _model_line(source) -> str:
     """'model 'default': finds nuclei ~21 px across' (what the model was trained to find)."""
-    from ..modelfile import get_model, model_display_name
-    from ..notes import what_model_knows
+    from ..models.modelfile import get_model, model_display_name
+    from ..segmenting.notes import what_model_knows
 
     model = get_model(source)
     return f"model {model_display_name(model)!r}: finds {what_model_knows(model)}"
@@ -178,7 +178,7 @@ def _model_line(source) -> str:
 
 def _given_thresholds(args: argparse.Namespace) -> dict[str, float]:
     """The post-processing flags given, checked against their ranges before any work."""
-    from ..instances import THRESHOLD_OPTIONS, InstanceParams, with_thresholds
+    from ..labels.instances import THRESHOLD_OPTIONS, InstanceParams, with_thresholds
 
     given = {
         o.field: getattr(args, o.field)
@@ -191,7 +191,7 @@ def _given_thresholds(args: argparse.Namespace) -> dict[str, float]:
 
 def _add_threshold_options(p: argparse.ArgumentParser) -> None:
     """One flag per post-processing setting, from the one declaration (instances.THRESHOLD_OPTIONS)."""
-    from ..instances import THRESHOLD_OPTIONS
+    from ..labels.instances import THRESHOLD_OPTIONS
 
     group = p.add_argument_group(
         "post-processing (default: the model's own; `napari-unet info MODEL` shows them)"

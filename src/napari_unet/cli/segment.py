@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from ..errors import UNetError
+from ..labels.stitching import DEFAULT_STITCH_THRESHOLD
 from ..progress import Progress, Stage, minutes_seconds, run_to_end
-from ..stitching import DEFAULT_STITCH_THRESHOLD
 from .arguments import (
     DEVICE_HELP,
     _add_threshold_options,
@@ -51,7 +51,7 @@ def _check_scheduler(address: str, timeout_s: float = 5.0) -> None:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     """``napari-unet segment``: segment files or folders; returns the exit status."""
-    from ..batch import BatchOptions, iter_segment_files
+    from ..segmenting.batch import BatchOptions, iter_segment_files
 
     if args.into_input and args.out:
         raise UNetError("--into-input writes into the OME-Zarr inputs: leave out --out")
@@ -123,16 +123,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
     print(report.summary(), file=sys.stderr)
     print(_model_line(args.model), file=sys.stderr)
     if args.json:
-        from ..io import write_json
+        from ..images.io import write_json
 
         write_json(args.json, report.to_dict())
     return 1 if report.failed else 0
 
 
 def _add_segment_command(sub) -> None:
-    from ..batch import BatchOptions
-    from ..normalize import IMAGE_TYPES
-    from ..options import ENLARGE_BELOW
+    from ..images.normalize import IMAGE_TYPES
+    from ..segmenting.batch import BatchOptions
+    from ..segmenting.options import ENLARGE_BELOW
 
     p = sub.add_parser(
         "segment", help="segment images or folders; one <stem>_labels file per input"

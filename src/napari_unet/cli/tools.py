@@ -23,9 +23,9 @@ from .arguments import (
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``napari-unet evaluate``: score predicted labels against ground truth; returns the exit status."""
-    from ..evaluation import evaluate_folders, format_scores
-    from ..io import write_json
-    from ..metrics import DSB_THRESHOLDS
+    from ..images.io import write_json
+    from ..labels.evaluation import evaluate_folders, format_scores
+    from ..labels.metrics import DSB_THRESHOLDS
 
     if args.json:
         check_writable_file(args.json, "--json")
@@ -39,10 +39,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """``napari-unet tune``: tune a model's post-processing on labelled images; returns the exit status."""
-    from ..data import load_training_folder
     from ..devices import resolve_device
-    from ..modelfile import load_model, model_for_image_types, save_model
-    from ..training import images_for_network, tune_postprocessing
+    from ..models.modelfile import load_model, model_for_image_types, save_model
+    from ..training.data import load_training_folder
+    from ..training.loop import images_for_network, tune_postprocessing
 
     out = check_output_file(args.out, ".safetensors", args.overwrite)
     given = load_model(args.model)
@@ -67,7 +67,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """``napari-unet info``: print a model's configuration; returns the exit status."""
-    from ..modelfile import read_model_config
+    from ..models.modelfile import read_model_config
 
     config = read_model_config(args.model)
     size_model = config.get("size_model")
@@ -85,8 +85,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``napari-unet export``: write a model as a bioimage.io package; returns the exit status."""
-    from ..bioimage_package import export_package
-    from ..modelfile import get_model
+    from ..models.bioimage_package import export_package
+    from ..models.modelfile import get_model
 
     out = check_output_file(args.out, ".zip", args.overwrite)
     # A bad model, or bioimageio.spec missing, is one line before anything is written.
@@ -112,7 +112,7 @@ def _refuse_others_files(*paths: Path) -> None:
     Every file napari-unet writes (TIFF, PNG, zarr) carries its mark. A PNG
     from before PNGs were marked counts as ours beside labels that are ours.
     """
-    from ..io import output_owner
+    from ..images.io import output_owner
 
     ours = {p for p in paths if output_owner(p) == "napari-unet"}
     labels_ours = any(p.name.endswith("_labels.tif") for p in ours)
@@ -130,10 +130,10 @@ def _refuse_others_files(*paths: Path) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``napari-unet demo``: segment synthetic nuclei and score them; returns the exit status."""
-    from ..io import overlay_png, write_png, write_tiff
-    from ..metrics import matching_dataset
-    from ..segmentation import segment
-    from ..synthetic import synthetic_nuclei
+    from ..images.io import overlay_png, write_png, write_tiff
+    from ..images.synthetic import synthetic_nuclei
+    from ..labels.metrics import matching_dataset
+    from ..segmenting.segmentation import segment
 
     out = check_writable_folder(args.out, "--out")
     _refuse_others_files(out / "nuclei.tif", out / "nuclei_labels.tif", out / "nuclei_overlay.png")

@@ -36,9 +36,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_into(args: argparse.Namespace, out: Path, checkpoint: Path) -> int:
     """The training run of ``napari-unet train``, once ``out`` is locked for it."""
-    from ..data import training_sets
-    from ..modelfile import load_model, save_model
-    from ..training import iter_train
+    from ..models.modelfile import load_model, save_model
+    from ..training.data import training_sets
+    from ..training.loop import iter_train
 
     init = None if args.start_from == "scratch" else load_model(args.start_from)
     folders = {
@@ -102,7 +102,7 @@ def _check_free_space(out: Path, init, architecture: dict) -> None:
     """
     import shutil
 
-    from ..modelfile import new_model
+    from ..models.modelfile import new_model
 
     net = init.net if init is not None else new_model(**architecture).net
     weights = 4 * sum(p.numel() for p in net.parameters())
@@ -118,7 +118,7 @@ def _check_free_space(out: Path, init, architecture: dict) -> None:
 
 def _objects_line(model) -> str:
     """What the masks showed and the scale the model works at, after training."""
-    from ..notes import what_model_knows
+    from ..segmenting.notes import what_model_knows
 
     line = f"the model finds {what_model_knows(model)}"
     objects = model.objects
@@ -218,8 +218,8 @@ def _check_train_arguments(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def _train_config(args: argparse.Namespace, from_model: bool):
     """One source of defaults: the fine-tuning recipe from a model, TrainConfig's own from scratch."""
-    from ..augment import NO_AUGMENTATION, AugmentConfig
-    from ..recipes import FINE_TUNE, TrainConfig
+    from ..training.augment import NO_AUGMENTATION, AugmentConfig
+    from ..training.recipes import FINE_TUNE, TrainConfig
 
     given = {
         "epochs": args.epochs,
