@@ -774,6 +774,7 @@ def test_nuclei_keep_the_per_image_size_rule_and_record_their_size(data):
     )
     assert model.objects.kind == "nuclei" and model.objects.scale == 0
     assert 5 < model.objects.diameter < 40
+    assert model.normalization.image_type == "auto"  # fluorescence has a polarity to detect
 
 
 def test_the_start_model_pull_is_the_gradient_of_its_penalty():
@@ -789,3 +790,45 @@ def test_the_start_model_pull_is_the_gradient_of_its_penalty():
     penalty.backward()
     torch.testing.assert_close(pull.gradient(0, w.detach()), w.grad)
     assert pull.penalty([w]) == pytest.approx(float(penalty))
+
+
+def _dic_like(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A DIC-like frame of ``labels``: each cell's relief bright on one side, dark on the other."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import find_boundaries
+
+    height = ndi.distance_transform_edt((labels > 0) & ~find_boundaries(labels))
+    relief = ndi.sobel(ndi.gaussian_filter(height, 2), axis=1)
+    noise = np.random.default_rng(seed).normal(0, 0.03, relief.shape)
+    return (1000 + 300 * (relief / np.abs(relief).max() + noise)).astype(np.uint16)
+
+
+def test_a_model_trained_on_dic_reads_every_image_as_its_frames_were(tiny_model):
+    """DIC has no polarity: the model fixes the reading its frames got, whatever specks say."""
+    from napari_unet.images.normalize import detect_image_type
+    from napari_unet.images.synthetic import synthetic_cells
+    from napari_unet.segmenting.notes import note_collector
+    from napari_unet.segmenting.segmentation import iter_segment
+
+    _, labels = synthetic_cells((192, 192), diameter=70, seed=2)
+    dic = _dic_like(labels)
+    item = make_training_image(dic, labels, model=tiny_model)
+    assert item.unpolarised and item.image_type == "brightfield"
+    config = small_config(epochs=1, holdout_fraction=0.0, validate_start=False)
+    config = replace(config, patches_per_epoch=2, batch_size=1)
+    model = run_to_end(iter_train([item], init=tiny_model, config=config))
+    assert model.normalization.image_type == "brightfield"
+    # A few bright specks: the bright-background rule alone would no longer invert it.
+    specks = dic.copy()
+    rng = np.random.default_rng(1)
+    specks.flat[rng.choice(specks.size, specks.size // 200, replace=False)] = 5000
+    assert detect_image_type(specks[None].astype(np.float32)) == "fluorescence"
+    notes, events = [], []
+    collect = note_collector(notes)
+    run_to_end(iter_segment(specks, model), lambda e: (collect(e), events.append(e)))
+    assert [e.info["image_type"] for e in events if e.stage == "segment"] == ["brightfield"]
+    assert any("as this model's training images were" in n for n in notes), notes
+    # The user's own choice still wins.
+    events.clear()
+    run_to_end(iter_segment(specks, model, image_type="fluorescence"), events.append)
+    assert [e.info["image_type"] for e in events if e.stage == "segment"] == ["fluorescence"]

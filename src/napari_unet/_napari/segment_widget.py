@@ -140,8 +140,10 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
         self.image_type_combo = QComboBox()
         self.image_type_combo.addItems(IMAGE_TYPES)
         self.image_type_combo.setToolTip(
-            "auto: brightfield and stained images (dark nuclei on a bright background) are "
-            "recognised and inverted; or force fluorescence / brightfield"
+            "auto: as the model reads images: the built-in models recognise brightfield and "
+            "stained images (dark nuclei on a bright background) and invert them; a model "
+            "trained on DIC or phase contrast reads every image as its frames were. Or force "
+            "fluorescence / brightfield"
         )
         layout.addWidget(labeled("image type", self.image_type_combo))
 
@@ -434,6 +436,7 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
         below = self.enlarge_below()
         size_rule = None if below is None else model.size_rule.enlarging_below(below)
         image_type = self.image_type_combo.currentText()
+        image_type = None if image_type == "auto" else image_type  # the model's own reading
         diameter = float(self.diameter_spin.value()) or None
         stitch, track = LINKS[self.link_combo.currentText()]
         if track and axes.startswith("Z") and "T" not in axes:

@@ -187,8 +187,10 @@ def _add_segment_command(sub) -> None:
         "--image-type",
         default=None,
         choices=list(IMAGE_TYPES),
-        help="auto (the model's default: bright-background brightfield and stained images are "
-        "recognised and inverted), fluorescence, or brightfield",
+        help="auto (bright-background brightfield and stained images are recognised and "
+        "inverted), fluorescence, or brightfield (default: the model's own reading: auto for the "
+        "built-in models; a model trained on DIC or phase contrast reads every image as its "
+        "frames were)",
     )
     _add_threshold_options(p)
     p.add_argument(

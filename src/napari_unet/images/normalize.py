@@ -41,6 +41,9 @@ BRIGHTFIELD_CONVERSIONS = ("invert", "hematoxylin")
 # DSB 2018 data fluorescence planes score 0.00-0.13 and stained/brightfield
 # ones 0.40-0.94 (all 582 train and val images).
 BRIGHT_BACKGROUND_THRESHOLD = 0.3
+# Where the median of a plane without bright/dark polarity (DIC, phase contrast)
+# lies between its 1st and 99.8th percentiles (looks_unpolarised).
+UNPOLARISED_MIDDLE = (0.25, 0.75)
 
 
 @dataclass(frozen=True)
@@ -149,13 +152,26 @@ def looks_unpolarised(chw: np.ndarray) -> bool:
     spread = x.std()
     skewness = float(((x - x.mean()) ** 3).mean() / spread**3) if spread > 0 else 0.0
     middle = (mid - lo) / (hi - lo)
-    return bool(0.25 < middle < 0.75 and abs(skewness) < 0.6)
+    return bool(UNPOLARISED_MIDDLE[0] < middle < UNPOLARISED_MIDDLE[1] and abs(skewness) < 0.6)
 
 
 def detect_image_type(chw: np.ndarray) -> str:
-    """ "brightfield" for a bright background, else "fluorescence"."""
+    """ "brightfield" for a bright background or none (DIC, phase contrast), else "fluorescence".
+
+    Planes without polarity are always read the same way, whichever side of
+    the threshold their background falls: a model trained on DIC frames read
+    as brightfield found 0.19 AP@0.5 instead of 0.61 on held-out frames read
+    the other way. (Such planes have their median in (0.25, 0.75) of the
+    range, so only those scoring 0.25-0.3 are looked at again.)
+    """
     score = bright_background_score(chw)
-    return "brightfield" if score > BRIGHT_BACKGROUND_THRESHOLD else "fluorescence"
+    if score > BRIGHT_BACKGROUND_THRESHOLD:
+        return "brightfield"
+    return (
+        "brightfield"
+        if score > UNPOLARISED_MIDDLE[0] and looks_unpolarised(chw)
+        else "fluorescence"
+    )
 
 
 def resolve_image_type(chw: np.ndarray, requested: str) -> str:

@@ -65,10 +65,28 @@ def object_notes(model: SegmentationModel, chw: np.ndarray) -> list[str]:
     ]
 
 
-def input_notes(chw: np.ndarray, used: str, requested: str) -> list[str]:
-    """One-line notes on how a plane was read, and warnings when it looks unlike that."""
+def input_notes(chw: np.ndarray, used: str, requested: str, model_fixed: bool = False) -> list[str]:
+    """One-line notes on how a plane was read, and warnings when it looks unlike that.
+
+    ``model_fixed``: the image type is the model's own fixed one (a model
+    trained on DIC or phase-contrast frames reads every image as they were
+    read), not one the user asked for.
+    """
     if used == "prepared":
         return []
+    if model_fixed and looks_unpolarised(chw):
+        return [
+            f"no bright or dark background: read as {used}, as this model's training images were"
+        ]
+    if model_fixed:
+        detected = detect_image_type(chw if used == "fluorescence" else -chw)
+        if detected == used:
+            return [f"read as {used}, as this model's training images were"]
+        return [
+            f"warning: this image looks like {detected} (a {'bright' if detected == 'brightfield' else 'dark'} "
+            f"background) but the model reads every image as {used}, as its training images "
+            "were; if it is another kind of image, segment it with a model trained on such images"
+        ]
     if requested == "auto":
         if used == "brightfield" and looks_unpolarised(chw):
             return [

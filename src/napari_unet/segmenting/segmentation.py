@@ -260,7 +260,12 @@ def iter_segment_plane(
     else:
         chw, kind = to_channels_first(plane, channel_axis, model.in_channels), "prepared"
         chosen = model
-    notes = input_notes(chw, kind, requested) + type_notes(chosen, kind) + object_notes(chosen, chw)
+    fixed = image_type is None and model.normalization.image_type != "auto"
+    notes = (
+        input_notes(chw, kind, requested, fixed)
+        + type_notes(chosen, kind)
+        + object_notes(chosen, chw)
+    )
     if chosen is not model:
         notes.append(f"segmented with the built-in {chosen.name!r} model")
     model, net = chosen, nets(chosen, grey=chw.shape[0] < chosen.in_channels)

@@ -20,6 +20,7 @@ from ..images.io import files_by_stem, match_stems, read_image
 from ..images.normalize import (
     Normalization,
     check_finite_array,
+    looks_unpolarised,
     normalize,
     prepare_plane,
     to_channels_first,
@@ -50,6 +51,7 @@ class TrainingImage:
     scale: float = 1.0  # resized by this, as the model's size rule will segment it
     object_area: float | None = None  # median area of its annotated objects, as given
     cells: bool = False  # objects of whole-cell size: resized to the working scale
+    unpolarised: bool = False  # no bright or dark background (DIC, phase contrast)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -196,6 +198,7 @@ def make_training_image(
     if not valid.any():
         raise UNetError(f"the annotated region{what} is empty")
     labels, valid = labels.astype(np.int32), valid.astype(bool)
+    unpolarised = looks_unpolarised(chw)
     area = median_object_area(labels)
     rule = None if model is None else chosen.size_rule
     cells = area is not None and is_cell_size(area, rule)
@@ -204,7 +207,7 @@ def make_training_image(
         shape = resized_shape(labels.shape, scale)
         chw = resize_channels(chw, shape)
         labels, valid = resize_labels(labels, shape), resize_labels(valid, shape)
-    return TrainingImage(chw, labels, valid, name, kind, scale, area, cells)
+    return TrainingImage(chw, labels, valid, name, kind, scale, area, cells, unpolarised)
 
 
 def training_images_from_stack(
