@@ -46,7 +46,8 @@ def main() -> None:
     from napari_unet.devices import cpu_name
     from napari_unet.labels.metrics import dataset_ap, dataset_seg
     from napari_unet.models.modelfile import load_model
-    from napari_unet.segmenting.segmentation import instances_at_scale, segment
+    from napari_unet.segmenting.relabel import instances_at_scale
+    from napari_unet.segmenting.segmentation import segment
     from napari_unet.training.data import make_training_image, pair_by_stem
     from napari_unet.training.loop import train
     from napari_unet.training.recipes import FINE_TUNE

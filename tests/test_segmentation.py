@@ -6,7 +6,8 @@ from napari_unet.images.synthetic import synthetic_nuclei
 from napari_unet.labels.metrics import matching
 from napari_unet.models.modelfile import load_model
 from napari_unet.progress import run_to_end
-from napari_unet.segmenting.segmentation import iter_segment, labels_from_probabilities, segment
+from napari_unet.segmenting.relabel import labels_from_probabilities
+from napari_unet.segmenting.segmentation import iter_segment, segment
 
 
 def test_shapes_for_grey_rgb_and_stacks(tiny_model):
@@ -105,7 +106,7 @@ def _disk_probabilities(shape, centres, radius):
 
 def test_instances_are_judged_at_the_size_the_network_saw():
     from napari_unet.labels.instances import InstanceParams, instances_from_probabilities
-    from napari_unet.segmenting.segmentation import instances_at_scale
+    from napari_unet.segmenting.relabel import instances_at_scale
 
     # Two nuclei of about 28 px on the plane's grid: under the 40 px smallest
     # object at the training size, unless the plane was enlarged 2x to be segmented.
@@ -125,7 +126,7 @@ def test_instances_are_judged_at_the_size_the_network_saw():
 @pytest.mark.parametrize("factor", [0.37, 0.5, 1.5, 2.0, 3.0])
 def test_labels_at_any_scale_keep_the_plane_grid_and_number_objects_1_to_n(factor):
     from napari_unet.labels.instances import InstanceParams
-    from napari_unet.segmenting.segmentation import instances_at_scale
+    from napari_unet.segmenting.relabel import instances_at_scale
 
     rng = np.random.default_rng(int(factor * 100))
     centres = rng.integers(4, 60, (12, 2))

@@ -710,7 +710,7 @@ def test_whole_cells_are_trained_and_segmented_at_one_working_scale(tmp_path, ti
     assert model.objects.kind == "cells"
     assert model.objects.scale == pytest.approx(np.median([i.scale for i in items]), abs=1e-3)
     # A nuclei model's thresholds and its pull do not carry over to cells.
-    from napari_unet.training.loop import (
+    from napari_unet.training.recipes import (
         CELL_MIN_SIZE_SHARE,
         CELL_SEED_DEPTH_SHARE,
         CELL_THRESHOLDS,

@@ -37,7 +37,8 @@ from ..progress import Progress, Stage
 from ..segmenting.batch import BatchOptions
 from ..segmenting.notes import note_collector, what_model_knows
 from ..segmenting.options import ENLARGE_BELOW
-from ..segmenting.segmentation import iter_segment, labels_from_probabilities
+from ..segmenting.relabel import labels_from_probabilities
+from ..segmenting.segmentation import iter_segment
 from ._common import (
     LayerCombo,
     TaskBar,

@@ -151,3 +151,22 @@ def stitch_stack(
     if track and "T" in axes:
         out = link_along(out, axes.index("T"), threshold)
     return out
+
+
+def link_planes(
+    labels: np.ndarray,
+    axes: str,
+    stitch: bool | None = None,
+    track: bool = False,
+    threshold: float = DEFAULT_STITCH_THRESHOLD,
+) -> np.ndarray:
+    """Labels of a stack with its planes linked: Z into 3-D objects (by default), T if ``track``.
+
+    ``stitch`` None means yes when there is a Z axis; without Z or T there is
+    nothing to link and ``labels`` is returned as it is.
+    """
+    do_stitch = stitch is not False and "Z" in axes
+    do_track = track and "T" in axes
+    if not (do_stitch or do_track):
+        return labels
+    return stitch_stack(labels, axes, stitch=do_stitch, track=do_track, threshold=threshold)
