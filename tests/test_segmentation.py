@@ -396,10 +396,20 @@ def test_a_dic_like_image_given_to_a_nuclei_model_is_said_to_be_unlike_it(tiny_m
         )
         return out
 
-    said = notes(tiny_model)
+    # A nuclei model that finds next to nothing on it: the warning names what to do.
+    blind = replace(
+        tiny_model, postprocessing=replace(tiny_model.postprocessing, foreground_threshold=0.95)
+    )
+    said = notes(blind)
     assert any("DIC or phase contrast" in n and n.startswith("warning:") for n in said)
-    cells = replace(tiny_model, objects=TrainedObjects("cells", 60.0, 0.6))
+    cells = replace(blind, objects=TrainedObjects("cells", 60.0, 0.6))
     assert not any(n.startswith("warning:") and "DIC" in n for n in notes(cells))
+    # One that finds plenty (dense stained nuclei can look unpolarised too): no warning.
+    keen = replace(
+        tiny_model,
+        postprocessing=replace(tiny_model.postprocessing, foreground_threshold=0.05, min_size=0),
+    )
+    assert not any(n.startswith("warning:") and "DIC" in n for n in notes(keen))
 
 
 @pytest.mark.parametrize(

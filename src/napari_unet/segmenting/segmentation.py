@@ -235,11 +235,7 @@ def iter_segment_plane(
         chw, kind = to_channels_first(plane, channel_axis, model.in_channels), "prepared"
         chosen = model
     fixed = image_type is None and model.normalization.image_type != "auto"
-    notes = (
-        input_notes(chw, kind, requested, fixed)
-        + type_notes(chosen, kind)
-        + object_notes(chosen, chw)
-    )
+    notes = input_notes(chw, kind, requested, fixed) + type_notes(chosen, kind)
     if chosen is not model:
         notes.append(f"segmented with the built-in {chosen.name!r} model")
     model, net = chosen, nets(chosen, grey=chw.shape[0] < chosen.in_channels)
@@ -276,6 +272,7 @@ def iter_segment_plane(
         probs = resize_channels(big, chw.shape[1:])[:, region[0], region[1]]
         labels = instances_at_scale(probs, factor, params, model.scheme)
         area = median_object_area(labels)
+    notes += object_notes(model, chw[:, region[0], region[1]], labels)
     if area is not None and rule.object_area > 0:
         # Compared as the network saw them: in the resized plane when it was resized.
         ratio = area * factor**2 / rule.object_area
