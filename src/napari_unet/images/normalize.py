@@ -54,7 +54,9 @@ class Normalization:
         Percentiles that map to 0 and 1 (no clipping).
     image_type
         "auto" (decide per plane), "fluorescence" (use as is) or
-        "brightfield" (dark nuclei on a bright background: converted).
+        "brightfield" (dark nuclei on a bright background: converted). A
+        model trained only on frames without polarity (DIC, phase contrast)
+        fixes the type they were read as, so every image is read the same way.
     brightfield
         How brightfield planes are converted: "invert" (colour reduced to
         the model's channels, then negated) or "hematoxylin" (the optical
