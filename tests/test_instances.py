@@ -309,6 +309,37 @@ def test_parallel_watershed_with_ties_floods_each_part_from_the_same_markers(
         assert set(np.unique(parallel[inside])) == set(np.unique(single[inside]))
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=CASES["seed"], shape=CASES["shape"], cover=CASES["cover"])
+def test_the_flood_without_marker_interiors_gives_skimages_labels(seed, shape, cover):
+    from napari_unet.labels.instances import flood
+
+    elevation, markers, mask = _flood_case(seed, shape, cover)
+    np.testing.assert_array_equal(
+        flood(elevation, markers, mask), watershed(elevation, markers=markers, mask=mask)
+    )
+
+
+def test_marker_interiors_are_pixels_whose_neighbours_share_their_marker():
+    from napari_unet.labels.instances import flood, marker_interiors
+
+    markers = np.zeros((7, 8), np.int32)
+    markers[1:6, 1:4] = 1  # 5x3: its middle column's three inner pixels are interior
+    markers[1:6, 4:7] = 2  # touching 1: the shared edge is no interior
+    markers[0, 0] = 3  # on the image's edge
+    inner = marker_interiors(markers)
+    assert set(zip(*np.nonzero(inner))) == {(r, c) for r in (2, 3, 4) for c in (2, 5)}
+    # Any number of axes: a 3-D stack floods as skimage floods it.
+    rng = np.random.default_rng(0)
+    elevation = rng.random((4, 20, 20))
+    stack = np.zeros((4, 20, 20), np.int32)
+    stack[:, 3:8, 3:8], stack[:, 12:17, 12:17] = 1, 2
+    mask = np.ones_like(stack, bool)
+    np.testing.assert_array_equal(
+        flood(elevation, stack, mask), watershed(elevation, markers=stack, mask=mask)
+    )
+
+
 def test_parallel_watershed_runs_one_call_for_small_or_one_part_masks():
     mask = np.zeros((30, 30), bool)
     mask[5:25, 5:25] = True  # one part: nothing to share out
