@@ -2,12 +2,13 @@
 
     python benchmarks/click_cells.py                       # on the image alone
     python benchmarks/click_cells.py --model cells.safetensors   # on a cell model's probabilities
+    python benchmarks/click_cells.py --split train --skip 40 --model early.safetensors  # selection
 
 Clicks at the ground-truth cells' centres (the innermost pixel of each mask,
 as a person clicks the middle of a cell) on ``ctc-dic-hela/val`` frames; the
 cells grown from them (``napari_unet.segmenting.cells.cells_from_points``, what the
 Annotate widget's "Cells from points" does) are scored against the masks:
-AP@0.5 and SEG. Prints one JSON object.
+AP@0.5 and SEG. Prints one JSON object per seed size (``--seed-fractions``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from scipy import ndimage as ndi
 from napari_unet.devices import cpu_name
 from napari_unet.images.io import read_image
 from napari_unet.labels.metrics import dataset_ap, dataset_seg
-from napari_unet.segmenting.cells import cells_from_points
+from napari_unet.segmenting.cells import CLICK_SEED_FRACTION, cells_from_points
 from napari_unet.training.data import pair_by_stem
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -49,6 +50,21 @@ def main(argv=None) -> int:
         default=None,
         help="rough cell size (px; default: the clicks' spacing)",
     )
+    ap.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        help="leave out the split's first N frames (choose on late train frames "
+        "with a model trained on early ones)",
+    )
+    ap.add_argument(
+        "--seed-fractions",
+        type=float,
+        nargs="+",
+        default=[CLICK_SEED_FRACTION],
+        help="click seed radius as a fraction of the clicks' spacing (several: a sweep, "
+        "one JSON line each)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     folder = SHARED / "ctc-dic-hela" / args.split
@@ -58,43 +74,73 @@ def main(argv=None) -> int:
     model = None
     if args.model:
         from napari_unet.models.modelfile import load_model
+        from napari_unet.segmenting.segmentation import segment
 
         model = load_model(args.model)
-    truths, preds = [], []
-    t = time.perf_counter()
-    for image_path, mask_path in pair_by_stem(folder / "images", folder / "masks"):
-        image, truth = (
-            np.asarray(read_image(image_path).data),
-            np.asarray(read_image(mask_path).data),
-        )
+    frames = []  # (image, truth, probabilities or None)
+    model_labels = []  # what the model gives with no clicks, to compare
+    for image_path, mask_path in pair_by_stem(folder / "images", folder / "masks")[args.skip :]:
+        image = np.asarray(read_image(image_path).data)
         probs = None
         if model is not None:
-            from napari_unet.segmenting.segmentation import segment
-
-            _, probs = segment(image, model, return_probabilities=True)
-        preds.append(
+            labels, probs = segment(image, model, return_probabilities=True)
+            model_labels.append(np.asarray(labels))
+        frames.append((image, np.asarray(read_image(mask_path).data), probs))
+    truths = [truth for _, truth, _ in frames]
+    runs = [(None, model_labels)] if model is not None else []
+    for fraction in args.seed_fractions:
+        t = time.perf_counter()
+        preds = [
             cells_from_points(
-                centre_clicks(truth), image, probs, model.classes if model else (), args.diameter
+                centre_clicks(truth),
+                image,
+                probs,
+                model.classes if model else (),
+                args.diameter,
+                seed_fraction=fraction,
             )
+            for image, truth, probs in frames
+        ]
+        runs.append((fraction, preds, (time.perf_counter() - t) / len(truths)))
+    results = []
+    for fraction, preds, *seconds in runs:
+        ap50, ap70 = dataset_ap(truths, preds, (0.5, 0.7))
+        if fraction is None:
+            grown_on = "no clicks: the model's own labels"
+        else:
+            grown_on = "model probabilities" if model is not None else "the image alone"
+        results.append(
+            {
+                "benchmark": "click_cells",
+                "cpu": cpu_name(),
+                "data": f"ctc-dic-hela/{args.split} ({len(truths)} frames"
+                + (f" after the first {args.skip})" if args.skip else ")"),
+                "grown_on": grown_on,
+                "model": Path(args.model).name if args.model else None,
+                "seed_fraction": fraction,
+                "ap50": round(ap50, 4),
+                "ap70": round(ap70, 4),
+                "seg": round(dataset_seg(truths, preds), 4),
+                "grow_seconds_per_frame": round(seconds[0], 3) if seconds else None,
+                "command": "python benchmarks/click_cells.py"
+                + (f" --split {args.split}" if args.split != "val" else "")
+                + (f" --skip {args.skip}" if args.skip else "")
+                + (f" --model {Path(args.model).name}" if args.model else "")
+                + (
+                    " --seed-fractions " + " ".join(map(str, args.seed_fractions))
+                    if args.seed_fractions != [CLICK_SEED_FRACTION]
+                    else ""
+                ),
+            }
         )
-        truths.append(truth)
-    ap50, ap70 = dataset_ap(truths, preds, (0.5, 0.7))
-    result = {
-        "benchmark": "click_cells",
-        "cpu": cpu_name(),
-        "data": f"ctc-dic-hela/{args.split} ({len(truths)} frames)",
-        "grown_on": "model probabilities" if model is not None else "the image alone",
-        "model": args.model,
-        "ap50": round(ap50, 4),
-        "ap70": round(ap70, 4),
-        "seg": round(dataset_seg(truths, preds), 4),
-        "seconds_per_frame": round((time.perf_counter() - t) / len(truths), 3),
-        "command": "python benchmarks/click_cells.py"
-        + (f" --model {args.model}" if args.model else ""),
-    }
-    print(json.dumps(result))
+        print(json.dumps(results[-1]))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        text = (
+            json.dumps(results[0], indent=1)
+            if len(results) == 1
+            else "\n".join(json.dumps(r) for r in results)
+        )
+        Path(args.out).write_text(text + "\n")
     return 0
 
 

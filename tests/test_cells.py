@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
+from skimage.segmentation import expand_labels, find_boundaries
 
 from napari_unet.errors import UNetError
 from napari_unet.images.synthetic import synthetic_cells
@@ -12,6 +13,7 @@ from napari_unet.labels.metrics import matching
 from napari_unet.segmenting.cells import (
     cells_from_nuclei,
     cells_from_points,
+    click_seeds,
     click_spacing,
     grow_from_seeds,
     points_to_seeds,
@@ -52,6 +54,55 @@ def test_clicks_grow_on_a_models_probabilities_when_given():
         centres(truth), np.zeros(truth.shape), probs, ("background", "interior", "boundary")
     )
     assert matching(truth, labels).ap == 1.0
+
+
+def test_a_cell_whose_middle_the_model_calls_background_is_still_grown_whole():
+    # What DIC did to a model's maps: the middle of a cell (the nucleus) read
+    # as background. A click seed of a few pixels there was an island outside
+    # the foreground and stayed a dot of 13 px.
+    _, truth = synthetic_cells((160, 160), diameter=44, seed=2, coverage=1.0)
+    points = centres(truth)
+    interior = (truth > 0) & ~find_boundaries(truth, mode="thick")
+    hole = ndi.distance_transform_edt(points_to_seeds(points, truth.shape, radius=0) == 0) < 6
+    background = ((truth == 0) | hole).astype(np.float32)
+    inside = (interior & ~hole).astype(np.float32)
+    probs = np.stack([background, inside, 1 - background - inside])
+    labels = cells_from_points(
+        points, np.zeros(truth.shape), probs, ("background", "interior", "boundary")
+    )
+    assert matching(truth, labels).ap == 1.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 8), st.floats(0.0, 20.0))
+def test_click_seeds_keep_every_click_and_no_seed_crosses_to_a_nearer_click(seed, n, radius):
+    rng = np.random.default_rng(seed)
+    points = rng.choice(50 * 50, n, replace=False)
+    points = np.stack([points // 50, points % 50], axis=1)
+    seeds = click_seeds(points, (50, 50), radius)
+    yy, xx = np.mgrid[:50, :50]
+    distance = np.hypot(yy[..., None] - points[:, 0], xx[..., None] - points[:, 1])
+    for k, (y, x) in enumerate(points, 1):
+        assert seeds[y, x] == k
+        mine = seeds == k
+        # every pixel of seed k is within the radius and no farther from click k than from any other
+        assert np.all(distance[mine, k - 1] <= max(radius, 2.0) + 1e-9)
+        assert np.all(distance[mine, k - 1] <= distance[mine].min(axis=1) + 1e-9)
+
+
+def test_one_click_among_unclicked_cells_stays_near_its_click():
+    _, truth = synthetic_cells((192, 192), diameter=40, seed=3, coverage=1.0)
+    truth = expand_labels(truth, 3)  # touching, as the cells of a confluent field
+    interior = (truth > 0) & ~find_boundaries(truth, mode="thick")
+    probs = np.stack([truth == 0, interior, (truth > 0) & ~interior]).astype(np.float32)
+    points = centres(truth)
+    point = points[np.argmin(np.hypot(*(points - 96).T))][None]  # the middle cell
+    labels = cells_from_points(
+        point, np.zeros(truth.shape), probs, ("background", "interior", "boundary"), diameter=40
+    )
+    grown = np.argwhere(labels == 1)
+    assert np.hypot(*(grown - point[0]).T).max() < 40 + 2  # the click's own 2-px seed
+    assert labels.max() == 1
 
 
 def test_cells_grow_from_nuclei_on_the_cell_channel():
