@@ -164,6 +164,14 @@ def test_relabel_matches_segment_on_resized_planes(tiny_model):
     assert labels.max() > 0
     again = labels_from_probabilities(probs, model, axes="ZYX", stitch=False, scales=scales)
     assert np.array_equal(again, labels)
+    # The widget keeps the resized probabilities between slider moves: the same labels.
+    memo = {}
+    for _ in range(2):
+        kept = labels_from_probabilities(
+            probs, model, axes="ZYX", stitch=False, scales=scales, memo=memo
+        )
+        assert np.array_equal(kept, labels)
+    assert len(memo) == 2  # one resized plane each
     # Labelled on the plane's own grid instead, the same probabilities give other labels.
     assert not np.array_equal(
         labels_from_probabilities(probs, model, axes="ZYX", stitch=False), labels

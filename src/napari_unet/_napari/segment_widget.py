@@ -494,6 +494,7 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
                 "target": target,
                 "links": {"axes": PlaneLayout(axes).output_axes, "stitch": stitch, "track": track},
                 "scales": scales,
+                "resized": {},  # the probabilities at each plane's labelling size, once made
             }
             if channels is not None:
                 # Cells grown from nuclei are not the probabilities' labels: the
@@ -583,7 +584,12 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
         def make():
             yield Progress(Stage.RELABEL, 0, 1)
             labels = labels_from_probabilities(
-                cache["probs"], cache["model"], params, **cache["links"], scales=cache["scales"]
+                cache["probs"],
+                cache["model"],
+                params,
+                **cache["links"],
+                scales=cache["scales"],
+                memo=cache["resized"],
             )
             return labels, fingerprint(labels)  # hashed off the GUI thread
 

@@ -359,6 +359,12 @@ def seed_score(probs: np.ndarray, scheme: str) -> np.ndarray:
 
 # Below this many foreground pixels one watershed call is faster than splitting the work.
 PARALLEL_WATERSHED_PIXELS = 1 << 20
+# Planes of at least this many pixels are labelled in row bands in parallel.
+PARALLEL_PLANE_PIXELS = 1 << 21
+# Rows of background a band keeps around its parts: the distance transforms
+# see the background beyond a part's edge, and the seed distance's smoothing
+# (sigma 1 px, 4 sigma wide) its surroundings, as in one call.
+BAND_MARGIN = 8
 
 
 def usable_cpus() -> int:
@@ -408,6 +414,37 @@ def flood(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.nd
     return out
 
 
+def foreground_bands(
+    mask: np.ndarray, workers: int, even_start: bool = False, margin: int = 0
+) -> list[tuple[slice, np.ndarray]]:
+    """The connected parts of ``mask`` dealt into ``workers`` row bands of about equal area.
+
+    Each band is (rows, the band's own parts within those rows); every part
+    lies whole in one band (4-connected, the watershed's neighbourhood), with
+    ``margin`` more rows above and below where the image has them.
+    ``even_start``: bands start on an even row, so 2x2 blocks of the band are
+    2x2 blocks of the image. Fewer bands when the parts are fewer.
+    """
+    parts, n = ndi.label(mask)
+    if n < 2 or workers < 2:
+        return [(slice(0, mask.shape[0]), mask)] if n else []
+    rows = np.array([(box[0].start, box[0].stop) for box in ndi.find_objects(parts)])
+    areas = np.bincount(parts.reshape(-1), minlength=n + 1)[1:]
+    order = np.argsort(rows[:, 0], kind="stable")
+    share = np.cumsum(areas[order]) * workers // (int(areas.sum()) + 1)
+    bands = []
+    for group in range(workers):
+        ids = order[share == group] + 1
+        if len(ids):
+            in_group = np.zeros(n + 1, dtype=bool)
+            in_group[ids] = True
+            start = max(int(rows[ids - 1, 0].min()) - margin, 0)
+            stop = min(int(rows[ids - 1, 1].max()) + margin, mask.shape[0])
+            band = slice(start - start % 2 if even_start else start, stop)
+            bands.append((band, in_group[parts[band]]))
+    return bands
+
+
 def masked_watershed(
     elevation: np.ndarray,
     markers: np.ndarray,
@@ -428,27 +465,13 @@ def masked_watershed(
     still flooded from its own markers (tested). On real 2048² probabilities
     of nuclei, at 1x and 2x, the labels were identical to the single call's.
     Markers are expected inside ``mask`` (as every caller here makes them).
-    On a 2048² plane of small nuclei labelled at twice its size, the flood
-    is most of a slider move's re-labelling.
     """
     workers = usable_cpus() if workers is None else workers
     if workers < 2 or mask.ndim != 2 or int(np.count_nonzero(mask)) < min_pixels:
         return flood(elevation, markers, mask)
-    parts, n = ndi.label(mask)
-    if n < 2:
+    bands = foreground_bands(mask, workers)
+    if len(bands) < 2:
         return flood(elevation, markers, mask)
-    rows = np.array([(box[0].start, box[0].stop) for box in ndi.find_objects(parts)])
-    areas = np.bincount(parts.reshape(-1), minlength=n + 1)[1:]
-    order = np.argsort(rows[:, 0], kind="stable")
-    share = np.cumsum(areas[order]) * workers // (int(areas.sum()) + 1)
-    bands = []
-    for group in range(workers):
-        ids = order[share == group] + 1
-        if len(ids):
-            in_group = np.zeros(n + 1, dtype=bool)
-            in_group[ids] = True
-            band = slice(int(rows[ids - 1, 0].min()), int(rows[ids - 1, 1].max()))
-            bands.append((band, in_group[parts[band]]))
 
     def flood_band(job):
         band, band_mask = job
@@ -462,7 +485,7 @@ def masked_watershed(
 
 
 def interior_distance_labels(
-    depth: np.ndarray, foreground: np.ndarray, params: InstanceParams
+    depth: np.ndarray, foreground: np.ndarray, params: InstanceParams, workers: int | None = None
 ) -> np.ndarray:
     """Labels flooded from the h-maxima of the distance to the interior region's edge.
 
@@ -473,34 +496,82 @@ def interior_distance_labels(
     distance = ndi.distance_transform_edt(inner).astype(np.float32)
     distance = ndi.gaussian_filter(distance, 1.0)
     seeds, _ = ndi.label(h_maxima(distance, params.seed_distance_h) & inner)
-    return masked_watershed(-distance, seeds, foreground)
+    return masked_watershed(-distance, seeds, foreground, workers)
 
 
 def instances_from_probabilities(
-    probs: np.ndarray, params: InstanceParams = InstanceParams(), scheme: str | None = None
+    probs: np.ndarray,
+    params: InstanceParams = InstanceParams(),
+    scheme: str | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
-    """Instance labels (Y, X) from class probabilities (n_classes, Y, X)."""
+    """Instance labels (Y, X) from class probabilities (n_classes, Y, X).
+
+    Planes of at least ``PARALLEL_PLANE_PIXELS`` seeded and flooded on the
+    interior score (3 and 4 classes) are labelled in row bands on
+    ``workers`` threads (default: the usable cores), each band holding
+    whole connected parts of the foreground (:func:`foreground_bands`): every
+    step (seeds, their splitting, the flood, holes, smallest objects) stays
+    inside one part, and the numpy, scipy and skimage calls release the GIL
+    for most of their time. A re-labelling of a 2048² plane of small nuclei
+    labelled at 1.66x took 0.65 s whole, 0.36 s in two bands on 2 cores.
+    Where no two pixels of a flood have equal height the objects are the
+    single call's (a property test), numbered band by band (at ties see
+    :func:`masked_watershed`); on real 2048² probabilities of nuclei at 1x
+    and 1.66x they were identical.
+    """
     probs = np.asarray(probs)
     if probs.ndim != 3:
         raise UNetError(f"expected probabilities of shape (classes, Y, X), got {probs.shape}")
     scheme = scheme or class_scheme_of(probs.shape[0])
     foreground = probs[0] < 1.0 - params.foreground_threshold
+    workers = usable_cpus() if workers is None else workers
+    # Floods on a distance transform meet at ties, which skimage's heap shares
+    # out by what else the plane holds (see masked_watershed): those stay one
+    # call, so their labels do not depend on the number of cores.
+    on_depth = scheme in SEEDED_SCHEMES and params.seed_distance_h <= 0
+    bands = []
+    if on_depth and workers >= 2 and foreground.size >= PARALLEL_PLANE_PIXELS:
+        bands = foreground_bands(foreground, workers, even_start=True, margin=BAND_MARGIN)
+    if len(bands) < 2:
+        labels = _instances_in(probs, foreground, params, scheme, workers)
+        return sequential_labels(fill_holes(labels), params.min_size)
+
+    def label_band(job):
+        band, band_foreground = job
+        labels = _instances_in(probs[:, band], band_foreground, params, scheme, workers=1)
+        return sequential_labels(fill_holes(labels), params.min_size)
+
+    out = np.zeros(foreground.shape, dtype=np.uint32)
+    offset = 0
+    with ThreadPoolExecutor(len(bands)) as pool:
+        for (band, band_foreground), labels in zip(bands, pool.map(label_band, bands)):
+            labels = labels.astype(np.uint32)
+            offset = offset_ids(labels, offset)
+            # Never over another band's part (a hole filled around it here).
+            mine = (labels > 0) & ~(foreground[band] & ~band_foreground)
+            out[band][mine] = labels[mine]
+    return sequential_labels(out)
+
+
+def _instances_in(
+    probs: np.ndarray, foreground: np.ndarray, params: InstanceParams, scheme: str, workers: int
+) -> np.ndarray:
+    """Unfilled, unsized instance labels of ``foreground`` from ``probs`` (one plane or band)."""
     if scheme in SEEDED_SCHEMES and params.seed_distance_h > 0:
-        labels = interior_distance_labels(seed_score(probs, scheme), foreground, params)
-    elif scheme in SEEDED_SCHEMES:
+        return interior_distance_labels(seed_score(probs, scheme), foreground, params, workers)
+    if scheme in SEEDED_SCHEMES:
         depth = seed_score(probs, scheme)
         seeds, n = ndi.label((depth > params.seed_threshold) & foreground)
         if params.seed_dynamic > 0 and n > 0:
             seeds = _split_touching(seeds, n, depth, params)
-        labels = masked_watershed(-depth, seeds, foreground)
-    elif scheme == "2class":
+        return masked_watershed(-depth, seeds, foreground, workers)
+    if scheme == "2class":
         distance = ndi.distance_transform_edt(foreground)
         peaks = h_maxima(distance, params.seed_h) if params.seed_h > 0 else foreground
         seeds, _ = ndi.label(peaks & foreground)
-        labels = masked_watershed(-distance, seeds, foreground)
-    else:
-        raise UNetError(f"unknown class scheme {scheme!r}")
-    return sequential_labels(fill_holes(labels), params.min_size)
+        return masked_watershed(-distance, seeds, foreground, workers)
+    raise UNetError(f"unknown class scheme {scheme!r}")
 
 
 # --------------------------------------------------------------------------
