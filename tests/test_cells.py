@@ -15,6 +15,7 @@ from napari_unet.segmenting.cells import (
     cells_from_points,
     click_seeds,
     click_spacing,
+    clicks_in_foreground,
     grow_from_seeds,
     points_to_seeds,
 )
@@ -124,3 +125,11 @@ def test_bad_points_are_one_clear_error():
 def test_click_spacing_is_the_median_nearest_neighbour_distance():
     assert click_spacing(np.array([[0, 0], [0, 10], [0, 30]])) == 10
     assert click_spacing(np.array([[3, 3]])) is None
+
+
+def test_clicks_in_foreground_counts_clicks_where_background_is_under_one_half():
+    probs = np.zeros((3, 10, 10), np.float32)
+    probs[0] = 1.0
+    probs[0, :5] = 0.2  # the top half is foreground
+    points = np.array([[1, 1], [4.4, 9], [5, 5], [9, 9]])
+    assert clicks_in_foreground(points, probs, ("background", "interior", "boundary")) == 2

@@ -719,6 +719,59 @@ def test_cells_from_points_through_the_plugin_menu(make_napari_viewer, errors):
     assert "probabilities" in ann.info.text()
 
 
+def test_cells_from_points_grow_on_the_last_segmentation_without_its_probability_layers(
+    make_napari_viewer, qtbot, default_model_available
+):
+    from scipy import ndimage as ndi
+
+    from napari_unet.images.synthetic import synthetic_nuclei
+    from napari_unet.labels.metrics import matching
+
+    viewer = make_napari_viewer()
+    image, truth = synthetic_nuclei((160, 160), n_nuclei=12, seed=3)
+    viewer.add_image(image, name="nuclei")
+    _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _, ann = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    seg.image_combo.set_layer(viewer.layers["nuclei"])
+    seg.model_combo.setCurrentText("default")
+    seg.run()
+    wait_idle(qtbot, seg)
+    assert not [layer for layer in viewer.layers if "probability" in layer.name]
+    ids = np.unique(truth)[1:]
+    points = viewer.add_points(name="cell points", ndim=2)
+    points.add(np.array(ndi.maximum_position(ndi.distance_transform_edt(truth > 0), truth, ids)))
+    ann.image_combo.set_layer(viewer.layers["nuclei"])
+    layer = ann.cells_from_points()
+    assert "the model's probabilities" in ann.info.text()
+    assert matching(truth, np.asarray(layer.data).astype(np.int32)).ap >= 0.8
+
+
+def test_cells_from_points_leave_a_model_that_does_not_see_the_clicked_objects(
+    make_napari_viewer,
+):
+    # Probabilities whose foreground misses the clicks (whole cells given to a
+    # nuclei model) would shrink each cell to a dot: the image is used, and said.
+    from scipy import ndimage as ndi
+
+    from napari_unet.images.synthetic import synthetic_cells
+
+    viewer = make_napari_viewer()
+    image, truth = synthetic_cells((160, 160), diameter=50, seed=4)
+    viewer.add_image(image, name="cells")
+    tiny = np.zeros(truth.shape, np.float32)
+    tiny[::40, ::40] = 1.0  # a few specks of "nuclei"
+    viewer.add_image(tiny, name="cells interior probability")
+    viewer.add_image(np.zeros_like(tiny), name="cells boundary probability")
+    _, ann = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    ann.image_combo.set_layer(viewer.layers["cells"])
+    ids = np.unique(truth)[1:]
+    points = viewer.add_points(name="cell points", ndim=2)
+    points.add(np.array(ndi.maximum_position(ndi.distance_transform_edt(truth > 0), truth, ids)))
+    layer = ann.cells_from_points()
+    assert layer.data.max() == len(ids)
+    assert "grown on the image" in ann.info.text() and "holds only" in ann.info.text()
+
+
 def test_segment_grows_whole_cells_from_a_nuclei_channel_layer(
     make_napari_viewer, qtbot, default_model_available
 ):

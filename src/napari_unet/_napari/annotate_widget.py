@@ -6,9 +6,10 @@
 * Annotated region: a Shapes layer; only pixels inside it count in training
   (partial annotation of a crop of a big image).
 * Cells from points: click once per cell in a Points layer; a seeded
-  watershed grows one object per click (on the Segment widget's probability
-  layer for this image when there is one, else on the image's gradient), as
-  an annotation layer to correct rather than paint.
+  watershed grows one object per click (on the probabilities of the Segment
+  widget's last run on this image when its model sees the clicked objects,
+  else on the image's gradient), as an annotation layer to correct rather
+  than paint.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
 
 from ..errors import UNetError
 from ..labels.annotation import fill_label_holes, merge_labels, split_label
-from ..segmenting.cells import cells_from_points
+from ..segmenting.cells import cells_from_points, clicks_in_foreground
+from . import probability_store
 from ._common import (
     LayerCombo,
     join_plugin_docks,
@@ -54,8 +56,9 @@ class AnnotateWidget(QWidget):
         self.cells_button = QPushButton("Cells from points (click once per cell)")
         self.cells_button.setToolTip(
             "Click the middle of each cell in the 'cell points' layer, then click here: one "
-            "object per point, grown on the model's probabilities (Segment with 'probabilities' "
-            "on) or on the image, in a new annotation layer to correct"
+            "object per point, grown on the probabilities of the image's last segmentation "
+            "(when the model's foreground holds most clicks) or on the image, in a new "
+            "annotation layer to correct"
         )
         layout.addWidget(self.cells_button)
         self.region_button = QPushButton("Mark annotated region (draw shapes)")
@@ -178,19 +181,33 @@ class AnnotateWidget(QWidget):
             points = self.viewer.layers[name]
             coords = np.array([image.world_to_data(points.data_to_world(p)) for p in points.data])
             probs, classes = self._probabilities_for(image)
+            note = ""
+            if probs is not None:
+                held = clicks_in_foreground(coords, probs, classes)
+                if held < 0.5 * len(coords):
+                    # The model does not see these objects (whole cells given to a
+                    # nuclei model): its probabilities would shrink every cell to a dot.
+                    note = (
+                        f" (the model's foreground holds only {held} of the {len(coords)} clicks)"
+                    )
+                    probs, classes = None, ()
             labels = cells_from_points(coords, np.asarray(image.data), probs, classes)
             layer = self._add_annotation(labels.astype(np.uint32), image)
         except UNetError as exc:
             report_error(exc)
             return None
         grown_on = "the model's probabilities" if probs is not None else "the image"
-        self.info.setText(f"{len(coords)} cells grown on {grown_on}: correct them, then train")
+        self.info.setText(
+            f"{len(coords)} cells grown on {grown_on}{note}: correct them, then train"
+        )
         return layer
 
     def _probabilities_for(self, image):
-        """The Segment widget's probability layers for ``image`` as (C, Y, X), and their classes.
+        """The model's probabilities for ``image`` as (C, Y, X), and their classes.
 
-        (None, ()) when Segment did not show them ("also show probability maps").
+        The probability layers Segment showed ("also show probability maps"),
+        else those of Segment's last run on this image; (None, ()) when it
+        was not segmented.
         """
         from ..labels.instances import CLASS_SCHEMES
 
@@ -202,7 +219,7 @@ class AnnotateWidget(QWidget):
                 if all(m.shape == shape for m in maps):
                     background = np.clip(1 - np.sum(maps, axis=0), 0, 1)
                     return np.stack([background, *maps]), classes
-        return None, ()
+        return probability_store.borrow(image.unique_id, shape)
 
     def add_region_layer(self):
         try:

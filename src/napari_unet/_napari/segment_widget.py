@@ -39,6 +39,7 @@ from ..segmenting.notes import note_collector, what_model_knows
 from ..segmenting.options import ENLARGE_BELOW
 from ..segmenting.relabel import labels_from_probabilities
 from ..segmenting.segmentation import iter_segment
+from . import probability_store
 from ._common import (
     LayerCombo,
     TaskBar,
@@ -500,6 +501,9 @@ class SegmentWidget(LabelsOutput, SegmentExtras, QWidget):
                 # Cells grown from nuclei are not the probabilities' labels: the
                 # sliders cannot re-label them (segment again instead).
                 self._cache = None
+                probability_store.forget()
+            else:
+                probability_store.lend(layer.unique_id, probs, model.classes)
             self._kept_edits = None
             self._write_labels(layer, labels, target, digest)
             if self.probabilities_check.isChecked():

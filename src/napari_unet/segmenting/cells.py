@@ -201,6 +201,20 @@ def cells_from_points(
     return grow_from_seeds(image_elevation(plane, diameter), seeds, foreground)
 
 
+def clicks_in_foreground(
+    points: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]
+) -> int:
+    """How many of the (y, x) points lie on the model's foreground (p(background) < 0.5).
+
+    A model that does not see the clicked objects (whole cells given to a
+    nuclei model) holds few of them: its probabilities are no map for them.
+    """
+    yx = np.round(np.asarray(points, dtype=np.float64).reshape(len(points), -1)[:, -2:])
+    yx = np.clip(yx.astype(int), 0, np.array(np.shape(probabilities)[-2:]) - 1)
+    background = np.asarray(probabilities)[list(classes).index("background")]
+    return int(np.count_nonzero(background[yx[:, 0], yx[:, 1]] < 0.5))
+
+
 def click_spacing(points: np.ndarray) -> float | None:
     """The median distance from each point to its nearest neighbour (None for one point).
 
