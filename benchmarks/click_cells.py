@@ -67,6 +67,18 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    bad = (
+        "--skip must be >= 0"
+        if args.skip < 0
+        else "--seed-fractions must be numbers >= 0"
+        if not all(np.isfinite(f) and f >= 0 for f in args.seed_fractions)
+        else "--diameter must be a number > 0"
+        if args.diameter is not None and not (np.isfinite(args.diameter) and args.diameter > 0)
+        else None
+    )
+    if bad:
+        print(f"click_cells: {bad}", file=sys.stderr)
+        return 2
     folder = SHARED / "ctc-dic-hela" / args.split
     if not folder.is_dir():
         print(f"no data at {folder}", file=sys.stderr)

@@ -80,6 +80,18 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--out", default=None, help="also write the JSON lines here")
     args = ap.parse_args(argv)
+    bad = (
+        "--grow must be whole numbers >= 0"
+        if any(g < 0 for g in args.grow)
+        else "--seed-fractions must be numbers >= 0"
+        if not all(np.isfinite(f) and f >= 0 for f in args.seed_fractions)
+        else "--limit must be >= 1"
+        if args.limit is not None and args.limit < 1
+        else None
+    )
+    if bad:
+        print(f"two_channel_cells: {bad}", file=sys.stderr)
+        return 2
     folder = SHARED / "dsb2018-fluo" / args.split
     if not folder.is_dir():
         print(f"no data at {folder}", file=sys.stderr)

@@ -154,3 +154,12 @@ def test_cells_grow_from_nuclei_past_the_rim_each_nucleus_makes_in_a_cytoplasm_s
     bare = cells_from_nuclei(nuclei, stain, diameter=48, seed_fraction=0.0)
     assert matching(cells, labels).ap >= 0.8  # 15 of 16 here
     assert matching(cells, bare).ap < 0.5  # 0 here: one flood took them all
+
+
+@pytest.mark.parametrize("fraction", [-0.1, float("nan"), float("inf")])
+def test_a_bad_seed_fraction_is_one_clear_error(fraction):
+    _, truth = synthetic_cells((64, 64), diameter=30, seed=1)
+    with pytest.raises(UNetError, match="seed_fraction"):
+        cells_from_points(centres(truth), np.zeros(truth.shape), seed_fraction=fraction)
+    with pytest.raises(UNetError, match="seed_fraction"):
+        cells_from_nuclei(truth, np.zeros(truth.shape), seed_fraction=fraction)

@@ -176,6 +176,7 @@ def cells_from_points(
     seed is a disc of this fraction of the diameter (0: a 2-px dot). Object
     k is grown from the k-th point.
     """
+    _check_seed_fraction(seed_fraction)
     shape = np.shape(plane)[-2:]
     clicks = points_to_seeds(points, shape)
     if diameter is None:
@@ -268,8 +269,14 @@ def cells_from_nuclei(
     foreground = image_foreground(cell_plane, diameter, texture=False, seeds=nuclei)
     foreground &= near
     fraction = NUCLEUS_SEED_FRACTION if seed_fraction is None else seed_fraction
+    _check_seed_fraction(fraction)
     seeds = expand_labels(nuclei, int(round(fraction * diameter)))
     return sequential_labels(grow_from_seeds(elevation, seeds, foreground))
+
+
+def _check_seed_fraction(fraction: float) -> None:
+    if not (np.isfinite(fraction) and fraction >= 0):
+        raise UNetError(f"seed_fraction must be a number >= 0, got {fraction}")
 
 
 def _grey(plane: np.ndarray) -> np.ndarray:
