@@ -15,6 +15,14 @@ from napari_unet.models.modelfile import load_model
 WIDGETS = ["Segment", "Annotate", "Train / fine-tune", "Show weight map"]
 
 
+def true_centres(truth):
+    """Where a person clicks each true object: its innermost pixel, as (y, x) rows."""
+    from scipy import ndimage as ndi
+
+    ids = np.unique(truth)[1:]
+    return np.array(ndi.maximum_position(ndi.distance_transform_edt(truth > 0), truth, ids), float)
+
+
 def wait_idle(qtbot, widget, timeout=120_000):
     qtbot.waitUntil(lambda: not widget.task.busy, timeout=timeout)
 
@@ -701,8 +709,7 @@ def test_cells_from_points_through_the_plugin_menu(make_napari_viewer, errors):
     assert ann.cells_from_points() is None  # first click: the points layer, and what to do
     assert errors and "cell points" in errors[-1]
     ids = np.unique(truth)[1:]
-    centres = ndi.maximum_position(ndi.distance_transform_edt(truth > 0), truth, ids)
-    viewer.layers["cell points"].add(np.array(centres, float))
+    viewer.layers["cell points"].add(true_centres(truth))
     layer = ann.cells_from_points()
     assert layer.name == "cells annotation" and layer.data.max() == len(ids)
     assert matching(truth, np.asarray(layer.data).astype(np.int32)).ap >= 0.5
@@ -722,7 +729,6 @@ def test_cells_from_points_through_the_plugin_menu(make_napari_viewer, errors):
 def test_cells_from_points_grow_on_the_last_segmentation_without_its_probability_layers(
     make_napari_viewer, qtbot, default_model_available
 ):
-    from scipy import ndimage as ndi
 
     from napari_unet.images.synthetic import synthetic_nuclei
     from napari_unet.labels.metrics import matching
@@ -737,9 +743,7 @@ def test_cells_from_points_grow_on_the_last_segmentation_without_its_probability
     seg.run()
     wait_idle(qtbot, seg)
     assert not [layer for layer in viewer.layers if "probability" in layer.name]
-    ids = np.unique(truth)[1:]
-    points = viewer.add_points(name="cell points", ndim=2)
-    points.add(np.array(ndi.maximum_position(ndi.distance_transform_edt(truth > 0), truth, ids)))
+    viewer.add_points(true_centres(truth), name="cell points", ndim=2)
     ann.image_combo.set_layer(viewer.layers["nuclei"])
     layer = ann.cells_from_points()
     assert "the model's probabilities" in ann.info.text()
@@ -751,7 +755,6 @@ def test_cells_from_points_leave_a_model_that_does_not_see_the_clicked_objects(
 ):
     # Probabilities whose foreground misses the clicks (whole cells given to a
     # nuclei model) would shrink each cell to a dot: the image is used, and said.
-    from scipy import ndimage as ndi
 
     from napari_unet.images.synthetic import synthetic_cells
 
@@ -765,8 +768,7 @@ def test_cells_from_points_leave_a_model_that_does_not_see_the_clicked_objects(
     _, ann = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
     ann.image_combo.set_layer(viewer.layers["cells"])
     ids = np.unique(truth)[1:]
-    points = viewer.add_points(name="cell points", ndim=2)
-    points.add(np.array(ndi.maximum_position(ndi.distance_transform_edt(truth > 0), truth, ids)))
+    viewer.add_points(true_centres(truth), name="cell points", ndim=2)
     layer = ann.cells_from_points()
     assert layer.data.max() == len(ids)
     assert "grown on the image" in ann.info.text() and "holds only" in ann.info.text()
